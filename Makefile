@@ -1,0 +1,35 @@
+# One entry per job a person runs. Every target sets up what it needs first.
+PY := .venv/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test unit lint bench protos dashboards check-protos clean
+
+setup:
+	@scripts/setup.sh
+
+demo: setup  ## a sandboxed containerd with sample images and pods, the exporter serving, the df table
+	$(PY) -m scripts.demo
+
+test: setup  ## every test: unit, and integration against a real containerd
+	$(PY) -m pytest
+
+unit: setup  ## only the fast tests that need no containerd
+	$(PY) -m pytest -m "not integration"
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	$(PY) scripts/gen_protos.py --check
+
+bench: setup
+	$(PY) -m benchmarks.busy_node
+
+protos: setup
+	$(PY) scripts/gen_protos.py
+
+dashboards: setup
+	$(PY) -m dashboards.generate
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache build dist

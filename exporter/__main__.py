@@ -1,0 +1,7 @@
+"""`python -m exporter` is the `layer-sharing-exporter` command."""
+
+import sys
+
+from exporter.cli import main
+
+sys.exit(main())

@@ -1,0 +1,201 @@
+"""Configuration: defaults < environment < YAML file < command-line flags.
+
+Every option can be set in the YAML file; the file also holds the base-image
+catalog. Invalid values raise `ConfigError` with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter.bases import BaseSpec
+from exporter.parse import DIGEST_RE, ParseError, normalize_endpoint
+
+DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
+DEFAULT_LISTEN = "0.0.0.0:9877"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsOptions:
+    """Which optional series to export: the knobs of the cardinality budget."""
+
+    # Per-image series for the N images with the most unique bytes (0 = all).
+    images_top_n: int = 50
+    # Per-pod series (5 per pod).
+    pods: bool = True
+    # Per-base series for the N bases with the most bytes (0 = all).
+    bases_top_n: int = 20
+    # Per-layer series for the N largest layers (0 = none).
+    layers_top_n: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    runtime_endpoint: str = DEFAULT_ENDPOINT
+    namespace: str = "k8s.io"
+    snapshotter: str = "overlayfs"
+    listen_address: str = DEFAULT_LISTEN
+    refresh_interval_seconds: float = 30.0
+    rpc_timeout_seconds: float = 5.0
+    content_recheck_seconds: float = 300.0
+    collect_writable_layers: bool = True
+    node_name: str = ""
+    host_root: str = ""
+    log_level: str = "info"
+    metrics: MetricsOptions = field(default_factory=MetricsOptions)
+    bases: tuple[BaseSpec, ...] = ()
+
+
+_SCALAR_TYPES: dict[str, type] = {
+    "runtime_endpoint": str,
+    "namespace": str,
+    "snapshotter": str,
+    "listen_address": str,
+    "refresh_interval_seconds": float,
+    "rpc_timeout_seconds": float,
+    "content_recheck_seconds": float,
+    "collect_writable_layers": bool,
+    "node_name": str,
+    "host_root": str,
+    "log_level": str,
+}
+_METRICS_TYPES: dict[str, type] = {
+    "images_top_n": int,
+    "pods": bool,
+    "bases_top_n": int,
+    "layers_top_n": int,
+}
+
+
+def _typed(key: str, value: Any, want: type) -> Any:
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+        raise ConfigError(f"{key}: expected {want.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_keys(where: str, given: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}unknown key {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
+
+
+def parse_bases(value: Any) -> tuple[BaseSpec, ...]:
+    """The base-image catalog: a list of {name, diff_ids | image}."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError("bases: expected a list of {name, diff_ids | image}")
+    specs = []
+    for i, entry in enumerate(value):
+        where = f"bases[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: expected a mapping")
+        _check_keys(f"{where}: ", entry, {"name", "diff_ids", "image"})
+        name = _typed(f"{where}.name", entry.get("name"), str)
+        if not name:
+            raise ConfigError(f"{where}.name: must not be empty")
+        diff_ids = entry.get("diff_ids") or []
+        image = entry.get("image") or ""
+        if not isinstance(diff_ids, list):
+            raise ConfigError(f"{where}.diff_ids: expected a list of sha256 digests")
+        for d in diff_ids:
+            if not isinstance(d, str) or not DIGEST_RE.match(d):
+                raise ConfigError(f"{where}.diff_ids: {d!r} is not a sha256:<64 hex> digest")
+        _typed(f"{where}.image", image, str)
+        if bool(diff_ids) == bool(image):
+            raise ConfigError(f"{where}: give exactly one of diff_ids or image")
+        specs.append(BaseSpec(name=name, diff_ids=tuple(diff_ids), image=image))
+    return tuple(specs)
+
+
+def from_mapping(data: Mapping[str, Any], base: Config | None = None) -> Config:
+    """Apply a YAML document (already loaded) on top of `base`."""
+    config = base or Config()
+    if not isinstance(data, Mapping):
+        raise ConfigError("config file: expected a mapping at the top level")
+    _check_keys("", data, set(_SCALAR_TYPES) | {"metrics", "bases"})
+    changes: dict[str, Any] = {k: _typed(k, v, _SCALAR_TYPES[k]) for k, v in data.items() if k in _SCALAR_TYPES}
+    if "metrics" in data:
+        metrics = data["metrics"] or {}
+        if not isinstance(metrics, Mapping):
+            raise ConfigError("metrics: expected a mapping")
+        _check_keys("metrics: ", metrics, set(_METRICS_TYPES))
+        values = {k: _typed(f"metrics.{k}", v, _METRICS_TYPES[k]) for k, v in metrics.items()}
+        changes["metrics"] = dataclasses.replace(config.metrics, **values)
+    if "bases" in data:
+        changes["bases"] = parse_bases(data["bases"])
+    return validate(dataclasses.replace(config, **changes))
+
+
+def load_file(path: str | Path, base: Config | None = None) -> Config:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return from_mapping(data or {}, base)
+
+
+def from_environment(env: Mapping[str, str] | None = None) -> Config:
+    """Defaults, with the variables a DaemonSet sets."""
+    env = os.environ if env is None else env
+    changes: dict[str, Any] = {}
+    if env.get("CONTAINER_RUNTIME_ENDPOINT"):
+        changes["runtime_endpoint"] = env["CONTAINER_RUNTIME_ENDPOINT"]
+    if env.get("NODE_NAME"):
+        changes["node_name"] = env["NODE_NAME"]
+    return dataclasses.replace(Config(), **changes)
+
+
+def split_listen_address(address: str) -> tuple[str, int]:
+    """host:port (host may be empty or [v6]).
+
+    >>> split_listen_address(":9877")
+    ('0.0.0.0', 9877)
+    >>> split_listen_address("[::1]:8080")
+    ('::1', 8080)
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"listen_address: expected host:port, got {address!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def validate(config: Config) -> Config:
+    """Check values that a type alone does not; normalize the endpoint."""
+    try:
+        endpoint = normalize_endpoint(config.runtime_endpoint)
+    except ParseError as exc:
+        raise ConfigError(f"runtime_endpoint: {exc}") from None
+    split_listen_address(config.listen_address)
+    for key in ("refresh_interval_seconds", "rpc_timeout_seconds", "content_recheck_seconds"):
+        if getattr(config, key) <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {getattr(config, key)}")
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}")
+    for key in ("images_top_n", "bases_top_n", "layers_top_n"):
+        if getattr(config.metrics, key) < 0:
+            raise ConfigError(f"metrics.{key}: must be >= 0")
+    if not config.namespace:
+        raise ConfigError("namespace: must not be empty")
+    if not config.snapshotter:
+        raise ConfigError("snapshotter: must not be empty")
+    return dataclasses.replace(config, runtime_endpoint=endpoint)

@@ -1,0 +1,150 @@
+"""HTTP serving: /metrics, /healthz, /readyz and a landing page.
+
+The layer-sharing part of /metrics is rendered once per refresh and cached per
+content type, so a scrape costs a dictionary lookup plus the exporter's own
+process metrics, however many scrapers there are.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+
+from exporter import __version__
+from exporter.collector import LayerSharingCollector
+from exporter.config import MetricsOptions
+from exporter.service import Refresher
+
+logger = logging.getLogger(__name__)
+
+_EOF = b"# EOF\n"
+_LANDING = """<!doctype html>
+<html><head><title>layer-sharing-exporter</title></head>
+<body><h1>layer-sharing-exporter {version}</h1>
+<p>Shared versus unique container image layer bytes on this node.</p>
+<ul><li><a href="metrics">/metrics</a></li><li><a href="healthz">/healthz</a></li>
+<li><a href="readyz">/readyz</a></li></ul></body></html>
+"""
+
+
+class Exposition:
+    """Renders /metrics bodies, caching the layer-sharing part per refresh."""
+
+    def __init__(self, refresher: Refresher, options: MetricsOptions) -> None:
+        self._refresher = refresher
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(LayerSharingCollector(lambda: self._pinned_state, options))
+        self._process_registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self._process_registry)
+        PlatformCollector(registry=self._process_registry)
+        self._pinned_state = refresher.state
+        self._cache: dict[tuple[int, str], bytes] = {}
+        self._lock = threading.Lock()
+
+    def render(self, accept: str) -> tuple[bytes, str]:
+        encoder, content_type = choose_encoder(accept)
+        state = self._refresher.state
+        key = (state.generation, content_type)
+        body = self._cache.get(key)
+        if body is None:
+            with self._lock:
+                body = self._cache.get(key)
+                if body is None:
+                    self._pinned_state = state
+                    body = encoder(self._registry)
+                    if body.endswith(_EOF):  # OpenMetrics: one EOF, at the very end
+                        body = body[: -len(_EOF)]
+                    self._cache = {k: v for k, v in self._cache.items() if k[0] == state.generation}
+                    self._cache[key] = body
+        return body + encoder(self._process_registry), content_type
+
+
+class MetricsServer:
+    """A threaded HTTP server in front of one refresher."""
+
+    def __init__(self, refresher: Refresher, options: MetricsOptions, host: str, port: int) -> None:
+        self.refresher = refresher
+        self.exposition = Exposition(refresher, options)
+        handler = _handler_class(self)
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever(poll_interval=0.2)
+
+    def shutdown(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def health(self) -> tuple[int, str]:
+        if not self.refresher.loop_alive():
+            return 503, "refresh loop stuck\n"
+        return 200, "ok\n"
+
+    def readiness(self) -> tuple[int, str]:
+        state = self.refresher.state
+        if state.generation == 0:
+            return 503, "not ready: first refresh has not finished\n"
+        if state.up:
+            return 200, "ready: runtime answering\n"
+        # Still serving (layer_sharing_up 0 tells Prometheus); say why here.
+        return 200, f"ready, but {state.last_error}\n"
+
+
+def _handler_class(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = f"layer-sharing-exporter/{__version__}"
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self._respond(send_body=True)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._respond(send_body=False)
+
+        def _respond(self, send_body: bool) -> None:
+            path = self.path.split("?", 1)[0]
+            try:
+                if path == "/metrics":
+                    body, content_type = server.exposition.render(self.headers.get("Accept", ""))
+                    status = 200
+                elif path == "/healthz":
+                    status, text = server.health()
+                    body, content_type = text.encode(), "text/plain; charset=utf-8"
+                elif path == "/readyz":
+                    status, text = server.readiness()
+                    body, content_type = text.encode(), "text/plain; charset=utf-8"
+                elif path == "/":
+                    status, body = 200, _LANDING.format(version=__version__).encode()
+                    content_type = "text/html; charset=utf-8"
+                else:
+                    status, body, content_type = 404, b"not found\n", "text/plain; charset=utf-8"
+            except Exception:  # a rendering bug must not take the server down
+                logger.exception("error serving %s", path)
+                status, body, content_type = 500, b"internal error\n", "text/plain; charset=utf-8"
+            headers = {"Content-Type": content_type}
+            if "gzip" in self.headers.get("Accept-Encoding", "") and len(body) > 1024:
+                body = gzip.compress(body, compresslevel=1)
+                headers["Content-Encoding"] = "gzip"
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            logger.debug("%s %s", self.address_string(), format % args)
+
+    return Handler

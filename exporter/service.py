@@ -1,0 +1,136 @@
+"""The refresh loop: runtime -> facts -> accounting -> one published state.
+
+Scrapes never reach the runtime: they read the last published `ExporterState`,
+which a single background thread replaces atomically, at most once per
+interval, however many scrapers there are. One state is one refresh, so a
+scrape never mixes two moments of the node.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from exporter.accounting import NodeReport, account
+from exporter.bases import BaseSpec
+from exporter.facts import NodeFacts
+from exporter.runtime import RuntimeUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class FactSource(Protocol):
+    """Where facts come from: the containerd adapter, or a fake in tests."""
+
+    errors: Counter[str]
+
+    @property
+    def calls(self) -> Counter[str]: ...
+
+    def snapshot(self) -> NodeFacts: ...
+
+    def forget_runtime_state(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExporterState:
+    """What a scrape shows: the latest report and the exporter's own health."""
+
+    generation: int = 0
+    up: bool = False
+    report: NodeReport | None = None
+    facts: NodeFacts | None = None
+    last_error: str = "no refresh yet"
+    last_duration_seconds: float = 0.0
+    last_success_timestamp: float = 0.0
+    refreshes: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+
+
+class Refresher:
+    """Keeps `state` current by asking the runtime once per interval."""
+
+    def __init__(
+        self,
+        source: FactSource,
+        catalog: Sequence[BaseSpec] = (),
+        interval: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = source
+        self.catalog = tuple(catalog)
+        self.interval = interval
+        self._clock = clock
+        self._state = ExporterState()
+        self._lock = threading.Lock()
+        self._loop_heartbeat = time.monotonic()
+        self.refresh_failures: Counter[str] = Counter()
+
+    @property
+    def state(self) -> ExporterState:
+        return self._state
+
+    def refresh_once(self) -> ExporterState:
+        """Take one snapshot and publish it. Never raises."""
+        with self._lock:
+            started = time.perf_counter()
+            previous = self._state
+            report: NodeReport | None = None
+            facts: NodeFacts | None = None
+            error = ""
+            try:
+                facts = self.source.snapshot()
+                report = account(facts, self.catalog)
+            except RuntimeUnavailable as exc:
+                error = f"runtime unreachable: {exc}"
+                self.refresh_failures["runtime"] += 1
+            except Exception as exc:  # one bad refresh must not end the exporter
+                logger.exception("refresh failed")
+                error = f"refresh failed: {type(exc).__name__}: {exc}"
+                self.refresh_failures["refresh"] += 1
+            duration = time.perf_counter() - started
+            up = report is not None
+            if up != previous.up or previous.generation == 0:
+                self._log_transition(up, error)
+            if not up and previous.up:
+                # containerd may come back with another config (sandbox image...).
+                self.source.forget_runtime_state()
+            errors = dict(self.source.errors)
+            for stage, count in self.refresh_failures.items():
+                errors[stage] = errors.get(stage, 0) + count
+            self._state = ExporterState(
+                generation=previous.generation + 1,
+                up=up,
+                report=report,
+                facts=facts,
+                last_error=error,
+                last_duration_seconds=duration,
+                last_success_timestamp=self._clock() if up else previous.last_success_timestamp,
+                refreshes=previous.refreshes + 1,
+                errors=errors,
+                calls=dict(self.source.calls),
+            )
+            return self._state
+
+    def _log_transition(self, up: bool, error: str) -> None:
+        if up:
+            logger.info("runtime answered: exporting layer sharing figures")
+        else:
+            logger.error("%s; exporting layer_sharing_up 0 and retrying every %gs", error, self.interval)
+
+    def run(self, stop: threading.Event) -> None:
+        """Refresh now, then every interval, until `stop` is set."""
+        while not stop.is_set():
+            self._loop_heartbeat = time.monotonic()
+            self.refresh_once()
+            stop.wait(self.interval)
+
+    def loop_alive(self) -> bool:
+        """False when the loop has not run for three intervals (stuck)."""
+        return time.monotonic() - self._loop_heartbeat < 3 * self.interval + 30
