@@ -181,24 +181,38 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
             pod_images[key].add(container.image_id)
     for pod in facts.pods:
         pod_images.setdefault((pod.namespace, pod.name), set())
-    pod_layers = {
-        key: {layer for image_id in ids for layer in chains[image_id]}
-        for key, ids in pod_images.items()
-    }
+    pod_layers = {key: {layer for image_id in ids for layer in chains[image_id]} for key, ids in pod_images.items()}
     pod_refcount: Counter[str] = Counter()
-    for layers in pod_layers.values():
-        pod_refcount.update(layers)
+    for used in pod_layers.values():
+        pod_refcount.update(used)
 
     bases = match_bases(chains, resolve_catalog(catalog, images.values()), image_refcount)
 
     image_reports = tuple(
-        _image_report(images[image_id], chain, bases[image_id], containers_of[image_id],
-                      image_id in in_use, image_refcount, size_of, facts.layer_usage.keys())
+        _image_report(
+            images[image_id],
+            chain,
+            bases[image_id],
+            containers_of[image_id],
+            image_id in in_use,
+            image_refcount,
+            size_of,
+            facts.layer_usage.keys(),
+        )
         for image_id, chain in chains.items()
     )
+    shares = fair_shares({key: pod_layers[key] for key in sorted(pod_layers)}, pod_refcount, size_of)
     pod_reports = tuple(
-        _pod_report(key, pod_layers[key], pod_images[key], pod_containers[key],
-                    pod_writable[key], pod_refcount, size_of)
+        _pod_report(
+            key,
+            pod_layers[key],
+            pod_images[key],
+            pod_containers[key],
+            pod_writable[key],
+            pod_refcount,
+            size_of,
+            shares[key],
+        )
         for key in sorted(pod_layers)
     )
     layers = {
@@ -231,7 +245,7 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
         physical=physical,
         shared=shared,
         unique=physical - shared,
-        reclaimable=sum(l.size for c, l in layers.items() if c not in in_use_layers),
+        reclaimable=sum(layer.size for c, layer in layers.items() if c not in in_use_layers),
         content=sum(present_blobs.values()),
         writable=sum(c.writable_bytes or 0 for c in facts.containers),
         missing_layers=sum(1 for layer in layers.values() if not layer.present),
@@ -281,6 +295,28 @@ def _image_report(
     )
 
 
+def fair_shares(
+    pod_layers: dict[tuple[str, str], set[str]], pod_refcount: Counter[str], size_of: _SizeOf
+) -> dict[tuple[str, str], int]:
+    """Each pod's share of its layers' bytes, in whole bytes that add up exactly.
+
+    A layer's bytes are split evenly between the pods using it. Shares are
+    exact fractions, floored, and the leftover bytes go to the largest
+    remainders (largest-remainder rounding), so Σ over pods equals Σ of the
+    distinct layers pods use, to the byte.
+    """
+    exact = {
+        key: sum((Fraction(size_of(c), pod_refcount[c]) for c in layers), Fraction(0))
+        for key, layers in pod_layers.items()
+    }
+    floors = {key: int(value) for key, value in exact.items()}
+    leftover = int(sum(exact.values(), Fraction(0))) - sum(floors.values())
+    by_remainder = sorted(exact, key=lambda key: (-(exact[key] - floors[key]), key))
+    for key in by_remainder[:leftover]:
+        floors[key] += 1
+    return floors
+
+
 def _pod_report(
     key: tuple[str, str],
     layers: set[str],
@@ -289,11 +325,10 @@ def _pod_report(
     writable: int,
     pod_refcount: Counter[str],
     size_of: _SizeOf,
+    attributed: int,
 ) -> PodReport:
     size = sum(size_of(c) for c in layers)
     shared = sum(size_of(c) for c in layers if pod_refcount[c] >= 2)
-    # Exact fractions, rounded once, so rounding never drifts per layer.
-    attributed = sum((Fraction(size_of(c), pod_refcount[c]) for c in layers), Fraction(0))
     return PodReport(
         namespace=key[0],
         name=key[1],
@@ -302,7 +337,7 @@ def _pod_report(
         bytes=size,
         shared=shared,
         unique=size - shared,
-        attributed=round(attributed),
+        attributed=attributed,
         writable=writable,
     )
 
@@ -331,5 +366,3 @@ def _base_reports(
             )
         )
     return tuple(sorted(reports, key=lambda r: (-r.bytes * r.images, r.name)))
-
-

@@ -47,9 +47,7 @@ def short_chain_label(chain_id: str) -> str:
     return "chain:" + chain_id.removeprefix("sha256:")[:12]
 
 
-def resolve_catalog(
-    catalog: Sequence[BaseSpec], images: Iterable[ImageFacts]
-) -> dict[str, tuple[str, int]]:
+def resolve_catalog(catalog: Sequence[BaseSpec], images: Iterable[ImageFacts]) -> dict[str, tuple[str, int]]:
     """Map each catalog base's top chain ID to (name, depth).
 
     Entries naming an image are resolved against the images on the node;

@@ -19,7 +19,7 @@ from exporter import __version__
 from exporter import config as config_mod
 from exporter import df as df_mod
 from exporter.config import Config, ConfigError
-from exporter.runtime import ContainerdRuntime, RuntimeOptions, RuntimeUnavailable
+from exporter.runtime import ContainerdRuntime, RuntimeOptions, RuntimeUnavailableError
 from exporter.service import Refresher
 
 logger = logging.getLogger("exporter")
@@ -35,20 +35,29 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="layer-sharing-exporter", description="Shared versus unique image layer bytes on a node.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--runtime-endpoint", help="CRI socket: unix:///path or /path "
-                        "(default: $CONTAINER_RUNTIME_ENDPOINT, else unix:///run/containerd/containerd.sock)")
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--runtime-endpoint",
+        help="CRI socket: unix:///path or /path "
+        "(default: $CONTAINER_RUNTIME_ENDPOINT, else unix:///run/containerd/containerd.sock)",
+    )
     common.add_argument("--config", metavar="FILE", help="YAML config file; every option can be set there")
     common.add_argument("--namespace", help="containerd namespace of the CRI plugin (default k8s.io)")
     common.add_argument("--snapshotter", help="snapshotter holding the layers (default overlayfs)")
-    common.add_argument("--rpc-timeout", type=float, dest="rpc_timeout_seconds", help="seconds per runtime call (default 5)")
+    common.add_argument(
+        "--rpc-timeout", type=float, dest="rpc_timeout_seconds", help="seconds per runtime call (default 5)"
+    )
     common.add_argument("--log-level", choices=config_mod.LOG_LEVELS, help="default info")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", parents=[common], help="export Prometheus metrics")
     serve.add_argument("--listen-address", help="host:port for /metrics (default 0.0.0.0:9877)")
-    serve.add_argument("--refresh-interval", type=float, dest="refresh_interval_seconds",
-                       help="seconds between runtime refreshes (default 30)")
+    serve.add_argument(
+        "--refresh-interval",
+        type=float,
+        dest="refresh_interval_seconds",
+        help="seconds between runtime refreshes (default 30)",
+    )
     serve.add_argument("--node-name", help="node name reported (default $NODE_NAME)")
 
     df = sub.add_parser("df", parents=[common], help="print the node's layer sharing as a table")
@@ -59,8 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _FLAG_KEYS = (
-    "runtime_endpoint", "namespace", "snapshotter", "rpc_timeout_seconds", "log_level",
-    "listen_address", "refresh_interval_seconds", "node_name",
+    "runtime_endpoint",
+    "namespace",
+    "snapshotter",
+    "rpc_timeout_seconds",
+    "log_level",
+    "listen_address",
+    "refresh_interval_seconds",
+    "node_name",
 )
 
 
@@ -126,8 +141,14 @@ def serve(config: Config) -> int:
     http = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     loop.start()
     http.start()
-    logger.info("layer-sharing-exporter %s serving on %s:%d, runtime %s every %gs",
-                __version__, host, server.port, config.runtime_endpoint, config.refresh_interval_seconds)
+    logger.info(
+        "layer-sharing-exporter %s serving on %s:%d, runtime %s every %gs",
+        __version__,
+        host,
+        server.port,
+        config.runtime_endpoint,
+        config.refresh_interval_seconds,
+    )
     stop.wait()
     server.shutdown()
     loop.join(timeout=config.rpc_timeout_seconds + 1)
@@ -141,7 +162,7 @@ def df(config: Config, args: argparse.Namespace) -> int:
     runtime = ContainerdRuntime(runtime_options(config))
     try:
         facts = runtime.snapshot()
-    except RuntimeUnavailable as exc:
+    except RuntimeUnavailableError as exc:
         print(f"layer-sharing-exporter: runtime {config.runtime_endpoint} unreachable: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     finally:
@@ -156,9 +177,11 @@ def df(config: Config, args: argparse.Namespace) -> int:
         if args.output == "json":
             print(df_mod.to_json({"image": image.name, "image_id": image.image_id, "layers": rows}))
         else:
-            print(f"{image.name} ({image.image_id}): size {df_mod.human_bytes(image.size)}, "
-                  f"shared {df_mod.human_bytes(image.shared)}, unique {df_mod.human_bytes(image.unique)}, "
-                  f"base {image.base}\n")
+            print(
+                f"{image.name} ({image.image_id}): size {df_mod.human_bytes(image.size)}, "
+                f"shared {df_mod.human_bytes(image.shared)}, unique {df_mod.human_bytes(image.unique)}, "
+                f"base {image.base}\n"
+            )
             print(df_mod.image_layers_table(rows))
         return EXIT_OK
     if args.output == "json":

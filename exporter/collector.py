@@ -37,22 +37,38 @@ _CACHED = "Refreshed in the background every refresh interval, not per scrape."
 _NODE_FAMILIES: tuple[tuple[str, str, Callable[[NodeReport], int]], ...] = (
     ("images", "Images on the node, one per image ID however many tags or digests.", lambda r: r.totals.images),
     ("layers", "Distinct image layers on the node (snapshots by chain ID).", lambda r: r.totals.layers),
-    ("unused_images", "Images no container, pod sandbox or pin uses.",
-     lambda r: sum(1 for i in r.images if not i.in_use)),
+    (
+        "unused_images",
+        "Images no container, pod sandbox or pin uses.",
+        lambda r: sum(1 for i in r.images if not i.in_use),
+    ),
     ("containers", "Containers in any state (exited ones still pin their image).", lambda r: r.totals.containers),
     ("pods", "Pods with a sandbox or container on the node.", lambda r: r.totals.pods),
     ("logical_bytes", f"{_DISK} if nothing were shared: the sum of every image's size.", lambda r: r.totals.logical),
     ("physical_bytes", f"{_DISK} taken by image layers, each distinct layer once.", lambda r: r.totals.physical),
     ("shared_bytes", f"{_DISK} of layers referenced by two or more images.", lambda r: r.totals.shared),
     ("unique_bytes", f"{_DISK} of layers referenced by exactly one image.", lambda r: r.totals.unique),
-    ("reclaimable_bytes", f"{_DISK} of layers no in-use image references (no container, sandbox or pin).",
-     lambda r: r.totals.reclaimable),
-    ("content_bytes", "Compressed layer blob bytes present in containerd's content store "
-     "(kept beside the unpacked snapshots unless discard_unpacked_layers is set).", lambda r: r.totals.content),
-    ("writable_bytes", "Bytes in containers' writable layers, as the runtime last measured them.",
-     lambda r: r.totals.writable),
-    ("missing_layers", "Image layers with no snapshot for the configured snapshotter (not unpacked).",
-     lambda r: r.totals.missing_layers),
+    (
+        "reclaimable_bytes",
+        f"{_DISK} of layers no in-use image references (no container, sandbox or pin).",
+        lambda r: r.totals.reclaimable,
+    ),
+    (
+        "content_bytes",
+        "Compressed layer blob bytes present in containerd's content store "
+        "(kept beside the unpacked snapshots unless discard_unpacked_layers is set).",
+        lambda r: r.totals.content,
+    ),
+    (
+        "writable_bytes",
+        "Bytes in containers' writable layers, as the runtime last measured them.",
+        lambda r: r.totals.writable,
+    ),
+    (
+        "missing_layers",
+        "Image layers with no snapshot for the configured snapshotter (not unpacked).",
+        lambda r: r.totals.missing_layers,
+    ),
 )
 
 
@@ -87,7 +103,9 @@ class LayerSharingCollector(Collector):
         up = _gauge("up", "1 if the container runtime answered the last refresh, else 0.")
         up.add_metric([], 1 if state.up else 0)
         yield up
-        duration = _gauge("collection_duration_seconds", "Seconds the last refresh took (runtime calls and accounting).")
+        duration = _gauge(
+            "collection_duration_seconds", "Seconds the last refresh took (runtime calls and accounting)."
+        )
         duration.add_metric([], state.last_duration_seconds)
         yield duration
         success = _gauge("last_success_timestamp_seconds", "Unix time of the last refresh the runtime answered.")
@@ -97,7 +115,8 @@ class LayerSharingCollector(Collector):
         refreshes.add_metric([], state.refreshes)
         yield refreshes
         errors = CounterMetricFamily(
-            "layer_sharing_errors", "Items skipped or calls failed, by stage; the rest is still exported.",
+            "layer_sharing_errors",
+            "Items skipped or calls failed, by stage; the rest is still exported.",
             labels=["stage"],
         )
         for stage in sorted(set(ERROR_STAGES) | set(state.errors)):
@@ -114,8 +133,11 @@ class LayerSharingCollector(Collector):
         yield build
         report = state.report
         if report is not None:
-            runtime = _gauge("runtime_info", "The container runtime answering; always 1.",
-                             ["runtime", "runtime_version", "snapshotter"])
+            runtime = _gauge(
+                "runtime_info",
+                "The container runtime answering; always 1.",
+                ["runtime", "runtime_version", "snapshotter"],
+            )
             runtime.add_metric([report.runtime_name, report.runtime_version, report.snapshotter], 1)
             yield runtime
 
@@ -124,10 +146,18 @@ class LayerSharingCollector(Collector):
             family = _gauge(name, f"{doc} {_CACHED}")
             family.add_metric([], value(report))
             yield family
-        used = _gauge("image_fs_used_bytes", "Bytes used on the image filesystem, as CRI ImageFsInfo reports.", ["mountpoint"])
-        inodes = _gauge("image_fs_inodes_used", "Inodes used on the image filesystem (CRI ImageFsInfo).", ["mountpoint"])
-        capacity = _gauge("image_fs_capacity_bytes", "Size of the filesystem holding the image filesystem (statvfs).", ["mountpoint"])
-        available = _gauge("image_fs_available_bytes", "Bytes available to unprivileged users there (statvfs).", ["mountpoint"])
+        used = _gauge(
+            "image_fs_used_bytes", "Bytes used on the image filesystem, as CRI ImageFsInfo reports.", ["mountpoint"]
+        )
+        inodes = _gauge(
+            "image_fs_inodes_used", "Inodes used on the image filesystem (CRI ImageFsInfo).", ["mountpoint"]
+        )
+        capacity = _gauge(
+            "image_fs_capacity_bytes", "Size of the filesystem holding the image filesystem (statvfs).", ["mountpoint"]
+        )
+        available = _gauge(
+            "image_fs_available_bytes", "Bytes available to unprivileged users there (statvfs).", ["mountpoint"]
+        )
         for fs in report.filesystems:
             used.add_metric([fs.mountpoint], fs.used_bytes)
             inodes.add_metric([fs.mountpoint], fs.inodes_used)
@@ -142,10 +172,16 @@ class LayerSharingCollector(Collector):
         size = _gauge("image_size_bytes", f"{_DISK} of the image's layers (docker system df SIZE).", labels)
         shared = _gauge("image_shared_bytes", f"{_DISK} of the image's layers another image also uses.", labels)
         unique = _gauge("image_unique_bytes", f"{_DISK} of the image's layers no other image uses.", labels)
-        compressed = _gauge("image_compressed_bytes", "Compressed bytes the image's manifest declares: what a pull transfers.", labels)
+        compressed = _gauge(
+            "image_compressed_bytes", "Compressed bytes the image's manifest declares: what a pull transfers.", labels
+        )
         containers = _gauge("image_containers", "Containers (any state) using the image.", labels)
-        info = _gauge("image_info", "Join labels for the image; image_ref is the kubelet's imageID "
-                      "(kube_pod_container_info image_id). Always 1.", [*labels, "image_ref", "base"])
+        info = _gauge(
+            "image_info",
+            "Join labels for the image; image_ref is the kubelet's imageID "
+            "(kube_pod_container_info image_id). Always 1.",
+            [*labels, "image_ref", "base"],
+        )
         top_n = self._options.images_top_n
         for image in report.images[:top_n] if top_n else report.images:
             key = [image.image_id, image.name]
@@ -159,11 +195,17 @@ class LayerSharingCollector(Collector):
 
     def _pods(self, report: NodeReport) -> Iterator[Metric]:
         labels = ["namespace", "pod"]
-        total = _gauge("pod_bytes", f"{_DISK} of the distinct layers the pod's containers use (sandbox image excluded).", labels)
+        total = _gauge(
+            "pod_bytes", f"{_DISK} of the distinct layers the pod's containers use (sandbox image excluded).", labels
+        )
         shared = _gauge("pod_shared_bytes", f"{_DISK} of the pod's layers another pod on the node also uses.", labels)
         unique = _gauge("pod_unique_bytes", f"{_DISK} of the pod's layers no other pod on the node uses.", labels)
-        attributed = _gauge("pod_attributed_bytes", f"{_DISK} fairly attributed to the pod: each layer divided "
-                            "by the pods using it, so the sum over pods is the bytes pods use.", labels)
+        attributed = _gauge(
+            "pod_attributed_bytes",
+            f"{_DISK} fairly attributed to the pod: each layer divided "
+            "by the pods using it, so the sum over pods is the bytes pods use.",
+            labels,
+        )
         writable = _gauge("pod_writable_bytes", "Bytes in the pod's containers' writable layers.", labels)
         for pod in report.pods:
             key = [pod.namespace, pod.name]

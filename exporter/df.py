@@ -54,8 +54,15 @@ def summary(report: NodeReport) -> str:
 
 def images_table(report: NodeReport) -> str:
     rows = [
-        (i.name, _short(i.image_id), human_bytes(i.size), human_bytes(i.shared), human_bytes(i.unique),
-         i.containers, i.base)
+        (
+            i.name,
+            _short(i.image_id),
+            human_bytes(i.size),
+            human_bytes(i.shared),
+            human_bytes(i.unique),
+            i.containers,
+            i.base,
+        )
         for i in report.images
     ]
     return table(("IMAGE", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS", "BASE"), rows)
@@ -63,11 +70,21 @@ def images_table(report: NodeReport) -> str:
 
 def pods_table(report: NodeReport) -> str:
     rows = [
-        (p.namespace, p.name, p.containers, human_bytes(p.bytes), human_bytes(p.shared), human_bytes(p.unique),
-         human_bytes(p.attributed), human_bytes(p.writable))
+        (
+            p.namespace,
+            p.name,
+            p.containers,
+            human_bytes(p.bytes),
+            human_bytes(p.shared),
+            human_bytes(p.unique),
+            human_bytes(p.attributed),
+            human_bytes(p.writable),
+        )
         for p in report.pods
     ]
-    return table(("NAMESPACE", "POD", "CONTAINERS", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "ATTRIBUTED", "WRITABLE"), rows)
+    return table(
+        ("NAMESPACE", "POD", "CONTAINERS", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "ATTRIBUTED", "WRITABLE"), rows
+    )
 
 
 def bases_table(report: NodeReport) -> str:
@@ -100,8 +117,14 @@ def image_layers_table(rows: list[dict[str, Any]]) -> str:
     return table(
         ("#", "SIZE", "CHAIN ID", "IMAGES", "PODS", "CREATED BY"),
         [
-            (i, human_bytes(r["size"]) if r["present"] else "missing", _short(r["chain_id"]), r["images"], r["pods"],
-             _one_line(r["created_by"]))
+            (
+                i,
+                human_bytes(r["size"]) if r["present"] else "missing",
+                _short(r["chain_id"]),
+                r["images"],
+                r["pods"],
+                _one_line(r["created_by"]),
+            )
             for i, r in enumerate(rows)
         ],
     )

@@ -128,9 +128,7 @@ def _text(value: object, limit: int = 4096) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
-def history_per_layer(
-    diff_ids: tuple[str, ...], history: tuple[HistoryEntry, ...]
-) -> tuple[HistoryEntry | None, ...]:
+def history_per_layer(diff_ids: tuple[str, ...], history: tuple[HistoryEntry, ...]) -> tuple[HistoryEntry | None, ...]:
     """The history entry that created each layer, bottom-up.
 
     Entries with `empty_layer: true` (ENV, CMD, ...) made no layer and are
@@ -181,9 +179,7 @@ class PodIdentity:
     uid: str
 
 
-def pod_identity(
-    labels: Mapping[str, str], namespace: str = "", name: str = "", uid: str = ""
-) -> PodIdentity:
+def pod_identity(labels: Mapping[str, str], namespace: str = "", name: str = "", uid: str = "") -> PodIdentity:
     """Which pod an object belongs to: the kubelet's labels, else CRI metadata."""
     return PodIdentity(
         namespace=labels.get(POD_NAMESPACE_LABEL) or namespace,

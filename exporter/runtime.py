@@ -20,15 +20,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from exporter._generated import containerd_content_v1_pb2 as content_pb
-from exporter._generated import containerd_content_v1_pb2_grpc as content_grpc
 from exporter._generated import containerd_images_v1_pb2 as images_pb
-from exporter._generated import containerd_images_v1_pb2_grpc as images_grpc
 from exporter._generated import containerd_snapshots_v1_pb2 as snapshots_pb
-from exporter._generated import containerd_snapshots_v1_pb2_grpc as snapshots_grpc
 from exporter._generated import cri_runtime_v1_pb2 as cri_pb
-from exporter._generated import cri_runtime_v1_pb2_grpc as cri_grpc
 from exporter.chain import chain_ids
 from exporter.facts import (
     ContainerFacts,
@@ -53,29 +50,32 @@ from exporter.parse import (
 
 logger = logging.getLogger(__name__)
 
+_CRI_RUNTIME = "/runtime.v1.RuntimeService/"
+_CRI_IMAGES = "/runtime.v1.ImageService/"
+_IMAGES = "/containerd.services.images.v1.Images/"
+_CONTENT = "/containerd.services.content.v1.Content/"
+_SNAPSHOTS = "/containerd.services.snapshots.v1.Snapshots/"
+
 # The only methods this process may call: every one of them reads.
 READ_ONLY_METHODS = frozenset(
     {
-        "/runtime.v1.RuntimeService/Version",
-        "/runtime.v1.RuntimeService/Status",
-        "/runtime.v1.RuntimeService/ListPodSandbox",
-        "/runtime.v1.RuntimeService/ListContainers",
-        "/runtime.v1.RuntimeService/ListContainerStats",
-        "/runtime.v1.ImageService/ListImages",
-        "/runtime.v1.ImageService/ImageStatus",
-        "/runtime.v1.ImageService/ImageFsInfo",
-        "/containerd.services.images.v1.Images/List",
-        "/containerd.services.content.v1.Content/Info",
-        "/containerd.services.content.v1.Content/List",
-        "/containerd.services.content.v1.Content/Read",
-        "/containerd.services.snapshots.v1.Snapshots/Usage",
+        _CRI_RUNTIME + "Version",
+        _CRI_RUNTIME + "Status",
+        _CRI_RUNTIME + "ListPodSandbox",
+        _CRI_RUNTIME + "ListContainers",
+        _CRI_RUNTIME + "ListContainerStats",
+        _CRI_IMAGES + "ListImages",
+        _CRI_IMAGES + "ImageStatus",
+        _CRI_IMAGES + "ImageFsInfo",
+        _IMAGES + "List",
+        _CONTENT + "List",
+        _CONTENT + "Read",
+        _SNAPSHOTS + "Usage",
     }
 )
 
 # Codes that mean "the runtime as a whole is not answering".
-_DOWN_CODES = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
-)
+_DOWN_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 
 _STATE_NAMES = {
     cri_pb.CONTAINER_CREATED: "created",
@@ -85,13 +85,15 @@ _STATE_NAMES = {
 }
 
 T = TypeVar("T")
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
 
 
-class RuntimeUnavailable(Exception):
+class RuntimeUnavailableError(Exception):
     """The runtime did not answer (socket missing, restarting, too slow)."""
 
 
-class MutationRefused(PermissionError):
+class MutationRefusedError(PermissionError):
     """A call outside the read-only allow-list was attempted; it never left the process."""
 
 
@@ -111,7 +113,7 @@ class RuntimeOptions:
     content_recheck_seconds: float = 300.0
 
 
-class _ReadOnlyGuard(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class _ReadOnlyGuard(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     """Refuses any method not in the allow-list, and counts calls per method."""
 
     def __init__(self, allowed: frozenset[str]) -> None:
@@ -124,7 +126,7 @@ class _ReadOnlyGuard(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInt
         if isinstance(method, bytes):
             method = method.decode()
         if method not in self.allowed:
-            raise MutationRefused(f"refusing to call {method}: the exporter only reads")
+            raise MutationRefusedError(f"refusing to call {method}: the exporter only reads")
         with self._lock:
             self.calls[method] += 1
 
@@ -137,7 +139,9 @@ class _ReadOnlyGuard(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInt
         return continuation(details, request)
 
 
-def read_only_channel(endpoint: str, allowed: frozenset[str] = READ_ONLY_METHODS) -> tuple[grpc.Channel, _ReadOnlyGuard]:
+def read_only_channel(
+    endpoint: str, allowed: frozenset[str] = READ_ONLY_METHODS
+) -> tuple[grpc.Channel, _ReadOnlyGuard]:
     """A channel to the runtime socket that can only make allow-listed calls."""
     raw = grpc.insecure_channel(
         normalize_endpoint(endpoint),
@@ -160,16 +164,36 @@ class ContainerdRuntime:
     def __init__(self, options: RuntimeOptions) -> None:
         self.options = options
         self._channel, self._guard = read_only_channel(options.endpoint)
-        self._cri_runtime = cri_grpc.RuntimeServiceStub(self._channel)
-        self._cri_images = cri_grpc.ImageServiceStub(self._channel)
-        self._images = images_grpc.ImagesStub(self._channel)
-        self._content = content_grpc.ContentStub(self._channel)
-        self._snapshots = snapshots_grpc.SnapshotsStub(self._channel)
+        ch = self._channel
+        self._version = _unary(ch, _CRI_RUNTIME + "Version", cri_pb.VersionRequest, cri_pb.VersionResponse)
+        self._status = _unary(ch, _CRI_RUNTIME + "Status", cri_pb.StatusRequest, cri_pb.StatusResponse)
+        self._list_sandboxes = _unary(
+            ch, _CRI_RUNTIME + "ListPodSandbox", cri_pb.ListPodSandboxRequest, cri_pb.ListPodSandboxResponse
+        )
+        self._list_containers = _unary(
+            ch, _CRI_RUNTIME + "ListContainers", cri_pb.ListContainersRequest, cri_pb.ListContainersResponse
+        )
+        self._list_stats = _unary(
+            ch, _CRI_RUNTIME + "ListContainerStats", cri_pb.ListContainerStatsRequest, cri_pb.ListContainerStatsResponse
+        )
+        self._list_images = _unary(ch, _CRI_IMAGES + "ListImages", cri_pb.ListImagesRequest, cri_pb.ListImagesResponse)
+        self._image_status = _unary(
+            ch, _CRI_IMAGES + "ImageStatus", cri_pb.ImageStatusRequest, cri_pb.ImageStatusResponse
+        )
+        self._image_fs = _unary(ch, _CRI_IMAGES + "ImageFsInfo", cri_pb.ImageFsInfoRequest, cri_pb.ImageFsInfoResponse)
+        self._image_records = _unary(ch, _IMAGES + "List", images_pb.ListImagesRequest, images_pb.ListImagesResponse)
+        self._content_list = _stream(
+            ch, _CONTENT + "List", content_pb.ListContentRequest, content_pb.ListContentResponse
+        )
+        self._content_read = _stream(
+            ch, _CONTENT + "Read", content_pb.ReadContentRequest, content_pb.ReadContentResponse
+        )
+        self._usage = _unary(ch, _SNAPSHOTS + "Usage", snapshots_pb.UsageRequest, snapshots_pb.UsageResponse)
         self._metadata = (("containerd-namespace", options.namespace),)
         # Caches of immutable facts, pruned to what the node still holds.
         self._details: dict[str, ImageDetails] = {}
         self._bad_images: dict[str, str] = {}
-        self._usage: dict[str, SnapshotUsage] = {}
+        self._usage_cache: dict[str, SnapshotUsage] = {}
         self._missing_reported: set[str] = set()
         self._blobs: dict[str, tuple[LayerBlob, ...]] = {}
         self._manifests: dict[str, Manifest | Index | None] = {}
@@ -190,17 +214,17 @@ class ContainerdRuntime:
     # -- one refresh -----------------------------------------------------
 
     def snapshot(self) -> NodeFacts:
-        """One consistent view of the node. Raises RuntimeUnavailable."""
-        version = self._call(self._cri_runtime.Version, cri_pb.VersionRequest(version="v1"))
-        listed = self._call(self._cri_images.ListImages, cri_pb.ListImagesRequest()).images
-        sandboxes = self._call(self._cri_runtime.ListPodSandbox, cri_pb.ListPodSandboxRequest()).items
-        containers = self._call(self._cri_runtime.ListContainers, cri_pb.ListContainersRequest()).containers
+        """One consistent view of the node. Raises RuntimeUnavailableError."""
+        version = self._call(self._version, cri_pb.VersionRequest(version="v1"))
+        listed = self._call(self._list_images, cri_pb.ListImagesRequest()).images
+        sandboxes = self._call(self._list_sandboxes, cri_pb.ListPodSandboxRequest()).items
+        containers = self._call(self._list_containers, cri_pb.ListContainersRequest()).containers
         writable = self._writable_layers()
         filesystems = self._filesystems()
 
         images = self._images_with_details(listed)
         new_ids = [i.image_id for i in images if i.image_id not in self._blobs]
-        self._prune({i.image_id for i in images})
+        self._prune({image.id for image in listed})
         ref_to_id = _reference_index(images)
         usage = self._layer_usage(images)
         self._layer_blobs(new_ids)
@@ -222,7 +246,7 @@ class ContainerdRuntime:
         )
 
     def _call(self, method: Callable[..., T], request: Any, native: bool = False) -> T:
-        """A unary call with a deadline; whole-runtime failures raise RuntimeUnavailable."""
+        """A unary call with a deadline; whole-runtime failures raise RuntimeUnavailableError."""
         try:
             return method(
                 request,
@@ -230,16 +254,16 @@ class ContainerdRuntime:
                 metadata=self._metadata if native else None,
             )
         except grpc.RpcError as exc:
-            if exc.code() in _DOWN_CODES:  # type: ignore[attr-defined]
-                raise RuntimeUnavailable(_describe(exc)) from None
+            if exc.code() in _DOWN_CODES:
+                raise RuntimeUnavailableError(_describe(exc)) from None
             raise
 
     def _stream(self, method: Callable[..., Iterable[T]], request: Any) -> Iterator[T]:
         try:
             yield from method(request, timeout=self.options.rpc_timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
-            if exc.code() in _DOWN_CODES:  # type: ignore[attr-defined]
-                raise RuntimeUnavailable(_describe(exc)) from None
+            if exc.code() in _DOWN_CODES:
+                raise RuntimeUnavailableError(_describe(exc)) from None
             raise
 
     def _item_error(self, stage: str, message: str, *args: object) -> None:
@@ -275,7 +299,7 @@ class ContainerdRuntime:
     def _fetch_details(self, image: cri_pb.Image) -> ImageDetails | None:
         request = cri_pb.ImageStatusRequest(image=cri_pb.ImageSpec(image=image.id), verbose=True)
         try:
-            response = self._call(self._cri_images.ImageStatus, request)
+            response = self._call(self._image_status, request)
         except grpc.RpcError as exc:
             self._item_error("image_status", "image %s skipped: ImageStatus failed: %s", image.id, _describe(exc))
             return None
@@ -302,25 +326,30 @@ class ContainerdRuntime:
 
     def _layer_usage(self, images: list[ImageFacts]) -> dict[str, SnapshotUsage]:
         wanted = {c for image in images for c in chain_ids(image.diff_ids)}
-        for stale in self._usage.keys() - wanted:
-            del self._usage[stale]
+        for stale in self._usage_cache.keys() - wanted:
+            del self._usage_cache[stale]
         self._missing_reported &= wanted
-        for chain_id in sorted(wanted - self._usage.keys()):
+        for chain_id in sorted(wanted - self._usage_cache.keys()):
             request = snapshots_pb.UsageRequest(snapshotter=self.options.snapshotter, key=chain_id)
             try:
-                response = self._call(self._snapshots.Usage, request, native=True)
+                response = self._call(self._usage, request, native=True)
             except grpc.RpcError as exc:
                 # A layer not unpacked for this snapshotter (or a snapshotter that
                 # does not exist): report once per layer, keep asking quietly.
                 if chain_id not in self._missing_reported:
                     self._missing_reported.add(chain_id)
-                    self._item_error("snapshot_usage", "layer %s has no %s snapshot: %s",
-                                     chain_id, self.options.snapshotter, _describe(exc))
+                    self._item_error(
+                        "snapshot_usage",
+                        "layer %s has no %s snapshot: %s",
+                        chain_id,
+                        self.options.snapshotter,
+                        _describe(exc),
+                    )
                 continue
             # Committed snapshots never change, so their usage is cached.
-            self._usage[chain_id] = SnapshotUsage(size=response.size, inodes=response.inodes)
+            self._usage_cache[chain_id] = SnapshotUsage(size=response.size, inodes=response.inodes)
             self._missing_reported.discard(chain_id)
-        return dict(self._usage)
+        return dict(self._usage_cache)
 
     # -- compressed content ---------------------------------------------------
 
@@ -330,7 +359,7 @@ class ContainerdRuntime:
             return
         wanted = set(new_image_ids)
         try:
-            records = self._call(self._images.List, images_pb.ListImagesRequest(), native=True).images
+            records = self._call(self._image_records, images_pb.ListImagesRequest(), native=True).images
         except grpc.RpcError as exc:
             self._item_error("content", "listing containerd images failed: %s", _describe(exc))
             return
@@ -369,11 +398,11 @@ class ContainerdRuntime:
         parsed: Manifest | Index | None = None
         try:
             data = b"".join(
-                chunk.data for chunk in self._stream(self._content.Read, content_pb.ReadContentRequest(digest=digest))
+                chunk.data for chunk in self._stream(self._content_read, content_pb.ReadContentRequest(digest=digest))
             )
             parsed = parse_manifest_or_index(data)
         except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
                 self._item_error("content", "reading manifest %s failed: %s", digest, _describe(exc))
                 return None
         except ParseError as exc:
@@ -388,7 +417,7 @@ class ContainerdRuntime:
         try:
             present = {
                 info.digest: info.size
-                for response in self._stream(self._content.List, content_pb.ListContentRequest())
+                for response in self._stream(self._content_list, content_pb.ListContentRequest())
                 for info in response.info
             }
         except grpc.RpcError as exc:
@@ -403,19 +432,15 @@ class ContainerdRuntime:
         if not self.options.collect_writable_layers:
             return {}
         try:
-            stats = self._call(self._cri_runtime.ListContainerStats, cri_pb.ListContainerStatsRequest()).stats
+            stats = self._call(self._list_stats, cri_pb.ListContainerStatsRequest()).stats
         except grpc.RpcError as exc:
             self._item_error("container_stats", "ListContainerStats failed: %s", _describe(exc))
             return {}
-        return {
-            s.attributes.id: s.writable_layer.used_bytes.value
-            for s in stats
-            if s.HasField("writable_layer")
-        }
+        return {s.attributes.id: s.writable_layer.used_bytes.value for s in stats if s.HasField("writable_layer")}
 
     def _filesystems(self) -> tuple[FilesystemFacts, ...]:
         try:
-            response = self._call(self._cri_images.ImageFsInfo, cri_pb.ImageFsInfoRequest())
+            response = self._call(self._image_fs, cri_pb.ImageFsInfoRequest())
         except grpc.RpcError as exc:
             self._item_error("imagefs", "ImageFsInfo failed: %s", _describe(exc))
             return ()
@@ -436,7 +461,7 @@ class ContainerdRuntime:
     def _sandbox_image_ids(self, ref_to_id: dict[str, str]) -> frozenset[str]:
         if self._sandbox_ref is None:
             try:
-                status = self._call(self._cri_runtime.Status, cri_pb.StatusRequest(verbose=True))
+                status = self._call(self._status, cri_pb.StatusRequest(verbose=True))
                 self._sandbox_ref = sandbox_image_from_status_info(status.info)
             except grpc.RpcError as exc:
                 self._item_error("status", "runtime Status failed: %s", _describe(exc))
@@ -447,6 +472,22 @@ class ContainerdRuntime:
     def forget_runtime_state(self) -> None:
         """After the runtime restarted its config may differ: ask again."""
         self._sandbox_ref = None
+
+
+def _unary(
+    channel: grpc.Channel, path: str, request: type[Req], response: type[Resp]
+) -> grpc.UnaryUnaryMultiCallable[Req, Resp]:
+    return channel.unary_unary(
+        path, request_serializer=request.SerializeToString, response_deserializer=response.FromString
+    )
+
+
+def _stream(
+    channel: grpc.Channel, path: str, request: type[Req], response: type[Resp]
+) -> grpc.UnaryStreamMultiCallable[Req, Resp]:
+    return channel.unary_stream(
+        path, request_serializer=request.SerializeToString, response_deserializer=response.FromString
+    )
 
 
 def _describe(exc: grpc.RpcError) -> str:

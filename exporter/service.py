@@ -19,7 +19,7 @@ from typing import Protocol
 from exporter.accounting import NodeReport, account
 from exporter.bases import BaseSpec
 from exporter.facts import NodeFacts
-from exporter.runtime import RuntimeUnavailable
+from exporter.runtime import RuntimeUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Refresher:
             try:
                 facts = self.source.snapshot()
                 report = account(facts, self.catalog)
-            except RuntimeUnavailable as exc:
+            except RuntimeUnavailableError as exc:
                 error = f"runtime unreachable: {exc}"
                 self.refresh_failures["runtime"] += 1
             except Exception as exc:  # one bad refresh must not end the exporter

@@ -9,6 +9,7 @@ Needs root (containerd). Serves until Ctrl-C when run from a terminal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 import tempfile
@@ -39,8 +40,12 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description="run the exporter against a sandboxed containerd")
     parser.add_argument("--port", type=int, default=9877)
-    parser.add_argument("--keep-serving", action="store_true", default=sys.stdin.isatty(),
-                        help="serve until Ctrl-C (default when run from a terminal)")
+    parser.add_argument(
+        "--keep-serving",
+        action="store_true",
+        default=sys.stdin.isatty(),
+        help="serve until Ctrl-C (default when run from a terminal)",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="lse-demo-"))
@@ -55,16 +60,32 @@ def main() -> int:
         config.write_text(node.catalog_yaml())
         common = ["--runtime-endpoint", containerd.endpoint, "--config", str(config)]
         exporter = subprocess.Popen(
-            [*EXPORTER, "serve", *common, "--listen-address", f"127.0.0.1:{args.port}",
-             "--refresh-interval", "5", "--node-name", "demo-node"],
+            [
+                *EXPORTER,
+                "serve",
+                *common,
+                "--listen-address",
+                f"127.0.0.1:{args.port}",
+                "--refresh-interval",
+                "5",
+                "--node-name",
+                "demo-node",
+            ],
         )
         base = f"http://127.0.0.1:{args.port}"
         wait_ready(base + "/readyz")
         with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
             lines = response.read().decode().splitlines()
-        wanted = ("layer_sharing_up", "layer_sharing_logical_bytes", "layer_sharing_physical_bytes",
-                  "layer_sharing_shared_bytes", "layer_sharing_unique_bytes", "layer_sharing_reclaimable_bytes",
-                  "layer_sharing_content_bytes", "layer_sharing_pod_attributed_bytes")
+        wanted = (
+            "layer_sharing_up",
+            "layer_sharing_logical_bytes",
+            "layer_sharing_physical_bytes",
+            "layer_sharing_shared_bytes",
+            "layer_sharing_unique_bytes",
+            "layer_sharing_reclaimable_bytes",
+            "layer_sharing_content_bytes",
+            "layer_sharing_pod_attributed_bytes",
+        )
         print(f"\n$ curl -s {base}/metrics | grep ...")
         print("\n".join(line for line in lines if line.startswith(wanted)))
         for extra in ([], ["--pods"], ["--image", "localhost/app-a:1"]):
@@ -72,10 +93,8 @@ def main() -> int:
             subprocess.run([*EXPORTER, "df", *common, *extra], check=True)
         if args.keep_serving:
             print(f"\ndemo: exporter serving on {base}/metrics; Ctrl-C to stop and clean up", flush=True)
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 exporter.wait()
-            except KeyboardInterrupt:
-                pass
         return 0
     finally:
         if exporter is not None and exporter.poll() is None:

@@ -40,13 +40,12 @@ def generate(src_dir: Path, out_dir: Path) -> None:
         f"-I{include}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
         *[str(p) for p in protos],
     ]
     if protoc.main(args) != 0:
         raise SystemExit(f"protoc failed for {src_dir}")
     rel_src = src_dir.relative_to(ROOT)
-    for path in sorted(out_dir.glob("*_pb2*.py*")):
+    for path in sorted(out_dir.glob("*_pb2.py*")):
         text = _SIBLING_IMPORT.sub(r"from . import \1 as \2", path.read_text())
         if path.suffix == ".py":
             text = _HEADER.format(src=rel_src) + text

@@ -89,8 +89,11 @@ class Containerd:
                             "bridge": self.bridge,
                             "isGateway": True,
                             "ipMasq": False,
-                            "ipam": {"type": "host-local", "ranges": [[{"subnet": self.subnet}]],
-                                     "dataDir": str(self.workdir / "ipam")},
+                            "ipam": {
+                                "type": "host-local",
+                                "ranges": [[{"subnet": self.subnet}]],
+                                "dataDir": str(self.workdir / "ipam"),
+                            },
                         },
                         {"type": "loopback"},
                     ],
@@ -151,7 +154,9 @@ state = "{self.state}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"containerd exited with {self._proc.returncode}; see {self.log_path}:\n{self.tail_log()}")
+                raise RuntimeError(
+                    f"containerd exited with {self._proc.returncode}; see {self.log_path}:\n{self.tail_log()}"
+                )
             if self.socket.exists() and self._cri_ready():
                 return
             time.sleep(0.1)
@@ -160,11 +165,15 @@ state = "{self.state}"
     def _cri_ready(self) -> bool:
         result = subprocess.run(
             [self.binaries.path("ctr"), "-a", str(self.socket), "-n", "k8s.io", "plugins", "ls"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             return False
-        return any("io.containerd.grpc.v1" in line and " cri " in f" {line} " and "ok" in line for line in result.stdout.splitlines())
+        return any(
+            "io.containerd.grpc.v1" in line and " cri " in f" {line} " and "ok" in line
+            for line in result.stdout.splitlines()
+        )
 
     def tail_log(self, lines: int = 30) -> str:
         try:
@@ -198,7 +207,8 @@ state = "{self.state}"
     def ctr(self, *args: str, check: bool = True) -> str:
         result = subprocess.run(
             [self.binaries.path("ctr"), "-a", str(self.socket), "-n", "k8s.io", *args],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if check and result.returncode != 0:
             raise RuntimeError(f"ctr {' '.join(args)} failed: {result.stderr.strip()}")

@@ -136,7 +136,9 @@ class ImageSpec:
             "config": config_blob.descriptor(),
             "layers": [b.descriptor() for b in layer_blobs],
         }
-        manifest_blob = Blob("application/vnd.oci.image.manifest.v1+json", json.dumps(manifest, sort_keys=True).encode())
+        manifest_blob = Blob(
+            "application/vnd.oci.image.manifest.v1+json", json.dumps(manifest, sort_keys=True).encode()
+        )
         return BuiltImage(self, config_blob, manifest_blob, layer_blobs, tuple(diff_ids))
 
 
@@ -157,11 +159,17 @@ class BuiltImage:
         index = {
             "schemaVersion": 2,
             "manifests": [
-                self.manifest.descriptor(annotations={"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[-1]})
+                self.manifest.descriptor(
+                    annotations={
+                        "io.containerd.image.name": ref,
+                        "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[-1],
+                    }
+                )
                 for ref in self.spec.refs
             ],
         }
         with tarfile.open(path, "w") as tar:
+
             def add(name: str, data: bytes) -> None:
                 info = tarfile.TarInfo(name)
                 info.size = len(data)

@@ -48,7 +48,8 @@ class PodMaker:
 
     def _call(self, path: str, request: Any, response_type: Any) -> Any:
         method = self._channel.unary_unary(
-            path, request_serializer=type(request).SerializeToString,
+            path,
+            request_serializer=type(request).SerializeToString,
             response_deserializer=response_type.FromString,
         )
         return method(request, timeout=self._timeout)
@@ -68,8 +69,9 @@ class PodMaker:
             labels=labels,
         )
         config.linux.SetInParent()
-        sandbox_id = self._call(_RUNTIME + "RunPodSandbox", pb.RunPodSandboxRequest(config=config),
-                                pb.RunPodSandboxResponse).pod_sandbox_id
+        sandbox_id = self._call(
+            _RUNTIME + "RunPodSandbox", pb.RunPodSandboxRequest(config=config), pb.RunPodSandboxResponse
+        ).pod_sandbox_id
         handle = PodHandle(namespace, name, uid, sandbox_id)
         for spec in containers:
             container_labels = {
@@ -96,7 +98,9 @@ class PodMaker:
 
     def remove_pod(self, handle: PodHandle) -> None:
         self._call(_RUNTIME + "StopPodSandbox", pb.StopPodSandboxRequest(pod_sandbox_id=handle.sandbox_id), pb.Empty)
-        self._call(_RUNTIME + "RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=handle.sandbox_id), pb.Empty)
+        self._call(
+            _RUNTIME + "RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=handle.sandbox_id), pb.Empty
+        )
 
     def remove_image(self, ref: str) -> None:
         self._call(_IMAGE + "RemoveImage", pb.RemoveImageRequest(image=pb.ImageSpec(image=ref)), pb.Empty)

@@ -1,0 +1,34 @@
+import pytest
+
+from exporter.cli import main
+
+
+def test_bad_flag_value_exits_2_naming_it(capsys, tmp_path):
+    assert main(["serve", "--runtime-endpoint", "tcp://1.2.3.4:1"]) == 2
+    assert "runtime_endpoint" in capsys.readouterr().err
+
+
+def test_unknown_flag_exits_2():
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--nope"])
+    assert exc.value.code == 2
+
+
+def test_bad_config_file_exits_2(capsys, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("refresh_interval_seconds: -1\n")
+    assert main(["df", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "refresh_interval_seconds" in err and len(err.strip().splitlines()) == 1
+
+
+def test_df_on_a_missing_socket_says_so(capsys, tmp_path):
+    assert main(["df", "--runtime-endpoint", str(tmp_path / "absent.sock"), "--rpc-timeout", "1"]) == 1
+    assert "unreachable" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert "layer-sharing-exporter" in capsys.readouterr().out

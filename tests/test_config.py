@@ -1,0 +1,82 @@
+import pytest
+
+from exporter import config as cfg
+from exporter.config import Config, ConfigError
+
+
+def test_defaults_and_environment():
+    config = cfg.from_environment(
+        {"CONTAINER_RUNTIME_ENDPOINT": "/run/k3s/containerd/containerd.sock", "NODE_NAME": "n1"}
+    )
+    assert config.runtime_endpoint == "/run/k3s/containerd/containerd.sock"
+    assert config.node_name == "n1"
+    assert cfg.from_environment({}).runtime_endpoint == "unix:///run/containerd/containerd.sock"
+
+
+def test_every_option_from_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        """
+runtime_endpoint: /run/k3s/containerd/containerd.sock
+namespace: k8s.io
+snapshotter: native
+listen_address: "127.0.0.1:9999"
+refresh_interval_seconds: 10
+rpc_timeout_seconds: 2.5
+content_recheck_seconds: 60
+collect_writable_layers: false
+node_name: n1
+host_root: /host
+log_level: debug
+metrics: {images_top_n: 0, pods: false, bases_top_n: 5, layers_top_n: 10}
+bases:
+  - {name: debian, diff_ids: ["sha256:%s"]}
+  - {name: alpine, image: "docker.io/library/alpine:3.20"}
+"""
+        % ("a" * 64)
+    )
+    config = cfg.load_file(path)
+    assert config.runtime_endpoint == "unix:///run/k3s/containerd/containerd.sock"
+    assert config.snapshotter == "native" and config.refresh_interval_seconds == 10.0
+    assert config.metrics.images_top_n == 0 and not config.metrics.pods and config.metrics.layers_top_n == 10
+    assert [b.name for b in config.bases] == ["debian", "alpine"]
+    assert config.collect_writable_layers is False and config.host_root == "/host"
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"refresh_interval": 5}, "unknown key 'refresh_interval'"),
+        ({"refresh_interval_seconds": "fast"}, "refresh_interval_seconds: expected float"),
+        ({"refresh_interval_seconds": 0}, "must be > 0"),
+        ({"collect_writable_layers": "yes"}, "expected bool"),
+        ({"runtime_endpoint": "tcp://x:1"}, "runtime_endpoint"),
+        ({"listen_address": "9877"}, "listen_address"),
+        ({"log_level": "loud"}, "log_level"),
+        ({"metrics": {"images_top_n": -1}}, "metrics.images_top_n"),
+        ({"metrics": {"imagez": 1}}, "unknown key 'imagez'"),
+        ({"bases": [{"name": "x"}]}, "exactly one of diff_ids or image"),
+        ({"bases": [{"name": "x", "diff_ids": ["sha256:zz"]}]}, "not a sha256"),
+        ({"bases": "debian"}, "expected a list"),
+    ],
+)
+def test_bad_values_name_the_key(doc, message):
+    with pytest.raises(ConfigError, match=message):
+        cfg.from_mapping(doc)
+
+
+def test_unreadable_and_invalid_yaml_files(tmp_path):
+    with pytest.raises(ConfigError, match="No such file"):
+        cfg.load_file(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        cfg.load_file(bad)
+    top = tmp_path / "list.yaml"
+    top.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        cfg.load_file(top)
+
+
+def test_validate_normalizes_bare_socket_paths():
+    assert cfg.validate(Config(runtime_endpoint="/run/x.sock")).runtime_endpoint == "unix:///run/x.sock"

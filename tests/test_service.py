@@ -1,0 +1,55 @@
+import logging
+import threading
+
+from exporter.service import Refresher
+from tests.fakes import FakeSource
+from tests.sample_facts import sample_facts
+
+
+def test_refresh_publishes_one_consistent_state():
+    refresher = Refresher(FakeSource(sample_facts()), interval=30, clock=lambda: 1234.0)
+    state = refresher.refresh_once()
+    assert state.up and state.generation == 1 and state.report is not None
+    assert state.report.totals.physical == 2450
+    assert state.last_success_timestamp == 1234.0
+    assert refresher.state is state
+
+
+def test_runtime_down_then_back_logs_once_per_change(caplog):
+    source = FakeSource(sample_facts())
+    refresher = Refresher(source, interval=30)
+    caplog.set_level(logging.INFO, logger="exporter.service")
+    refresher.refresh_once()
+    source.down = True
+    for _ in range(3):
+        state = refresher.refresh_once()
+    assert not state.up and state.report is None
+    assert "runtime unreachable" in state.last_error
+    assert state.errors["runtime"] == 3
+    assert source.forgotten == 1
+    source.down = False
+    assert refresher.refresh_once().up
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("unreachable" in m for m in messages) == 1
+    assert sum("runtime answered" in m for m in messages) == 2
+
+
+def test_an_unexpected_error_never_escapes():
+    source = FakeSource(sample_facts())
+    source.crash = ZeroDivisionError("bug")
+    state = Refresher(source).refresh_once()
+    assert not state.up and "ZeroDivisionError" in state.last_error
+    assert state.errors["refresh"] == 1
+
+
+def test_run_stops_when_asked():
+    refresher = Refresher(FakeSource(sample_facts()), interval=0.01)
+    stop = threading.Event()
+    thread = threading.Thread(target=refresher.run, args=(stop,))
+    thread.start()
+    while refresher.state.generation < 3:
+        pass
+    stop.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert refresher.loop_alive()
