@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test unit lint bench protos dashboards check-protos clean
+.PHONY: setup demo test unit lint bench protos dashboards rules docs lock clean
 
 setup:
 	@scripts/setup.sh
@@ -30,6 +30,13 @@ protos: setup
 
 dashboards: setup
 	$(PY) -m dashboards.generate
+
+lock: setup  ## requirements.lock (hashes) for the image, from pyproject.toml
+	.venv/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
+
+docs: setup  ## the chart values table in the README
+	$(PY) scripts/gen_chart_docs.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache build dist
