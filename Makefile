@@ -28,8 +28,11 @@ bench: setup
 protos: setup
 	$(PY) scripts/gen_protos.py
 
-dashboards: setup
+dashboards: setup  ## the Grafana dashboards JSON (dashboards/ and the chart's copy)
 	$(PY) -m dashboards.generate
+
+rules: setup  ## rules/layer-sharing.rules.yml from the chart's PrometheusRule
+	$(PY) scripts/gen_rules.py
 
 lock: setup  ## requirements.lock (hashes) for the image, from pyproject.toml
 	.venv/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \

@@ -146,7 +146,7 @@ def test_config_map_is_a_valid_exporter_config(chart, tmp_path):
     from exporter.config import load_file
 
     docs = render(chart, values_of(CHART / "ci" / "everything-values.yaml"))
-    (config_map,) = of_kind(docs, "ConfigMap")
+    (config_map,) = [c for c in of_kind(docs, "ConfigMap") if "config.yaml" in c["data"]]
     path = tmp_path / "config.yaml"
     path.write_text(config_map["data"]["config.yaml"])
     config = load_file(path)

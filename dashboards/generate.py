@@ -1,0 +1,620 @@
+"""The Grafana dashboards, as code (grafana-foundation-sdk, pinned in pyproject).
+
+    python -m dashboards.generate           # write dashboards/*.json and the chart's copies
+    python -m dashboards.generate --check   # exit 1 if any JSON is stale
+
+Every query filters on the `cluster` (hidden unless the label exists) and
+`node` variables; bytes are unpacked on-disk bytes unless a title says
+compressed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from grafana_foundation_sdk.builders import bargauge, dashboard, prometheus, stat, table, timeseries
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    DataSourceRef,
+    GridPos,
+    VariableHide,
+    VariableModel,
+    VariableRefresh,
+    VariableSort,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT_DIRS = (ROOT / "dashboards", ROOT / "charts" / "layer-sharing-exporter" / "dashboards")
+DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
+SEL = 'cluster=~"$cluster", node=~"$node"'
+CLUSTER = 'cluster=~"$cluster"'
+TAGS = ["layer-sharing-exporter", "kubernetes", "containerd"]
+WIDTH = 24
+
+
+class Layout:
+    """Places panels left to right, wrapping at the grid width, and numbers them."""
+
+    def __init__(self) -> None:
+        self.x = self.y = self.row_height = 0
+        self.ids = 0
+
+    def next_id(self) -> int:
+        self.ids += 1
+        return self.ids
+
+    def next(self, w: int, h: int) -> GridPos:
+        if self.x + w > WIDTH:
+            self.x, self.y, self.row_height = 0, self.y + self.row_height, 0
+        pos = GridPos(h=h, w=w, x=self.x, y=self.y)
+        self.x += w
+        self.row_height = max(self.row_height, h)
+        return pos
+
+    def row(self) -> GridPos:
+        self.x, self.y, self.row_height = 0, self.y + self.row_height, 0
+        pos = GridPos(h=1, w=WIDTH, x=0, y=self.y)
+        self.y += 1
+        return pos
+
+
+def query(expr: str, legend: str = "", instant: bool = False, ref: str = "A") -> prometheus.Dataquery:
+    q = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DS)
+    if legend:
+        q = q.legend_format(legend)
+    if instant:
+        q = q.instant()
+    return q
+
+
+def stat_panel(title: str, description: str, expr: str, unit: str = "bytes") -> stat.Panel:
+    return (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DS)
+        .with_target(query(expr, instant=True))
+        .unit(unit)
+        .no_value("0")
+    )
+
+
+def series_panel(
+    title: str, description: str, targets: Sequence[tuple[str, str]], unit: str = "bytes"
+) -> timeseries.Panel:
+    panel = timeseries.Panel().title(title).description(description).datasource(DS).unit(unit)
+    for i, (expr, legend) in enumerate(targets):
+        panel = panel.with_target(query(expr, legend, ref=chr(ord("A") + i)))
+    return panel
+
+
+def bars_panel(title: str, description: str, expr: str, legend: str, unit: str = "bytes") -> bargauge.Panel:
+    return (
+        bargauge.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DS)
+        .with_target(query(expr, legend, instant=True))
+        .unit(unit)
+        .min(0)
+    )
+
+
+def table_panel(title: str, description: str, targets: Sequence[tuple[str, str]], unit: str = "bytes") -> table.Panel:
+    panel = table.Panel().title(title).description(description).datasource(DS).unit(unit)
+    for i, (expr, legend) in enumerate(targets):
+        panel = panel.with_target(query(expr, legend, instant=True, ref=chr(ord("A") + i)))
+    return panel
+
+
+def base_dashboard(
+    uid: str, title: str, description: str, extra_vars: Sequence[Builder[VariableModel]] = ()
+) -> dashboard.Dashboard:
+    board = (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(TAGS)
+        .refresh("1m")
+        .time("now-6h", "now")
+        .timezone("utc")
+        .tooltip(DashboardCursorSync.CROSSHAIR)
+        .editable()
+        .with_variable(dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus"))
+        .with_variable(
+            dashboard.QueryVariable("cluster")
+            .label("Cluster")
+            .datasource(DS)
+            .query("label_values(layer_sharing_up, cluster)")
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .include_all(True)
+            .all_value(".*")
+            # Hidden: most Prometheus servers see one cluster and have no such label.
+            .hide(VariableHide.HIDE_VARIABLE)
+        )
+        .with_variable(
+            dashboard.QueryVariable("node")
+            .label("Node")
+            .datasource(DS)
+            .query(f"label_values(layer_sharing_up{{{CLUSTER}}}, node)")
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(VariableSort.ALPHABETICAL_ASC)
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
+        )
+    )
+    for variable in extra_vars:
+        board = board.with_variable(variable)
+    return board
+
+
+def add(board: dashboard.Dashboard, layout: Layout, panel: object, w: int, h: int) -> dashboard.Dashboard:
+    return board.with_panel(panel.grid_pos(layout.next(w, h)).id(layout.next_id()))  # type: ignore[attr-defined]
+
+
+def add_row(board: dashboard.Dashboard, layout: Layout, title: str) -> dashboard.Dashboard:
+    return board.with_row(dashboard.Row(title).grid_pos(layout.row()).id(layout.next_id()))
+
+
+def node_dashboard() -> dashboard.Dashboard:
+    namespace = (
+        dashboard.QueryVariable("namespace")
+        .label("Namespace")
+        .datasource(DS)
+        .query(f"label_values(layer_sharing_pod_bytes{{{SEL}}}, namespace)")
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+    )
+    board = base_dashboard(
+        "layer-sharing-node",
+        "Layer sharing / Node image layers",
+        "What container images take on the selected nodes' disks, and how much of it is shared.",
+        [namespace],
+    )
+    lay = Layout()
+    board = add_row(board, lay, "Disk taken by images")
+    for title, desc, expr, unit in [
+        (
+            "Logical bytes",
+            "Σ image sizes: what the images would take if no layer were shared.",
+            f"sum(layer_sharing_logical_bytes{{{SEL}}})",
+            "bytes",
+        ),
+        (
+            "Physical bytes",
+            "Distinct layers on disk: what the images really take.",
+            f"sum(layer_sharing_physical_bytes{{{SEL}}})",
+            "bytes",
+        ),
+        (
+            "Saved by sharing",
+            "Logical minus physical bytes.",
+            f"sum(layer_sharing_logical_bytes{{{SEL}}}) - sum(layer_sharing_physical_bytes{{{SEL}}})",
+            "bytes",
+        ),
+        (
+            "Sharing ratio",
+            "1 - physical / logical: the share of image bytes that sharing saves.",
+            f"1 - sum(layer_sharing_physical_bytes{{{SEL}}}) / sum(layer_sharing_logical_bytes{{{SEL}}})",
+            "percentunit",
+        ),
+        (
+            "Reclaimable",
+            "Layers no in-use image references: what image garbage collection could free.",
+            f"sum(layer_sharing_reclaimable_bytes{{{SEL}}})",
+            "bytes",
+        ),
+        (
+            "Compressed content",
+            "Compressed layer blobs kept in the content store beside the unpacked layers.",
+            f"sum(layer_sharing_content_bytes{{{SEL}}})",
+            "bytes",
+        ),
+        (
+            "Writable layers",
+            "Bytes containers wrote to their writable layers.",
+            f"sum(layer_sharing_writable_bytes{{{SEL}}})",
+            "bytes",
+        ),
+        ("Images", "Images on the selected nodes (one per image ID).", f"sum(layer_sharing_images{{{SEL}}})", "short"),
+    ]:
+        board = add(board, lay, stat_panel(title, desc, expr, unit), 3, 4)
+    board = add(
+        board,
+        lay,
+        series_panel(
+            "Shared vs unique bytes",
+            "Physical bytes split into layers used by two or more images and by one.",
+            [
+                (f"sum(layer_sharing_shared_bytes{{{SEL}}})", "shared"),
+                (f"sum(layer_sharing_unique_bytes{{{SEL}}})", "unique"),
+            ],
+        ),
+        12,
+        8,
+    )
+    board = add(
+        board,
+        lay,
+        series_panel(
+            "Image filesystem",
+            "Used bytes (CRI ImageFsInfo) against the filesystem's capacity, per node.",
+            [
+                (f"sum by (node, mountpoint) (layer_sharing_image_fs_used_bytes{{{SEL}}})", "{{node}} used"),
+                (f"sum by (node, mountpoint) (layer_sharing_image_fs_capacity_bytes{{{SEL}}})", "{{node}} capacity"),
+            ],
+        ),
+        12,
+        8,
+    )
+    board = add_row(board, lay, "Images, pods and bases")
+    board = add(
+        board,
+        lay,
+        bars_panel(
+            "Top images by unique bytes",
+            "Bytes only this image uses: what removing it would free.",
+            f"topk(15, sum by (image) (layer_sharing_image_unique_bytes{{{SEL}}}))",
+            "{{image}}",
+        ),
+        8,
+        10,
+    )
+    board = add(
+        board,
+        lay,
+        bars_panel(
+            "Top pods by attributed bytes",
+            "Each layer's bytes divided among the pods using it; sums to the bytes pods use.",
+            f'topk(15, sum by (namespace, pod) (layer_sharing_pod_attributed_bytes{{{SEL}, namespace=~"$namespace"}}))',
+            "{{namespace}}/{{pod}}",
+        ),
+        8,
+        10,
+    )
+    board = add(
+        board,
+        lay,
+        bars_panel(
+            "Base images by bytes",
+            "Bytes of each base's own layers, stored once per node.",
+            f"sum by (base) (layer_sharing_base_bytes{{{SEL}}})",
+            "{{base}}",
+        ),
+        8,
+        10,
+    )
+    board = add(
+        board,
+        lay,
+        table_panel(
+            "Pods",
+            "Per pod: distinct layer bytes, the part shared with other pods, the part unique to it.",
+            [
+                (f'sum by (namespace, pod) (layer_sharing_pod_bytes{{{SEL}, namespace=~"$namespace"}})', "bytes"),
+                (
+                    f'sum by (namespace, pod) (layer_sharing_pod_unique_bytes{{{SEL}, namespace=~"$namespace"}})',
+                    "unique",
+                ),
+            ],
+        ),
+        24,
+        8,
+    )
+    board = add_row(board, lay, "Exporter")
+    board = add(
+        board,
+        lay,
+        series_panel(
+            "Runtime answering",
+            "1 when the exporter's last refresh reached the container runtime.",
+            [(f"min by (node) (layer_sharing_up{{{SEL}}})", "{{node}}")],
+            "short",
+        ),
+        8,
+        6,
+    )
+    board = add(
+        board,
+        lay,
+        series_panel(
+            "Refresh duration",
+            "Seconds the exporter's last refresh took.",
+            [(f"max by (node) (layer_sharing_collection_duration_seconds{{{SEL}}})", "{{node}}")],
+            "s",
+        ),
+        8,
+        6,
+    )
+    board = add(
+        board,
+        lay,
+        series_panel(
+            "Skipped items",
+            "Items skipped per second, by stage (images, layers, content...).",
+            [(f"sum by (stage) (rate(layer_sharing_errors_total{{{SEL}}}[$__rate_interval]))", "{{stage}}")],
+            "ops",
+        ),
+        8,
+        6,
+    )
+    return board
+
+
+def cluster_dashboard() -> dashboard.Dashboard:
+    board = base_dashboard(
+        "layer-sharing-cluster",
+        "Layer sharing / Cluster capacity",
+        "Image bytes across nodes: what images cost on disk and on the wire, and what unused images hold back.",
+    )
+    lay = Layout()
+    board = add_row(board, lay, "Cluster")
+    for title, desc, expr, unit in [
+        (
+            "Physical image bytes",
+            "Distinct layers on every node, summed over nodes.",
+            f"sum(job:layer_sharing_physical_bytes:sum{{{CLUSTER}}})",
+            "bytes",
+        ),
+        (
+            "Logical image bytes",
+            "What images would take without sharing, summed over nodes.",
+            f"sum(job:layer_sharing_logical_bytes:sum{{{CLUSTER}}})",
+            "bytes",
+        ),
+        (
+            "Sharing ratio",
+            "1 - physical / logical over the cluster.",
+            f"avg(job:layer_sharing_sharing:ratio{{{CLUSTER}}})",
+            "percentunit",
+        ),
+        (
+            "Held back by unused images",
+            "Reclaimable bytes: layers no in-use image references, summed over nodes.",
+            f"sum(job:layer_sharing_reclaimable_bytes:sum{{{CLUSTER}}})",
+            "bytes",
+        ),
+        (
+            "Compressed content",
+            "Compressed layer blobs kept on nodes: a proxy for registry traffic to fill them.",
+            f"sum(job:layer_sharing_content_bytes:sum{{{CLUSTER}}})",
+            "bytes",
+        ),
+        ("Nodes reporting", "Exporters whose runtime answered.", f"sum(layer_sharing_up{{{CLUSTER}}})", "short"),
+    ]:
+        board = add(board, lay, stat_panel(title, desc, expr, unit), 4, 4)
+    board = add(
+        board,
+        lay,
+        series_panel(
+            "Sharing ratio over time",
+            "Cluster-wide share of image bytes saved by layer sharing.",
+            [(f"job:layer_sharing_sharing:ratio{{{CLUSTER}}}", "cluster")],
+            "percentunit",
+        ),
+        12,
+        8,
+    )
+    board = add(
+        board,
+        lay,
+        series_panel(
+            "Image filesystem use per node",
+            "Used fraction of the filesystem holding images; the kubelet starts image GC at 85%.",
+            [(f"instance:layer_sharing_image_fs_usage:ratio{{{SEL}}}", "{{node}}")],
+            "percentunit",
+        ),
+        12,
+        8,
+    )
+    board = add_row(board, lay, "Nodes")
+    board = add(
+        board,
+        lay,
+        series_panel(
+            "Physical image bytes per node",
+            "Distinct layer bytes on each node.",
+            [(f"sum by (node) (layer_sharing_physical_bytes{{{SEL}}})", "{{node}}")],
+        ),
+        12,
+        8,
+    )
+    board = add(
+        board,
+        lay,
+        bars_panel(
+            "Nodes ranked by image bytes",
+            "Nodes with the most physical image bytes.",
+            f"topk(20, sum by (node) (layer_sharing_physical_bytes{{{SEL}}}))",
+            "{{node}}",
+        ),
+        12,
+        8,
+    )
+    board = add(
+        board,
+        lay,
+        bars_panel(
+            "Reclaimable bytes per node",
+            "What unused images hold back on each node.",
+            f"topk(20, sum by (node) (layer_sharing_reclaimable_bytes{{{SEL}}}))",
+            "{{node}}",
+        ),
+        12,
+        8,
+    )
+    board = add(
+        board,
+        lay,
+        bars_panel(
+            "Compressed bytes per node (pull-size proxy)",
+            "Compressed layer blobs on each node: roughly what a fresh node with the same images pulls.",
+            f"topk(20, sum by (node) (layer_sharing_content_bytes{{{SEL}}}))",
+            "{{node}}",
+        ),
+        12,
+        8,
+    )
+    board = add(
+        board,
+        lay,
+        bars_panel(
+            "Largest pulls (compressed image sizes)",
+            "Compressed size each exported image's manifest declares: what pulling it transfers.",
+            f"topk(15, max by (image) (layer_sharing_image_compressed_bytes{{{SEL}}}))",
+            "{{image}}",
+        ),
+        24,
+        8,
+    )
+    return board
+
+
+def bases_dashboard() -> dashboard.Dashboard:
+    top = (
+        dashboard.CustomVariable("top")
+        .label("Bases converging")
+        .values("2,3,5,10")
+        .current({"text": "3", "value": "3"})  # type: ignore[arg-type]
+    )
+    board = base_dashboard(
+        "layer-sharing-bases",
+        "Layer sharing / Base-image standardisation",
+        "Which workloads share a base image, which do not, and what converging bases would save.",
+        [top],
+    )
+    lay = Layout()
+    board = add_row(board, lay, "Bases")
+    for title, desc, expr, unit in [
+        (
+            "Pods on catalog bases",
+            "Share of pods whose images stand on a base named in the catalog.",
+            f'sum(layer_sharing_base_pods{{{SEL}, source="catalog"}}) / sum(layer_sharing_base_pods{{{SEL}}})',
+            "percentunit",
+        ),
+        (
+            "Pods off the catalog",
+            "Pods on a detected base or on no shared base.",
+            f'sum(layer_sharing_base_pods{{{SEL}, source!="catalog"}})',
+            "short",
+        ),
+        (
+            "Distinct bases",
+            "Bases seen on the selected nodes.",
+            f"count(count by (base) (layer_sharing_base_images{{{SEL}}}))",
+            "short",
+        ),
+        (
+            "Saving if the top bases converged",
+            "Per node: bytes of the $top largest bases minus the largest of them (what would no longer be stored "
+            "if they became one), summed over nodes.",
+            f"sum(sum by (node) (topk by (node) ($top, layer_sharing_base_bytes{{{SEL}}})) "
+            f"- max by (node) (layer_sharing_base_bytes{{{SEL}}}))",
+            "bytes",
+        ),
+    ]:
+        board = add(board, lay, stat_panel(title, desc, expr, unit), 6, 4)
+    board = add(
+        board,
+        lay,
+        table_panel(
+            "Bases",
+            "Per base: pods, images, nodes and the bytes of its own layers (summed over nodes).",
+            [
+                (f"sum by (base, source) (job_base:layer_sharing_base_pods:sum{{{CLUSTER}}})", "pods"),
+                (f"sum by (base, source) (job_base:layer_sharing_base_images:sum{{{CLUSTER}}})", "images"),
+                (f"sum by (base, source) (job_base:layer_sharing_base_nodes:count{{{CLUSTER}}})", "nodes"),
+                (f"sum by (base, source) (job_base:layer_sharing_base_bytes:sum{{{CLUSTER}}})", "bytes"),
+            ],
+            "short",
+        ),
+        24,
+        9,
+    )
+    board = add(
+        board,
+        lay,
+        bars_panel(
+            "Pods per base",
+            "Pods with a container on an image of each base.",
+            f"sum by (base) (layer_sharing_base_pods{{{SEL}}})",
+            "{{base}}",
+            "short",
+        ),
+        12,
+        9,
+    )
+    board = add(
+        board,
+        lay,
+        bars_panel(
+            "Workloads not on a catalog base",
+            "Pods per detected (or no) base: candidates for standardisation.",
+            f'sum by (base) (layer_sharing_base_pods{{{SEL}, source!="catalog"}})',
+            "{{base}}",
+            "short",
+        ),
+        12,
+        9,
+    )
+    board = add(
+        board,
+        lay,
+        series_panel(
+            "Base bytes over time",
+            "Bytes of each base's own layers, summed over the selected nodes.",
+            [(f"sum by (base) (layer_sharing_base_bytes{{{SEL}}})", "{{base}}")],
+        ),
+        24,
+        8,
+    )
+    return board
+
+
+DASHBOARDS = {
+    "layer-sharing-node.json": node_dashboard,
+    "layer-sharing-cluster.json": cluster_dashboard,
+    "layer-sharing-bases.json": bases_dashboard,
+}
+
+
+def render(build: object) -> str:
+    return json.dumps(build, cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+
+
+def generated() -> dict[str, str]:
+    return {name: render(make().build()) for name, make in DASHBOARDS.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if the committed JSON is stale")
+    args = parser.parse_args()
+    stale = []
+    for name, text in generated().items():
+        for out_dir in OUT_DIRS:
+            path = out_dir / name
+            if args.check:
+                if not path.exists() or path.read_text() != text:
+                    stale.append(str(path.relative_to(ROOT)))
+            else:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+    if stale:
+        print("stale dashboards (run: make dashboards):", *stale, sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""A real Prometheus (Debian package) scrapes the exporter on the real
+containerd with the recording rules loaded: every dashboard query and every
+recording rule returns data, and the dashboards' main figures equal the
+exporter's own numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness.scenario import SampleNode
+from tests.integration.conftest import ServedExporter, free_port, start_exporter, stop_exporter
+from tests.integration.oracle import expected
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "rules" / "layer-sharing.rules.yml"
+VARIABLES = {"$cluster": ".*", "$node": ".*", "$namespace": ".*", "$top": "3", "$__rate_interval": "1m"}
+
+
+class Prometheus:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        params = urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{params}", timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def scalar(self, expr: str) -> float:
+        result = self.query(expr)
+        assert len(result) == 1, (expr, result)
+        return float(result[0]["value"][1])
+
+
+@pytest.fixture(scope="module")
+def exporter(sample_node: SampleNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedExporter]:
+    workdir = tmp_path_factory.mktemp("exporter-prom")
+    config = workdir / "config.yaml"
+    config.write_text(sample_node.catalog_yaml())
+    served = start_exporter(
+        sample_node.containerd.endpoint,
+        workdir,
+        "--config",
+        str(config),
+        "--refresh-interval",
+        "1",
+        "--node-name",
+        "itest-node",
+    )
+    yield served
+    assert stop_exporter(served) == 0
+
+
+@pytest.fixture(scope="module")
+def prometheus(exporter: ServedExporter, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus not found: run scripts/setup.sh (Debian package prometheus)")
+    workdir = tmp_path_factory.mktemp("prometheus")
+    target = exporter.base_url.removeprefix("http://")
+    (workdir / "prometheus.yml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(RULES)],
+                "scrape_configs": [
+                    {
+                        "job_name": "layer-sharing-exporter",
+                        # What the chart's ServiceMonitor relabelling adds: the node name.
+                        "static_configs": [{"targets": [target], "labels": {"node": "itest-node"}}],
+                    }
+                ],
+            }
+        )
+    )
+    port = free_port()
+    with open(workdir / "prometheus.log", "wb") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    prom = Prometheus(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if prom.query("job:layer_sharing_physical_bytes:sum") and prom.query(
+                    "rate(layer_sharing_refreshes_total[1m])"
+                ):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("Prometheus never evaluated the rules:\n" + (workdir / "prometheus.log").read_text()[-3000:])
+        yield prom
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def dashboard_targets() -> list[tuple[str, str, str]]:
+    out = []
+    for path in sorted((ROOT / "dashboards").glob("*.json")):
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                out.append((path.stem, panel["title"], target["expr"]))
+    return out
+
+
+def substitute(expr: str) -> str:
+    for name, value in VARIABLES.items():
+        expr = expr.replace(name, value)
+    return expr
+
+
+def test_every_dashboard_query_returns_data(prometheus: Prometheus):
+    targets = dashboard_targets()
+    assert len(targets) > 30
+    empty = [(board, title, expr) for board, title, expr in targets if not prometheus.query(substitute(expr))]
+    assert empty == []
+
+
+def test_every_recording_rule_returns_data(prometheus: Prometheus):
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    records = [rule["record"] for group in groups for rule in group["rules"] if "record" in rule]
+    assert len(records) == 12
+    assert [r for r in records if not prometheus.query(r)] == []
+
+
+def test_dashboard_figures_equal_the_exporter(
+    sample_node: SampleNode, prometheus: Prometheus, exporter: ServedExporter
+):
+    want = expected(sample_node)
+    node_board = {title: expr for board, title, expr in dashboard_targets() if board == "layer-sharing-node"}
+    cluster_board = {title: expr for board, title, expr in dashboard_targets() if board == "layer-sharing-cluster"}
+    assert prometheus.scalar(substitute(node_board["Physical bytes"])) == want.physical
+    assert prometheus.scalar(substitute(node_board["Logical bytes"])) == want.logical
+    assert prometheus.scalar(substitute(node_board["Saved by sharing"])) == want.logical - want.physical
+    assert prometheus.scalar(substitute(node_board["Reclaimable"])) == want.reclaimable
+    assert prometheus.scalar(substitute(node_board["Compressed content"])) == want.content
+    assert prometheus.scalar(substitute(node_board["Sharing ratio"])) == pytest.approx(1 - want.physical / want.logical)
+    assert prometheus.scalar(substitute(cluster_board["Physical image bytes"])) == want.physical
+    assert prometheus.scalar(substitute(cluster_board["Held back by unused images"])) == want.reclaimable
+    assert prometheus.scalar(substitute(node_board["Images"])) == exporter.value("layer_sharing_images")
+    pods = {
+        (r["metric"]["namespace"], r["metric"]["pod"]): float(r["value"][1])
+        for r in prometheus.query("layer_sharing_pod_bytes")
+    }
+    assert pods == {k: float(v) for k, v in want.pod_bytes.items()}
+
+
+def test_promtool_check_metrics_finds_no_problem(exporter: ServedExporter):
+    status, text = exporter.get("/metrics")
+    assert status == 200
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "" and result.stderr.strip() == "", (
+        result.stdout + result.stderr
+    )

@@ -1,0 +1,94 @@
+"""The Grafana dashboards: generated from code, and linted."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
+
+
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def panels(board: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in board["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def data_panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in panels(board) if p["type"] != "row"]
+
+
+def test_three_dashboards_are_generated_and_not_stale():
+    assert [p.name for p in DASHBOARDS] == [
+        "layer-sharing-bases.json",
+        "layer-sharing-cluster.json",
+        "layer-sharing-node.json",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "dashboards.generate", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_uids_are_unique():
+    uids = [load(p)["uid"] for p in DASHBOARDS]
+    assert len(set(uids)) == len(uids)
+    for path in DASHBOARDS:
+        ids = [p.get("id") for p in panels(load(path)) if p.get("id") is not None]
+        assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_variables(path):
+    variables = {v["name"]: v for v in load(path)["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert variables["cluster"]["hide"] == 2  # hidden unless used
+    assert variables["node"]["includeAll"] and variables["node"]["allValue"] == ".*"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_every_panel_uses_the_datasource_variable_and_has_a_description(path):
+    for panel in data_panels(load(path)):
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert panel.get("description"), panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}"
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_queries_filter_by_variables_and_hard_code_no_node(path):
+    for panel in data_panels(load(path)):
+        for target in panel["targets"]:
+            expr = target["expr"]
+            assert "$cluster" in expr, (panel["title"], expr)
+            assert not re.search(r'node\s*=~?\s*"(?!\$node)', expr), expr
+            assert not re.search(r'instance\s*=~?\s*"', expr), expr
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_units_are_set(path):
+    for panel in data_panels(load(path)):
+        unit = panel["fieldConfig"]["defaults"].get("unit")
+        assert unit, panel["title"]
+        exprs = " ".join(t["expr"] for t in panel["targets"])
+        if unit not in ("percentunit", "s", "ops", "short") and "bytes" in exprs:
+            assert unit == "bytes", panel["title"]
+
+
+def test_chart_carries_the_same_dashboards():
+    chart_dir = ROOT / "charts" / "layer-sharing-exporter" / "dashboards"
+    for path in DASHBOARDS:
+        assert (chart_dir / path.name).read_text() == path.read_text()
