@@ -97,6 +97,7 @@ def runtime_options(config: Config) -> RuntimeOptions:
         node_name=config.node_name,
         host_root=config.host_root,
         collect_writable_layers=config.collect_writable_layers,
+        writable_refresh_seconds=config.writable_refresh_seconds,
         content_recheck_seconds=config.content_recheck_seconds,
     )
 

@@ -51,6 +51,7 @@ class Config:
     rpc_timeout_seconds: float = 5.0
     content_recheck_seconds: float = 300.0
     collect_writable_layers: bool = True
+    writable_refresh_seconds: float = 120.0
     node_name: str = ""
     host_root: str = ""
     log_level: str = "info"
@@ -67,6 +68,7 @@ _SCALAR_TYPES: dict[str, type] = {
     "rpc_timeout_seconds": float,
     "content_recheck_seconds": float,
     "collect_writable_layers": bool,
+    "writable_refresh_seconds": float,
     "node_name": str,
     "host_root": str,
     "log_level": str,
@@ -186,7 +188,12 @@ def validate(config: Config) -> Config:
     except ParseError as exc:
         raise ConfigError(f"runtime_endpoint: {exc}") from None
     split_listen_address(config.listen_address)
-    for key in ("refresh_interval_seconds", "rpc_timeout_seconds", "content_recheck_seconds"):
+    for key in (
+        "refresh_interval_seconds",
+        "rpc_timeout_seconds",
+        "content_recheck_seconds",
+        "writable_refresh_seconds",
+    ):
         if getattr(config, key) <= 0:
             raise ConfigError(f"{key}: must be > 0, got {getattr(config, key)}")
     if config.log_level not in LOG_LEVELS:

@@ -108,6 +108,10 @@ class RuntimeOptions:
     # capacity with statvfs ("" = the exporter sees the host paths directly).
     host_root: str = ""
     collect_writable_layers: bool = True
+    # ListContainerStats costs containerd a shim round trip per container
+    # (~2 ms each), and containerd itself refreshes writable-layer sizes only
+    # every 10 s: ask for them at most this often, and reuse them in between.
+    writable_refresh_seconds: float = 120.0
     # How often to re-list the content store even when no image is new: layer
     # blobs can be garbage-collected after unpack (discard_unpacked_layers).
     content_recheck_seconds: float = 300.0
@@ -200,6 +204,8 @@ class ContainerdRuntime:
         self._present: dict[str, int] = {}
         self._present_at = float("-inf")
         self._sandbox_ref: str | None = None
+        self._writable: dict[str, int] = {}
+        self._writable_at = float("-inf")
         # Cumulative counts, exported as counters.
         self.errors: Counter[str] = Counter()
 
@@ -431,12 +437,19 @@ class ContainerdRuntime:
     def _writable_layers(self) -> dict[str, int]:
         if not self.options.collect_writable_layers:
             return {}
+        now = time.monotonic()
+        if now - self._writable_at < self.options.writable_refresh_seconds:
+            return self._writable
         try:
             stats = self._call(self._list_stats, cri_pb.ListContainerStatsRequest()).stats
         except grpc.RpcError as exc:
             self._item_error("container_stats", "ListContainerStats failed: %s", _describe(exc))
-            return {}
-        return {s.attributes.id: s.writable_layer.used_bytes.value for s in stats if s.HasField("writable_layer")}
+            return self._writable
+        self._writable = {
+            s.attributes.id: s.writable_layer.used_bytes.value for s in stats if s.HasField("writable_layer")
+        }
+        self._writable_at = now
+        return self._writable
 
     def _filesystems(self) -> tuple[FilesystemFacts, ...]:
         try:
@@ -472,6 +485,7 @@ class ContainerdRuntime:
     def forget_runtime_state(self) -> None:
         """After the runtime restarted its config may differ: ask again."""
         self._sandbox_ref = None
+        self._writable_at = float("-inf")
 
 
 def _unary(

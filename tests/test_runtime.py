@@ -54,6 +54,17 @@ def test_steady_state_refresh_asks_only_list_calls(fake):
     runtime.close()
 
 
+def test_writable_layers_are_asked_at_most_once_per_interval(fake):
+    runtime = runtime_for(fake, writable_refresh_seconds=3600)
+    for _ in range(3):
+        runtime.snapshot()
+    assert fake.calls["runtime.v1.RuntimeService/ListContainerStats"] == 1
+    runtime.forget_runtime_state()  # e.g. after containerd restarted
+    runtime.snapshot()
+    assert fake.calls["runtime.v1.RuntimeService/ListContainerStats"] == 2
+    runtime.close()
+
+
 def test_native_calls_carry_the_containerd_namespace(fake):
     runtime = runtime_for(fake, namespace="k8s.io")
     runtime.snapshot()

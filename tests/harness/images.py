@@ -156,30 +156,31 @@ class BuiltImage:
 
     def write_tar(self, path: Path) -> Path:
         """Write an OCI image layout tarball that `ctr images import` accepts."""
-        index = {
-            "schemaVersion": 2,
-            "manifests": [
-                self.manifest.descriptor(
-                    annotations={
-                        "io.containerd.image.name": ref,
-                        "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[-1],
-                    }
-                )
-                for ref in self.spec.refs
-            ],
-        }
-        with tarfile.open(path, "w") as tar:
+        return write_images_tar([self], path)
 
-            def add(name: str, data: bytes) -> None:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
 
-            add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-            add("index.json", json.dumps(index).encode())
-            seen: set[str] = set()
-            for blob in (self.config, self.manifest, *self.layers):
+def write_images_tar(images: Sequence[BuiltImage], path: Path) -> Path:
+    """One OCI image layout holding several images (one `ctr images import`)."""
+    manifests = [
+        image.manifest.descriptor(
+            annotations={"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[-1]}
+        )
+        for image in images
+        for ref in image.spec.refs
+    ]
+    with tarfile.open(path, "w") as tar:
+
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        add("index.json", json.dumps({"schemaVersion": 2, "manifests": manifests}).encode())
+        seen: set[str] = set()
+        for image in images:
+            for blob in (image.config, image.manifest, *image.layers):
                 if blob.digest not in seen:
                     seen.add(blob.digest)
                     add("blobs/sha256/" + blob.digest.removeprefix("sha256:"), blob.data)
-        return path
+    return path

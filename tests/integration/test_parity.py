@@ -17,7 +17,7 @@ from tests.integration.oracle import expected
 def served(sample_node: SampleNode, tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("exporter")
     config = workdir / "config.yaml"
-    config.write_text(sample_node.catalog_yaml() + "metrics: {layers_top_n: 50}\n")
+    config.write_text(sample_node.catalog_yaml() + "metrics: {layers_top_n: 50}\nwritable_refresh_seconds: 1\n")
     exporter = start_exporter(
         sample_node.containerd.endpoint,
         workdir,

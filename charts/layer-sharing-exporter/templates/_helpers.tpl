@@ -66,6 +66,7 @@ snapshotter: {{ .Values.runtime.snapshotter | quote }}
 refresh_interval_seconds: {{ .Values.config.refreshIntervalSeconds }}
 rpc_timeout_seconds: {{ .Values.config.rpcTimeoutSeconds }}
 collect_writable_layers: {{ .Values.config.collectWritableLayers }}
+writable_refresh_seconds: {{ .Values.config.writableRefreshSeconds }}
 log_level: {{ .Values.config.logLevel | quote }}
 {{- if .Values.imageFilesystem.mountHostPath }}
 host_root: /host
