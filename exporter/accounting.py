@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from exporter.bases import BaseMatch, BaseSpec, match_bases, resolve_catalog
-from exporter.chain import chain_ids
 from exporter.facts import FilesystemFacts, ImageFacts, NodeFacts
 
 # Bytes of one layer (by chain ID) in this snapshot of facts.
@@ -147,7 +146,7 @@ def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
 def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
     """Compute the node's layer-sharing report from one snapshot of facts."""
     images = merge_images(facts.images)
-    chains = {image_id: chain_ids(image.diff_ids) for image_id, image in images.items()}
+    chains = {image_id: image.chain_ids for image_id, image in images.items()}
     diff_of: dict[str, str] = {}
     for image_id, chain in chains.items():
         diff_of.update(zip(chain, images[image_id].diff_ids, strict=True))

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from exporter.chain import chain_ids as compute_chain_ids
+
 
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
@@ -36,6 +38,12 @@ class ImageFacts:
     history: tuple[HistoryEntry, ...] = ()
     compressed_size: int = 0
     pinned: bool = False
+    # Derived from diff_ids; the adapter passes the ones it cached per image.
+    chain_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.chain_ids) != len(self.diff_ids):
+            object.__setattr__(self, "chain_ids", compute_chain_ids(self.diff_ids))
 
     @property
     def name(self) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.chain import chain_ids
 from exporter.facts import HistoryEntry, LayerBlob
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -43,6 +44,11 @@ class ImageDetails:
 
     diff_ids: tuple[str, ...]
     history: tuple[HistoryEntry, ...]
+    chain_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.chain_ids) != len(self.diff_ids):
+            object.__setattr__(self, "chain_ids", chain_ids(self.diff_ids))
 
 
 @dataclass(frozen=True, slots=True)

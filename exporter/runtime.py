@@ -14,8 +14,8 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,7 +26,6 @@ from exporter._generated import containerd_content_v1_pb2 as content_pb
 from exporter._generated import containerd_images_v1_pb2 as images_pb
 from exporter._generated import containerd_snapshots_v1_pb2 as snapshots_pb
 from exporter._generated import cri_runtime_v1_pb2 as cri_pb
-from exporter.chain import chain_ids
 from exporter.facts import (
     ContainerFacts,
     FilesystemFacts,
@@ -85,6 +84,8 @@ _STATE_NAMES = {
 }
 
 T = TypeVar("T")
+# Calls in flight at once when many items are new (e.g. a cold start).
+_WINDOW = 32
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
@@ -112,6 +113,8 @@ class RuntimeOptions:
     # (~2 ms each), and containerd itself refreshes writable-layer sizes only
     # every 10 s: ask for them at most this often, and reuse them in between.
     writable_refresh_seconds: float = 120.0
+    # Keep each image's history (the Dockerfile steps): only `df --image` shows it.
+    keep_history: bool = False
     # How often to re-list the content store even when no image is new: layer
     # blobs can be garbage-collected after unpack (discard_unpacked_layers).
     content_recheck_seconds: float = 300.0
@@ -272,56 +275,108 @@ class ContainerdRuntime:
                 raise RuntimeUnavailableError(_describe(exc)) from None
             raise
 
+    def _call_many(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[Any, Any],
+        requests: dict[str, Any],
+        on_result: Callable[[str, Any], None],
+        native: bool = False,
+    ) -> None:
+        """Unary calls pipelined on the one connection, at most _WINDOW in flight.
+
+        `on_result(key, response-or-RpcError)` sees each reply as it settles, so
+        replies are not all held at once. A whole-runtime failure raises
+        RuntimeUnavailableError and cancels what is still in flight.
+        """
+        metadata = self._metadata if native else None
+        in_flight: deque[tuple[str, Any]] = deque()
+
+        def settle() -> None:
+            key, future = in_flight.popleft()
+            try:
+                result = future.result()
+            except grpc.RpcError as exc:
+                if exc.code() in _DOWN_CODES:
+                    raise RuntimeUnavailableError(_describe(exc)) from None
+                result = exc
+            on_result(key, result)
+
+        try:
+            for key, request in requests.items():
+                in_flight.append((key, method.future(request, timeout=self.options.rpc_timeout, metadata=metadata)))
+                if len(in_flight) >= _WINDOW:
+                    settle()
+            while in_flight:
+                settle()
+        finally:
+            for _, future in in_flight:
+                future.cancel()
+
+    def _stream_many(self, method: Callable[..., Any], requests: dict[str, Any]) -> dict[str, Any]:
+        """Server-streaming calls started together (at most _WINDOW at once), each read whole."""
+        results: dict[str, Any] = {}
+        keys = list(requests)
+        for start in range(0, len(keys), _WINDOW):
+            batch = [
+                (k, method(requests[k], timeout=self.options.rpc_timeout, metadata=self._metadata))
+                for k in keys[start : start + _WINDOW]
+            ]
+            for key, call in batch:
+                try:
+                    results[key] = list(call)
+                except grpc.RpcError as exc:
+                    if exc.code() in _DOWN_CODES:
+                        for _, other in batch:
+                            other.cancel()
+                        raise RuntimeUnavailableError(_describe(exc)) from None
+                    results[key] = exc
+        return results
+
     def _item_error(self, stage: str, message: str, *args: object) -> None:
         self.errors[stage] += 1
         logger.warning(message, *args)
 
     # -- images ------------------------------------------------------------
 
-    def _images_with_details(self, listed: Iterable[cri_pb.Image]) -> list[ImageFacts]:
-        images = []
-        for image in listed:
-            image_id = image.id
-            details = self._details.get(image_id)
-            if details is None:
-                if image_id in self._bad_images:
-                    continue
-                details = self._fetch_details(image)
-                if details is None:
-                    continue
-            images.append(
-                ImageFacts(
-                    image_id=image_id,
-                    repo_tags=tuple(image.repo_tags),
-                    repo_digests=tuple(image.repo_digests),
-                    diff_ids=details.diff_ids,
-                    history=details.history,
-                    compressed_size=image.size,
-                    pinned=image.pinned,
-                )
+    def _images_with_details(self, listed: Sequence[cri_pb.Image]) -> list[ImageFacts]:
+        missing = {
+            image.id: cri_pb.ImageStatusRequest(image=cri_pb.ImageSpec(image=image.id), verbose=True)
+            for image in listed
+            if image.id not in self._details and image.id not in self._bad_images
+        }
+        self._call_many(self._image_status, missing, self._remember_details)
+        return [
+            ImageFacts(
+                image_id=image.id,
+                repo_tags=tuple(image.repo_tags),
+                repo_digests=tuple(image.repo_digests),
+                diff_ids=details.diff_ids,
+                history=details.history,
+                compressed_size=image.size,
+                pinned=image.pinned,
+                chain_ids=details.chain_ids,
             )
-        return images
+            for image in listed
+            if (details := self._details.get(image.id)) is not None
+        ]
 
-    def _fetch_details(self, image: cri_pb.Image) -> ImageDetails | None:
-        request = cri_pb.ImageStatusRequest(image=cri_pb.ImageSpec(image=image.id), verbose=True)
-        try:
-            response = self._call(self._image_status, request)
-        except grpc.RpcError as exc:
-            self._item_error("image_status", "image %s skipped: ImageStatus failed: %s", image.id, _describe(exc))
-            return None
-        if not response.HasField("image"):
+    def _remember_details(self, image_id: str, result: cri_pb.ImageStatusResponse | grpc.RpcError) -> None:
+        if isinstance(result, grpc.RpcError):
+            self._item_error("image_status", "image %s skipped: ImageStatus failed: %s", image_id, _describe(result))
+            return
+        if not result.HasField("image"):
             # Deleted between ListImages and ImageStatus: it is simply gone.
-            logger.debug("image %s vanished during refresh", image.id)
-            return None
+            logger.debug("image %s vanished during refresh", image_id)
+            return
         try:
-            details = image_details_from_verbose_info(response.info)
+            details = image_details_from_verbose_info(result.info)
+            if not self.options.keep_history:
+                details = ImageDetails(details.diff_ids, (), details.chain_ids)
+            self._details[image_id] = details
         except ParseError as exc:
             # Same digest, same bytes: the failure would repeat, so remember it.
-            self._bad_images[image.id] = str(exc)
-            self._item_error("image_parse", "image %s skipped: %s", image.id, exc)
-            return None
-        self._details[image.id] = details
-        return details
+            self._bad_images[image_id] = str(exc)
+            self._item_error("image_parse", "image %s skipped: %s", image_id, exc)
 
     def _prune(self, image_ids: set[str]) -> None:
         for cache in (self._details, self._bad_images, self._blobs):
@@ -331,31 +386,34 @@ class ContainerdRuntime:
     # -- layers --------------------------------------------------------------
 
     def _layer_usage(self, images: list[ImageFacts]) -> dict[str, SnapshotUsage]:
-        wanted = {c for image in images for c in chain_ids(image.diff_ids)}
+        wanted = {c for image in images for c in image.chain_ids}
         for stale in self._usage_cache.keys() - wanted:
             del self._usage_cache[stale]
         self._missing_reported &= wanted
-        for chain_id in sorted(wanted - self._usage_cache.keys()):
-            request = snapshots_pb.UsageRequest(snapshotter=self.options.snapshotter, key=chain_id)
-            try:
-                response = self._call(self._usage, request, native=True)
-            except grpc.RpcError as exc:
-                # A layer not unpacked for this snapshotter (or a snapshotter that
-                # does not exist): report once per layer, keep asking quietly.
-                if chain_id not in self._missing_reported:
-                    self._missing_reported.add(chain_id)
-                    self._item_error(
-                        "snapshot_usage",
-                        "layer %s has no %s snapshot: %s",
-                        chain_id,
-                        self.options.snapshotter,
-                        _describe(exc),
-                    )
-                continue
-            # Committed snapshots never change, so their usage is cached.
-            self._usage_cache[chain_id] = SnapshotUsage(size=response.size, inodes=response.inodes)
-            self._missing_reported.discard(chain_id)
+        requests = {
+            chain_id: snapshots_pb.UsageRequest(snapshotter=self.options.snapshotter, key=chain_id)
+            for chain_id in sorted(wanted - self._usage_cache.keys())
+        }
+        self._call_many(self._usage, requests, self._remember_usage, native=True)
         return dict(self._usage_cache)
+
+    def _remember_usage(self, chain_id: str, result: snapshots_pb.UsageResponse | grpc.RpcError) -> None:
+        if isinstance(result, grpc.RpcError):
+            # A layer not unpacked for this snapshotter (or a snapshotter that
+            # does not exist): report once per layer, keep asking quietly.
+            if chain_id not in self._missing_reported:
+                self._missing_reported.add(chain_id)
+                self._item_error(
+                    "snapshot_usage",
+                    "layer %s has no %s snapshot: %s",
+                    chain_id,
+                    self.options.snapshotter,
+                    _describe(result),
+                )
+            return
+        # Committed snapshots never change, so their usage is cached.
+        self._usage_cache[chain_id] = SnapshotUsage(size=result.size, inodes=result.inodes)
+        self._missing_reported.discard(chain_id)
 
     # -- compressed content ---------------------------------------------------
 
@@ -369,62 +427,55 @@ class ContainerdRuntime:
         except grpc.RpcError as exc:
             self._item_error("content", "listing containerd images failed: %s", _describe(exc))
             return
-        targets = dict.fromkeys(r.target.digest for r in records if r.target.digest)
-        for digest in targets:
-            for manifest in self._manifests_under(digest):
-                if manifest.config_digest in wanted:
-                    self._blobs[manifest.config_digest] = manifest.layers
+        targets = list(dict.fromkeys(r.target.digest for r in records if r.target.digest))
+        self._read_manifests(targets)
+        # Indexes point at one manifest per platform; other platforms' are
+        # usually not pulled and stay None.
+        children = [c for t in targets for c in self._index_children(t)]
+        self._read_manifests(children)
+        for digest in (*targets, *children):
+            manifest = self._manifests.get(digest)
+            if isinstance(manifest, Manifest) and manifest.config_digest in wanted:
+                self._blobs[manifest.config_digest] = manifest.layers
         for image_id in wanted - self._blobs.keys():
             self._blobs[image_id] = ()
-        for stale in self._manifests.keys() - targets.keys():
-            if stale not in {d for t in targets for d in self._index_children(t)}:
-                self._manifests.pop(stale, None)
+        for stale in self._manifests.keys() - {*targets, *children}:
+            del self._manifests[stale]
 
     def _index_children(self, digest: str) -> tuple[str, ...]:
         parsed = self._manifests.get(digest)
         return parsed.manifests if isinstance(parsed, Index) else ()
 
-    def _manifests_under(self, digest: str) -> list[Manifest]:
-        parsed = self._read_manifest(digest)
-        if isinstance(parsed, Manifest):
-            return [parsed]
-        if isinstance(parsed, Index):
-            found = []
-            for child in parsed.manifests:
-                # Other platforms' manifests are usually not pulled: None.
-                child_parsed = self._read_manifest(child)
-                if isinstance(child_parsed, Manifest):
-                    found.append(child_parsed)
-            return found
-        return []
-
-    def _read_manifest(self, digest: str) -> Manifest | Index | None:
-        if digest in self._manifests:
-            return self._manifests[digest]
-        parsed: Manifest | Index | None = None
-        try:
-            data = b"".join(
-                chunk.data for chunk in self._stream(self._content_read, content_pb.ReadContentRequest(digest=digest))
-            )
-            parsed = parse_manifest_or_index(data)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                self._item_error("content", "reading manifest %s failed: %s", digest, _describe(exc))
-                return None
-        except ParseError as exc:
-            self._item_error("content", "manifest %s skipped: %s", digest, exc)
-        self._manifests[digest] = parsed
-        return parsed
+    def _read_manifests(self, digests: Iterable[str]) -> None:
+        """Read and parse the manifests not read yet (a manifest never changes)."""
+        missing = [d for d in dict.fromkeys(digests) if d not in self._manifests]
+        requests = {d: content_pb.ReadContentRequest(digest=d) for d in missing}
+        for digest, result in self._stream_many(self._content_read, requests).items():
+            parsed: Manifest | Index | None = None
+            if isinstance(result, grpc.RpcError):
+                if result.code() != grpc.StatusCode.NOT_FOUND:
+                    self._item_error("content", "reading manifest %s failed: %s", digest, _describe(result))
+                    continue  # not cached: asked again next time
+            else:
+                try:
+                    parsed = parse_manifest_or_index(b"".join(chunk.data for chunk in result))
+                except ParseError as exc:
+                    self._item_error("content", "manifest %s skipped: %s", digest, exc)
+            self._manifests[digest] = parsed
 
     def _content_presence(self, refresh: bool) -> None:
         now = time.monotonic()
         if not refresh and now - self._present_at < self.options.content_recheck_seconds:
             return
+        # Only the layer blobs of known images matter (the store also holds
+        # configs, manifests and indexes); keep just those.
+        layer_digests = {blob.digest for blobs in self._blobs.values() for blob in blobs}
         try:
             present = {
                 info.digest: info.size
                 for response in self._stream(self._content_list, content_pb.ListContentRequest())
                 for info in response.info
+                if info.digest in layer_digests
             }
         except grpc.RpcError as exc:
             self._item_error("content", "listing the content store failed: %s", _describe(exc))

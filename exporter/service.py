@@ -62,11 +62,13 @@ class Refresher:
         catalog: Sequence[BaseSpec] = (),
         interval: float = 30.0,
         clock: Callable[[], float] = time.time,
+        after_refresh: Callable[[], None] = lambda: None,
     ) -> None:
         self.source = source
         self.catalog = tuple(catalog)
         self.interval = interval
         self._clock = clock
+        self._after_refresh = after_refresh
         self._state = ExporterState()
         self._lock = threading.Lock()
         self._loop_heartbeat = time.monotonic()
@@ -129,6 +131,7 @@ class Refresher:
         while not stop.is_set():
             self._loop_heartbeat = time.monotonic()
             self.refresh_once()
+            self._after_refresh()
             stop.wait(self.interval)
 
     def loop_alive(self) -> bool:
