@@ -28,7 +28,8 @@ def variants(per_node_default: int, images_exported: int, pods: int, bases_expor
         "defaults": per_node_default,
         "metrics.pods: false": per_node_default - PER_POD * pods,
         "metrics.images_top_n: 10": per_node_default - PER_IMAGE * max(0, images_exported - 10),
-        "pods off, images_top_n 10, bases_top_n 5": fixed + PER_IMAGE * min(10, images_exported)
+        "pods off, images_top_n 10, bases_top_n 5": fixed
+        + PER_IMAGE * min(10, images_exported)
         + PER_BASE * min(5, bases_exported),
     }
 
@@ -37,8 +38,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--interval", type=float, default=30.0, help="scrape interval, seconds")
-    parser.add_argument("--bytes-per-series", type=int, default=4096,
-                        help="rule-of-thumb Prometheus head memory per active series")
+    parser.add_argument(
+        "--bytes-per-series", type=int, default=4096, help="rule-of-thumb Prometheus head memory per active series"
+    )
     args = parser.parse_args()
     r = json.loads(args.results.read_text())
     per_node = int(r["series_default"]["total"])
@@ -46,20 +48,24 @@ def main() -> int:
     images_exported = min(50, int(r["node"]["images"]))
     bases_exported = max(0, (per_node - 40 - PER_IMAGE * images_exported - PER_POD * pods) // PER_BASE)
     table = variants(per_node, images_exported, pods, min(20, bases_exported))
-    print(f"Measured: {per_node} series per node at defaults on a node with {r['node']['images']} images and "
-          f"{pods} pods; {r['series_everything_on']['total']} with every optional family on.")
+    print(
+        f"Measured: {per_node} series per node at defaults on a node with {r['node']['images']} images and "
+        f"{pods} pods; {r['series_everything_on']['total']} with every optional family on."
+    )
     print(f"Scrape interval {args.interval:g} s; head memory at ~{args.bytes_per_series} B/series (rule of thumb).\n")
     header = f"{'metric set':44s}" + "".join(f"{n:>26,d} nodes" for n in NODES)
     print(header)
     for name, series in table.items():
-        cells = "".join(
-            f"{series * n:>14,d} series {series * n / args.interval:>9,.0f}/s" for n in NODES
-        )
+        cells = "".join(f"{series * n:>14,d} series {series * n / args.interval:>9,.0f}/s" for n in NODES)
         print(f"{name:44s}{cells}")
-    print("\nApprox. Prometheus head memory at defaults: " + ", ".join(
-        f"{n:,d} nodes {per_node * n * args.bytes_per_series / 2**30:.1f} GiB" for n in NODES))
-    print("Recording rules (rules/layer-sharing.rules.yml) reduce the cluster dashboards to 8 job-level series plus "
-          "4 per base, whatever the node count; the per-node series stay for the node dashboard and alerts.")
+    print(
+        "\nApprox. Prometheus head memory at defaults: "
+        + ", ".join(f"{n:,d} nodes {per_node * n * args.bytes_per_series / 2**30:.1f} GiB" for n in NODES)
+    )
+    print(
+        "Recording rules (rules/layer-sharing.rules.yml) reduce the cluster dashboards to 8 job-level series plus "
+        "4 per base, whatever the node count; the per-node series stay for the node dashboard and alerts."
+    )
     return 0
 
 

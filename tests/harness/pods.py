@@ -102,5 +102,12 @@ class PodMaker:
             _RUNTIME + "RemovePodSandbox", pb.RemovePodSandboxRequest(pod_sandbox_id=handle.sandbox_id), pb.Empty
         )
 
+    def pull_image(self, ref: str) -> str:
+        """Pull through CRI, as the kubelet does; returns the image ID."""
+        response = self._call(
+            _IMAGE + "PullImage", pb.PullImageRequest(image=pb.ImageSpec(image=ref)), pb.PullImageResponse
+        )
+        return str(response.image_ref)
+
     def remove_image(self, ref: str) -> None:
         self._call(_IMAGE + "RemoveImage", pb.RemoveImageRequest(image=pb.ImageSpec(image=ref)), pb.Empty)

@@ -1,0 +1,110 @@
+"""A minimal OCI distribution registry on loopback, serving images the harness
+built, so CRI's real pull path (PullImage) can be tested: unpacking,
+discard_unpacked_layers, multi-platform indexes. Read-only; no auth.
+
+containerd treats `localhost:<port>` registries as plain HTTP by default.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tests.harness.images import Blob, BuiltImage
+
+_MANIFEST = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)$")
+_BLOB = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.blobs: dict[str, Blob] = {}
+        self.tags: dict[tuple[str, str], str] = {}  # (repository, tag) -> manifest or index digest
+        self.requests: list[str] = []
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"localhost:{self._httpd.server_address[1]}"
+
+    def start(self) -> Registry:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def push(self, repository: str, tag: str, image: BuiltImage) -> str:
+        """Serve one image; returns its pull reference."""
+        for blob in (image.config, image.manifest, *image.layers):
+            self.blobs[blob.digest] = blob
+        self.tags[(repository, tag)] = image.manifest.digest
+        return f"{self.host}/{repository}:{tag}"
+
+    def push_index(self, repository: str, tag: str, images: dict[str, BuiltImage]) -> tuple[str, Blob]:
+        """Serve a multi-platform index of {architecture: image}; returns (reference, index blob)."""
+        manifests = []
+        for architecture, image in images.items():
+            for blob in (image.config, image.manifest, *image.layers):
+                self.blobs[blob.digest] = blob
+            manifests.append(image.manifest.descriptor(platform={"architecture": architecture, "os": "linux"}))
+        index = Blob(
+            INDEX_MEDIA_TYPE,
+            json.dumps(
+                {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": manifests}, sort_keys=True
+            ).encode(),
+        )
+        self.blobs[index.digest] = index
+        self.tags[(repository, tag)] = index.digest
+        return f"{self.host}/{repository}:{tag}", index
+
+
+def _handler(registry: Registry) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._serve(body=True)
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._serve(body=False)
+
+        def _serve(self, body: bool) -> None:
+            registry.requests.append(f"{self.command} {self.path}")
+            blob = None
+            if self.path in ("/v2/", "/v2"):
+                self._send(200, b"{}", "application/json", None, body)
+                return
+            if match := _MANIFEST.match(self.path):
+                ref = match["ref"]
+                digest = ref if ref.startswith("sha256:") else registry.tags.get((match["name"], ref))
+                blob = registry.blobs.get(digest or "")
+            elif match := _BLOB.match(self.path):
+                blob = registry.blobs.get(match["digest"])
+            if blob is None:
+                self._send(404, b'{"errors":[{"code":"NOT_FOUND"}]}', "application/json", None, body)
+                return
+            self._send(200, blob.data, blob.media_type, blob.digest, body)
+
+        def _send(self, status: int, data: bytes, media_type: str, digest: str | None, body: bool) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", media_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+            if digest:
+                self.send_header("Docker-Content-Digest", digest)
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    return Handler
