@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between runtime refreshes (default 30)",
     )
     serve.add_argument("--node-name", help="node name reported (default $NODE_NAME)")
+    serve.add_argument(
+        "--web-config-file",
+        metavar="FILE",
+        help="TLS and basic auth for /metrics (Prometheus exporter-toolkit web config format)",
+    )
 
     df = sub.add_parser("df", parents=[common], help="print the node's layer sharing as a table")
     df.add_argument("--pods", action="store_true", help="show pods instead of images")
@@ -78,6 +83,7 @@ _FLAG_KEYS = (
     "listen_address",
     "refresh_interval_seconds",
     "node_name",
+    "web_config_file",
 )
 
 
@@ -123,14 +129,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(config: Config) -> int:
+    from exporter import webconfig
     from exporter.server import MetricsServer  # the df path needs no HTTP server
 
     host, port = config_mod.split_listen_address(config.listen_address)
+    try:
+        web = webconfig.load(config.web_config_file) if config.web_config_file else None
+    except ConfigError as exc:
+        print(f"layer-sharing-exporter: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     limit_malloc_arenas()
     runtime = ContainerdRuntime(runtime_options(config))
     refresher = Refresher(runtime, config.bases, config.refresh_interval_seconds, after_refresh=release_free_memory)
     try:
-        server = MetricsServer(refresher, config.metrics, host, port)
+        server = MetricsServer(refresher, config.metrics, host, port, web)
     except OSError as exc:
         print(f"layer-sharing-exporter: cannot listen on {config.listen_address}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
@@ -147,8 +159,9 @@ def serve(config: Config) -> int:
     loop.start()
     http.start()
     logger.info(
-        "layer-sharing-exporter %s serving on %s:%d, runtime %s every %gs",
+        "layer-sharing-exporter %s serving on %s://%s:%d, runtime %s every %gs",
         __version__,
+        "https" if web and web.tls else "http",
         host,
         server.port,
         config.runtime_endpoint,

@@ -55,6 +55,7 @@ class Config:
     node_name: str = ""
     host_root: str = ""
     log_level: str = "info"
+    web_config_file: str = ""
     metrics: MetricsOptions = field(default_factory=MetricsOptions)
     bases: tuple[BaseSpec, ...] = ()
 
@@ -72,6 +73,7 @@ _SCALAR_TYPES: dict[str, type] = {
     "node_name": str,
     "host_root": str,
     "log_level": str,
+    "web_config_file": str,
 }
 _METRICS_TYPES: dict[str, type] = {
     "images_top_n": int,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gzip
 import logging
+import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,6 +22,7 @@ from exporter import __version__
 from exporter.collector import LayerSharingCollector
 from exporter.config import MetricsOptions
 from exporter.service import Refresher
+from exporter.webconfig import WebConfig
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +68,41 @@ class Exposition:
         return body + encoder(self._process_registry), content_type
 
 
-class MetricsServer:
-    """A threaded HTTP server in front of one refresher."""
+# Open without credentials so the kubelet's probes work; they only say "ok".
+_UNAUTHENTICATED = frozenset({"/healthz", "/readyz"})
 
-    def __init__(self, refresher: Refresher, options: MetricsOptions, host: str, port: int) -> None:
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # A client that stalls (or never finishes a TLS handshake) holds only its own thread.
+    request_timeout = 30.0
+    tls: ssl.SSLContext | None = None
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        conn, addr = super().get_request()
+        conn.settimeout(self.request_timeout)
+        if self.tls is not None:
+            # The handshake runs in the request's thread (on first read), not in the accept loop.
+            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+        return conn, addr
+
+
+class MetricsServer:
+    """A threaded HTTP(S) server in front of one refresher."""
+
+    def __init__(
+        self, refresher: Refresher, options: MetricsOptions, host: str, port: int, web: WebConfig | None = None
+    ) -> None:
         self.refresher = refresher
         self.exposition = Exposition(refresher, options)
+        self.web = web or WebConfig()
         handler = _handler_class(self)
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((host, port), handler)
+        self.httpd.tls = self.web.tls
 
     @property
     def port(self) -> int:
@@ -114,6 +143,14 @@ def _handler_class(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
 
         def _respond(self, send_body: bool) -> None:
             path = self.path.split("?", 1)[0]
+            if path not in _UNAUTHENTICATED and not server.web.authorized(self.headers.get("Authorization")):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="layer-sharing-exporter"')
+                self.send_header("Content-Length", "13")
+                self.end_headers()
+                if send_body:
+                    self.wfile.write(b"unauthorized\n")
+                return
             try:
                 if path == "/metrics":
                     body, content_type = server.exposition.render(self.headers.get("Accept", ""))
@@ -143,6 +180,12 @@ def _handler_class(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if send_body:
                 self.wfile.write(body)
+
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except (ssl.SSLError, OSError) as exc:  # a bad handshake or a dropped client
+                logger.debug("connection from %s ended: %s", self.client_address[0], exc)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             logger.debug("%s %s", self.address_string(), format % args)

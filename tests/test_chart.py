@@ -93,8 +93,9 @@ def test_probes_and_service_target_the_listening_port(chart, values_file):
     (container,) = ds["spec"]["template"]["spec"]["containers"]
     port = next(p for p in container["ports"] if p["name"] == "metrics")["containerPort"]
     assert f"--listen-address=0.0.0.0:{port}" in container["args"]
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    scheme = "HTTPS" if values_of(values_file).get("webConfig", {}).get("tls") else "HTTP"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": scheme}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics", "scheme": scheme}
     (service,) = of_kind(docs, "Service")
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}]
@@ -182,6 +183,27 @@ def test_each_alert_can_be_switched_off(chart):
     off = {"prometheusRule": {"enabled": True, "alerts": {"LayerSharingRatioDropped": {"enabled": False}}}}
     (rule,) = of_kind(render(chart, off), "PrometheusRule")
     assert "LayerSharingRatioDropped" not in [r.get("alert") for g in rule["spec"]["groups"] for r in g["rules"]]
+
+
+def test_web_config_secret_enables_tls_everywhere(chart):
+    docs = render(
+        chart,
+        {
+            "webConfig": {"secretName": "lse-web", "tls": True},
+            "serviceMonitor": {"enabled": True},
+            "podMonitor": {"enabled": True},
+        },
+    )
+    (ds,) = of_kind(docs, "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "--web-config-file=/etc/layer-sharing-exporter/web/web-config.yml" in container["args"]
+    assert {"name": "web-config", "secret": {"secretName": "lse-web"}} in pod["volumes"]
+    assert container["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert of_kind(docs, "ServiceMonitor")[0]["spec"]["endpoints"][0]["scheme"] == "https"
+    assert of_kind(docs, "PodMonitor")[0]["spec"]["podMetricsEndpoints"][0]["scheme"] == "https"
+    (ds,) = of_kind(render(chart, {}), "DaemonSet")
+    assert not any(a.startswith("--web-config-file") for a in ds["spec"]["template"]["spec"]["containers"][0]["args"])
 
 
 def test_network_policy_denies_egress_without_enrichment(chart):

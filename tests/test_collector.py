@@ -199,3 +199,34 @@ def test_hostile_label_values_are_escaped():
     families = list(text_string_to_metric_families(text))
     names = {s.labels.get("image") for f in families for s in f.samples if "image" in s.labels}
     assert hostile in names
+
+
+def test_hostile_exposition_passes_promtool_check_metrics():
+    import shutil
+    import subprocess
+
+    hostile = 'q"uote\\back\nnew' + "ü" * 5000
+    facts = NodeFacts(
+        images=(ImageFacts(image_id=digest(1), repo_tags=(hostile,)),),
+        pods=(PodFacts(sandbox_id="s", namespace=hostile, name="x" * 10000),),
+    )
+    text = generate_latest(registry_for(up_state(facts))).decode()
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: run scripts/setup.sh"
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_thousand_images_of_125_layers_are_accounted():
+    images = tuple(
+        ImageFacts(
+            image_id=digest(f"big-{i}"),
+            diff_ids=tuple(digest(f"L{k}") for k in range(5)) + tuple(digest(f"big-{i}-{k}") for k in range(120)),
+        )
+        for i in range(1000)
+    )
+    report = account(NodeFacts(images=images))
+    assert report.totals.images == 1000
+    assert report.totals.layers == 5 + 1000 * 120
+    registry = registry_for(up_state(NodeFacts(images=images)))
+    assert registry.get_sample_value("layer_sharing_layers") == 120005

@@ -1,4 +1,8 @@
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter import config as cfg
 from exporter.config import Config, ConfigError
@@ -80,3 +84,32 @@ def test_unreadable_and_invalid_yaml_files(tmp_path):
 
 def test_validate_normalizes_bare_socket_paths():
     assert cfg.validate(Config(runtime_endpoint="/run/x.sock")).runtime_endpoint == "unix:///run/x.sock"
+
+
+# Property-based: any YAML document gives a Config or a ConfigError, nothing else.
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+_keys = st.sampled_from([*cfg._SCALAR_TYPES, "metrics", "bases", "other"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_keys, _values, max_size=6))
+def test_fuzz_config_documents(doc):
+    try:
+        config = cfg.from_mapping(doc)
+    except ConfigError:
+        return
+    assert config.refresh_interval_seconds > 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_fuzz_config_files(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("fuzz") / "c.yaml"
+    path.write_text(text)
+    with contextlib.suppress(ConfigError):
+        cfg.load_file(path)
