@@ -74,7 +74,7 @@ class StallingProxy:
                 for key, _ in selector.select(timeout=0.1):
                     if self._stalled.is_set():
                         continue  # hold everything: the peer sees a runtime that never answers
-                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    data = key.fileobj.recv(65536)
                     if not data:
                         return
                     key.data.sendall(data)
