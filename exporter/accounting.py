@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from exporter.bases import BaseMatch, BaseSpec, match_bases, resolve_catalog
-from exporter.facts import FilesystemFacts, ImageFacts, NodeFacts
+from exporter.facts import FilesystemFacts, ImageFacts, NodeFacts, Workload
 
 # Bytes of one layer (by chain ID) in this snapshot of facts.
 _SizeOf = Callable[[str], int]
@@ -68,6 +68,19 @@ class PodReport:
     unique: int
     attributed: int
     writable: int
+    workload: Workload | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadReport:
+    """Pods of one workload on this node, summed."""
+
+    namespace: str
+    kind: str
+    name: str
+    pods: int
+    bytes: int
+    attributed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +122,7 @@ class NodeReport:
     runtime_name: str
     runtime_version: str
     snapshotter: str
+    workloads: tuple[WorkloadReport, ...] | None = None
 
     def image(self, ref: str) -> ImageReport | None:
         """Find an image by ID, tag, repo digest or unambiguous ID prefix."""
@@ -211,6 +225,7 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
             pod_refcount,
             size_of,
             shares[key],
+            None if facts.workloads is None else facts.workloads.get(key),
         )
         for key in sorted(pod_layers)
     )
@@ -260,7 +275,30 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
         runtime_name=facts.runtime_name,
         runtime_version=facts.runtime_version,
         snapshotter=facts.snapshotter,
+        workloads=None if facts.workloads is None else _workload_reports(pod_reports, pod_layers, size_of),
     )
+
+
+def _workload_reports(
+    pods: Sequence[PodReport], pod_layers: dict[tuple[str, str], set[str]], size_of: _SizeOf
+) -> tuple[WorkloadReport, ...]:
+    """Pods of the same workload on this node, summed (pods the API does not know are left out)."""
+    members: dict[tuple[str, str, str], list[PodReport]] = defaultdict(list)
+    for pod in pods:
+        if pod.workload is not None:
+            members[(pod.namespace, pod.workload.kind, pod.workload.name)].append(pod)
+    reports = [
+        WorkloadReport(
+            namespace=namespace,
+            kind=kind,
+            name=name,
+            pods=len(group),
+            bytes=sum(size_of(c) for c in set().union(*(pod_layers[(p.namespace, p.name)] for p in group))),
+            attributed=sum(p.attributed for p in group),
+        )
+        for (namespace, kind, name), group in members.items()
+    ]
+    return tuple(sorted(reports, key=lambda r: (-r.attributed, r.namespace, r.name)))
 
 
 def _image_report(
@@ -325,6 +363,7 @@ def _pod_report(
     pod_refcount: Counter[str],
     size_of: _SizeOf,
     attributed: int,
+    workload: Workload | None,
 ) -> PodReport:
     size = sum(size_of(c) for c in layers)
     shared = sum(size_of(c) for c in layers if pod_refcount[c] >= 2)
@@ -338,6 +377,7 @@ def _pod_report(
         unique=size - shared,
         attributed=attributed,
         writable=writable,
+        workload=workload,
     )
 
 

@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--node-name", help="node name reported (default $NODE_NAME)")
     serve.add_argument(
+        "--kubernetes",
+        action="store_true",
+        default=None,
+        help="attribute pods to workloads from the Kubernetes API (watches this node's pods)",
+    )
+    serve.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig for --kubernetes (default: in-cluster)")
+    serve.add_argument(
         "--web-config-file",
         metavar="FILE",
         help="TLS and basic auth for /metrics (Prometheus exporter-toolkit web config format)",
@@ -84,6 +91,8 @@ _FLAG_KEYS = (
     "refresh_interval_seconds",
     "node_name",
     "web_config_file",
+    "kubernetes",
+    "kubeconfig",
 )
 
 
@@ -140,7 +149,16 @@ def serve(config: Config) -> int:
         return EXIT_USAGE
     limit_malloc_arenas()
     runtime = ContainerdRuntime(runtime_options(config))
-    refresher = Refresher(runtime, config.bases, config.refresh_interval_seconds, after_refresh=release_free_memory)
+    workloads = None
+    if config.kubernetes:
+        from exporter.kube import PodWorkloads
+
+        kube = PodWorkloads(config.node_name, config.kubeconfig)
+        if kube.start():
+            workloads = kube.workloads
+    refresher = Refresher(
+        runtime, config.bases, config.refresh_interval_seconds, after_refresh=release_free_memory, workloads=workloads
+    )
     try:
         server = MetricsServer(refresher, config.metrics, host, port, web)
     except OSError as exc:

@@ -194,7 +194,9 @@ class LayerSharingCollector(Collector):
         yield from (size, shared, unique, compressed, containers, info)
 
     def _pods(self, report: NodeReport) -> Iterator[Metric]:
-        labels = ["namespace", "pod"]
+        # With workload attribution on, every pod series carries its workload.
+        attributed_on = report.workloads is not None
+        labels = ["namespace", "pod", *(["workload", "workload_kind"] if attributed_on else [])]
         total = _gauge(
             "pod_bytes", f"{_DISK} of the distinct layers the pod's containers use (sandbox image excluded).", labels
         )
@@ -209,12 +211,32 @@ class LayerSharingCollector(Collector):
         writable = _gauge("pod_writable_bytes", "Bytes in the pod's containers' writable layers.", labels)
         for pod in report.pods:
             key = [pod.namespace, pod.name]
+            if attributed_on:
+                key += [pod.workload.name, pod.workload.kind] if pod.workload else ["", ""]
             total.add_metric(key, pod.bytes)
             shared.add_metric(key, pod.shared)
             unique.add_metric(key, pod.unique)
             attributed.add_metric(key, pod.attributed)
             writable.add_metric(key, pod.writable)
         yield from (total, shared, unique, attributed, writable)
+        if report.workloads is not None:
+            yield from self._workloads(report)
+
+    def _workloads(self, report: NodeReport) -> Iterator[Metric]:
+        labels = ["namespace", "workload", "workload_kind"]
+        pods = _gauge("workload_pods", "Pods of the workload on this node.", labels)
+        size = _gauge("workload_bytes", f"{_DISK} of the distinct layers the workload's pods on this node use.", labels)
+        attributed = _gauge(
+            "workload_attributed_bytes",
+            f"{_DISK} attributed to the workload's pods on this node (sum of their fair shares).",
+            labels,
+        )
+        for workload in report.workloads or ():
+            key = [workload.namespace, workload.name, workload.kind]
+            pods.add_metric(key, workload.pods)
+            size.add_metric(key, workload.bytes)
+            attributed.add_metric(key, workload.attributed)
+        yield from (pods, size, attributed)
 
     def _bases(self, report: NodeReport) -> Iterator[Metric]:
         labels = ["base", "source"]

@@ -56,6 +56,9 @@ class Config:
     host_root: str = ""
     log_level: str = "info"
     web_config_file: str = ""
+    # Workload attribution from the Kubernetes API (kubeconfig "" = in-cluster, else ~/.kube/config).
+    kubernetes: bool = False
+    kubeconfig: str = ""
     metrics: MetricsOptions = field(default_factory=MetricsOptions)
     bases: tuple[BaseSpec, ...] = ()
 
@@ -74,6 +77,8 @@ _SCALAR_TYPES: dict[str, type] = {
     "host_root": str,
     "log_level": str,
     "web_config_file": str,
+    "kubernetes": bool,
+    "kubeconfig": str,
 }
 _METRICS_TYPES: dict[str, type] = {
     "images_top_n": int,

@@ -106,6 +106,14 @@ class PodFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class Workload:
+    """The controller a pod belongs to (Deployment, StatefulSet, ..., or the bare Pod)."""
+
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class FilesystemFacts:
     """One image filesystem from CRI `ImageFsInfo`, plus its size when known."""
 
@@ -143,6 +151,9 @@ class NodeFacts:
     runtime_name: str = ""
     runtime_version: str = ""
     snapshotter: str = "overlayfs"
+    # Pod (namespace, name) -> workload, from the Kubernetes API; None when
+    # attribution is off (then no workload labels are exported at all).
+    workloads: Mapping[tuple[str, str], Workload] | None = None
 
     def __post_init__(self) -> None:
         # Facts are shared between threads; make the mappings read-only too.

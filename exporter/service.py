@@ -8,17 +8,18 @@ scrape never mixes two moments of the node.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from exporter.accounting import NodeReport, account
 from exporter.bases import BaseSpec
-from exporter.facts import NodeFacts
+from exporter.facts import NodeFacts, Workload
 from exporter.runtime import RuntimeUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -63,12 +64,14 @@ class Refresher:
         interval: float = 30.0,
         clock: Callable[[], float] = time.time,
         after_refresh: Callable[[], None] = lambda: None,
+        workloads: Callable[[], Mapping[tuple[str, str], Workload]] | None = None,
     ) -> None:
         self.source = source
         self.catalog = tuple(catalog)
         self.interval = interval
         self._clock = clock
         self._after_refresh = after_refresh
+        self._workloads = workloads
         self._state = ExporterState()
         self._lock = threading.Lock()
         self._loop_heartbeat = time.monotonic()
@@ -88,6 +91,8 @@ class Refresher:
             error = ""
             try:
                 facts = self.source.snapshot()
+                if self._workloads is not None:  # from the Kubernetes API, when attribution is on
+                    facts = dataclasses.replace(facts, workloads=self._workloads())
                 report = account(facts, self.catalog)
             except RuntimeUnavailableError as exc:
                 error = f"runtime unreachable: {exc}"
