@@ -81,6 +81,8 @@ class WorkloadReport:
     pods: int
     bytes: int
     attributed: int
+    # (base, source, pods of this workload with a container on that base)
+    bases: tuple[tuple[str, str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,12 +277,15 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
         runtime_name=facts.runtime_name,
         runtime_version=facts.runtime_version,
         snapshotter=facts.snapshotter,
-        workloads=None if facts.workloads is None else _workload_reports(pod_reports, pod_layers, size_of),
+        workloads=None if facts.workloads is None else _workload_reports(pod_reports, pod_layers, size_of, bases),
     )
 
 
 def _workload_reports(
-    pods: Sequence[PodReport], pod_layers: dict[tuple[str, str], set[str]], size_of: _SizeOf
+    pods: Sequence[PodReport],
+    pod_layers: dict[tuple[str, str], set[str]],
+    size_of: _SizeOf,
+    bases: dict[str, BaseMatch],
 ) -> tuple[WorkloadReport, ...]:
     """Pods of the same workload on this node, summed (pods the API does not know are left out)."""
     members: dict[tuple[str, str, str], list[PodReport]] = defaultdict(list)
@@ -295,10 +300,19 @@ def _workload_reports(
             pods=len(group),
             bytes=sum(size_of(c) for c in set().union(*(pod_layers[(p.namespace, p.name)] for p in group))),
             attributed=sum(p.attributed for p in group),
+            bases=_bases_of(group, bases),
         )
         for (namespace, kind, name), group in members.items()
     ]
     return tuple(sorted(reports, key=lambda r: (-r.attributed, r.namespace, r.name)))
+
+
+def _bases_of(pods: Sequence[PodReport], bases: dict[str, BaseMatch]) -> tuple[tuple[str, str, int], ...]:
+    """Pods per base (a pod counts once per base it has a container on)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for pod in pods:
+        counts.update({(bases[i].name, bases[i].source) for i in pod.image_ids})
+    return tuple((name, source, n) for (name, source), n in sorted(counts.items()))
 
 
 def _image_report(

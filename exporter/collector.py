@@ -231,12 +231,20 @@ class LayerSharingCollector(Collector):
             f"{_DISK} attributed to the workload's pods on this node (sum of their fair shares).",
             labels,
         )
+        on_base = _gauge(
+            "workload_base_pods",
+            "Pods of the workload on this node with a container on an image "
+            "of the base (source: catalog, detected or none).",
+            [*labels, "base", "source"],
+        )
         for workload in report.workloads or ():
             key = [workload.namespace, workload.name, workload.kind]
             pods.add_metric(key, workload.pods)
             size.add_metric(key, workload.bytes)
             attributed.add_metric(key, workload.attributed)
-        yield from (pods, size, attributed)
+            for base, source, count in workload.bases:
+                on_base.add_metric([*key, base, source], count)
+        yield from (pods, size, attributed, on_base)
 
     def _bases(self, report: NodeReport) -> Iterator[Metric]:
         labels = ["base", "source"]

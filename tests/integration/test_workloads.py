@@ -11,7 +11,7 @@ import pytest
 
 from tests.harness.kube_api import KubeApiStandIn, owned, pod
 from tests.harness.scenario import SampleNode
-from tests.integration.conftest import start_exporter, stop_exporter
+from tests.integration.conftest import ServedExporter, start_exporter, stop_exporter
 from tests.integration.oracle import expected
 
 NODE = "itest-node"
@@ -30,7 +30,7 @@ def api() -> Iterator[KubeApiStandIn]:
     standin.stop()
 
 
-def serve(sample_node: SampleNode, api: KubeApiStandIn, tmp_path: Path):  # type: ignore[no-untyped-def]
+def serve(sample_node: SampleNode, api: KubeApiStandIn, tmp_path: Path) -> ServedExporter:
     return start_exporter(
         sample_node.containerd.endpoint,
         tmp_path,
@@ -80,7 +80,8 @@ def test_pods_carry_their_workload_and_workloads_are_summed(
             )
             for p in ("web-1", "web-2")
         ]
-        assert exporter.value("layer_sharing_workload_attributed_bytes", **web) == sum(attributed)
+        assert exporter.value("layer_sharing_workload_attributed_bytes", **web) == sum(a or 0 for a in attributed)
+        assert exporter.value("layer_sharing_workload_base_pods", **web, base="base-os", source="catalog") == 2
         assert "workload attribution on" in exporter.log()
     finally:
         assert stop_exporter(exporter) == 0
