@@ -31,6 +31,9 @@ def api() -> Iterator[KubeApiStandIn]:
 
 
 def serve(sample_node: SampleNode, api: KubeApiStandIn, tmp_path: Path) -> ServedExporter:
+    config = tmp_path / "config.yaml"
+    config.write_text(sample_node.catalog_yaml())
+    kubeconfig = str(api.kubeconfig(tmp_path / "kubeconfig"))
     return start_exporter(
         sample_node.containerd.endpoint,
         tmp_path,
@@ -38,9 +41,11 @@ def serve(sample_node: SampleNode, api: KubeApiStandIn, tmp_path: Path) -> Serve
         "0.5",
         "--kubernetes",
         "--kubeconfig",
-        str(api.kubeconfig(tmp_path / "kubeconfig")),
+        kubeconfig,
         "--node-name",
         NODE,
+        "--config",
+        str(config),
     )
 
 
