@@ -78,7 +78,48 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--pods", action="store_true", help="show pods instead of images")
     df.add_argument("--image", metavar="REF", help="show one image's layers (tag, digest or ID)")
     df.add_argument("--output", "-o", choices=("table", "json"), default="table")
+
+    report = sub.add_parser("report", help="a cluster-wide report from every exporter (Prometheus or the API)")
+    source = report.add_mutually_exclusive_group()
+    source.add_argument("--prometheus-url", metavar="URL", help="read the exporters' metrics from Prometheus")
+    source.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="read each exporter pod through the API server's pod "
+        "proxy (default when no --prometheus-url; in-cluster config or ~/.kube/config)",
+    )
+    report.add_argument(
+        "--prometheus-selector",
+        default="",
+        metavar="MATCHERS",
+        help="extra PromQL matchers, e.g. 'job=\"layer-sharing-exporter\"'",
+    )
+    report.add_argument("--exporter-namespace", default="", help="namespace of the exporter pods (default: all)")
+    report.add_argument(
+        "--selector",
+        default="app.kubernetes.io/name=layer-sharing-exporter",
+        help="label selector of the exporter pods",
+    )
+    report.add_argument("--port", type=int, default=9877, help="the exporters' metrics port")
+    report.add_argument("--timeout", type=float, default=10.0, help="seconds per node (or per Prometheus query)")
+    report.add_argument("--view", choices=report_views(), default="nodes", help="table and csv: what to list")
+    report.add_argument("--sort", default="", help="column to sort by (default: the largest bytes first)")
+    report.add_argument("--top", type=int, default=0, help="show only the first N rows")
+    report.add_argument(
+        "--output",
+        "-o",
+        nargs="+",
+        default=["table"],
+        metavar="FORMAT",
+        help="table (default), json, csv, or html FILE (a self-contained page)",
+    )
     return parser
+
+
+def report_views() -> tuple[str, ...]:
+    from exporter.report import VIEWS
+
+    return VIEWS
 
 
 _FLAG_KEYS = (
@@ -122,6 +163,10 @@ def runtime_options(config: Config, keep_history: bool = False) -> RuntimeOption
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "report":
+        from exporter.report_cli import run_report
+
+        return run_report(args)
     try:
         config = resolve_config(args)
     except ConfigError as exc:
@@ -190,6 +235,11 @@ def serve(config: Config) -> int:
     loop.join(timeout=config.rpc_timeout_seconds + 1)
     runtime.close()
     return EXIT_OK
+
+
+def kubectl_main() -> int:
+    """`kubectl layer-sharing ...` (installed as kubectl-layer_sharing) is the report."""
+    return main(["report", *sys.argv[1:]])
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:

@@ -100,6 +100,9 @@ class _Api:
         finally:
             response.release_conn()
 
+    def close(self) -> None:
+        self._client.close()  # type: ignore[no-untyped-call]
+
     def owner(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         call = self._apps.read_namespaced_replica_set if kind == "ReplicaSet" else self._batch.read_namespaced_job
         return dict(json.loads(self._raw(call, name, namespace, _request_timeout=10).data))
@@ -262,3 +265,63 @@ def _key(obj: Mapping[str, Any]) -> PodKey | None:
     if isinstance(namespace, str) and isinstance(name, str):
         return namespace, name
     return None
+
+
+def exporter_pods(kubeconfig: str, namespace: str, selector: str) -> list[tuple[str, str, str]]:
+    """(namespace, pod, node) of every running exporter pod (for the report)."""
+    api = _Api(kubeconfig)
+    try:
+        if namespace:
+            response = api._raw(api._core.list_namespaced_pod, namespace, label_selector=selector, _request_timeout=30)
+        else:
+            response = api._raw(api._core.list_pod_for_all_namespaces, label_selector=selector, _request_timeout=30)
+    finally:
+        api.close()
+    found = []
+    for item in json.loads(response.data).get("items") or []:
+        metadata, spec = item.get("metadata") or {}, item.get("spec") or {}
+        if (item.get("status") or {}).get("phase") == "Running":
+            found.append((metadata.get("namespace", ""), metadata.get("name", ""), spec.get("nodeName", "")))
+    return sorted(found, key=lambda p: p[2])
+
+
+def fetch_through_pod_proxy(
+    kubeconfig: str, pods: list[tuple[str, str, str]], port: int, timeout: float, on_done: Any = None
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """Each exporter pod's /metrics via the API server's pod proxy, concurrently.
+
+    Returns ({node: exposition text}, [(node, error)]); an unreachable node is
+    listed, never fatal.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    api = _Api(kubeconfig)
+
+    def one(target: tuple[str, str, str]) -> tuple[str, str | None, str]:
+        namespace, name, node = target
+        try:
+            response = api._raw(
+                api._core.connect_get_namespaced_pod_proxy_with_path,
+                f"{name}:{port}",
+                namespace,
+                "metrics",
+                _request_timeout=timeout,
+            )
+            return node or name, response.data.decode(), ""
+        except KubeError as exc:
+            return node or name, None, str(exc)
+
+    texts: dict[str, str] = {}
+    failed: list[tuple[str, str]] = []
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            for node, text, error in pool.map(one, pods):
+                if text is None:
+                    failed.append((node, error))
+                else:
+                    texts[node] = text
+                if on_done is not None:
+                    on_done()
+    finally:
+        api.close()
+    return texts, failed

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(containerd runc containernetworking-plugins busybox-static prometheus iproute2 python3-venv)
+DEBIAN_PACKAGES=(containerd runc containernetworking-plugins busybox-static prometheus iproute2 python3-venv util-linux openssl chromium fonts-dejavu-core)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

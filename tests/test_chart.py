@@ -122,14 +122,19 @@ def test_pod_is_hardened(chart, values_file):
 
 
 def test_rbac_only_with_enrichment_and_read_only(chart):
-    assert of_kind(render(chart, {}), "ClusterRole") == []
-    (ds,) = of_kind(render(chart, {}), "DaemonSet")
+    off = {"kubernetesEnrichment": {"enabled": False}}
+    assert of_kind(render(chart, off), "ClusterRole") == []
+    (ds,) = of_kind(render(chart, off), "DaemonSet")
     assert ds["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
-    docs = render(chart, {"kubernetesEnrichment": {"enabled": True}})
+    assert "--kubernetes" not in ds["spec"]["template"]["spec"]["containers"][0]["args"]
+    docs = render(chart, {})  # on by default
     (role,) = of_kind(docs, "ClusterRole")
     verbs = {v for rule in role["rules"] for v in rule["verbs"]}
     assert verbs <= {"get", "list", "watch"}
     assert {r for rule in role["rules"] for r in rule["resources"]} == {"pods", "replicasets", "jobs"}
+    (ds,) = of_kind(docs, "DaemonSet")
+    assert "--kubernetes" in ds["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert ds["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
     (binding,) = of_kind(docs, "ClusterRoleBinding")
     assert binding["subjects"][0]["name"] == of_kind(docs, "ServiceAccount")[0]["metadata"]["name"]
 
@@ -207,8 +212,11 @@ def test_web_config_secret_enables_tls_everywhere(chart):
 
 
 def test_network_policy_denies_egress_without_enrichment(chart):
-    (policy,) = of_kind(render(chart, {"networkPolicy": {"enabled": True}}), "NetworkPolicy")
+    values = {"networkPolicy": {"enabled": True}, "kubernetesEnrichment": {"enabled": False}}
+    (policy,) = of_kind(render(chart, values), "NetworkPolicy")
     assert policy["spec"]["egress"] == [] and "Egress" in policy["spec"]["policyTypes"]
+    (policy,) = of_kind(render(chart, {"networkPolicy": {"enabled": True}}), "NetworkPolicy")
+    assert {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]} == {443, 6443}
 
 
 @pytest.mark.parametrize(

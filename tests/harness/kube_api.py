@@ -69,6 +69,17 @@ def status(code: int, reason: str, message: str) -> dict[str, Any]:
     }
 
 
+def _matches(obj: dict[str, Any], selector: str) -> bool:
+    labels = obj["metadata"].get("labels") or {}
+    return all(labels.get(k) == v for k, _, v in (term.partition("=") for term in selector.split(",") if term))
+
+
+def exporter_pod(namespace: str, name: str, node: str) -> dict[str, Any]:
+    obj = pod(namespace, name, node, ("DaemonSet", "layer-sharing-exporter"))
+    obj["metadata"]["labels"] = {"app.kubernetes.io/name": "layer-sharing-exporter"}
+    return obj
+
+
 class KubeApiStandIn:
     def __init__(self, node: str) -> None:
         self.node = node
@@ -80,6 +91,7 @@ class KubeApiStandIn:
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.requests: list[str] = []
         self.proxied: dict[tuple[str, str, int], str] = {}  # (namespace, pod, port) -> URL of the real exporter
+        self.exporter_pods: list[dict[str, Any]] = []  # listed by label selector (the report's discovery)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -149,8 +161,18 @@ def _handler(api: KubeApiStandIn) -> type[BaseHTTPRequestHandler]:
                     ),
                 )
                 return
-            parts = url.path.strip("/").split("/")
-            if url.path == "/api/v1/pods":
+            parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")]
+            if url.path == "/api/v1/pods" and "labelSelector" in query:
+                self._json(
+                    200,
+                    {
+                        "kind": "PodList",
+                        "apiVersion": "v1",
+                        "metadata": {"resourceVersion": "1"},
+                        "items": [p for p in api.exporter_pods if _matches(p, query["labelSelector"])],
+                    },
+                )
+            elif url.path == "/api/v1/pods":
                 if query.get("fieldSelector") != f"spec.nodeName={api.node}":
                     self._json(400, status(400, "BadRequest", "this stand-in only serves one node's pods"))
                 elif query.get("watch") in ("true", "1", "True"):

@@ -169,6 +169,46 @@ def test_dashboard_figures_equal_the_exporter(
     assert pods == {k: float(v) for k, v in want.pod_bytes.items()}
 
 
+def test_report_through_prometheus_matches_the_exporter(sample_node: SampleNode, prometheus: Prometheus):
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "report",
+            "--prometheus-url",
+            prometheus.url,
+            "--prometheus-selector",
+            'job="layer-sharing-exporter"',
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    want = expected(sample_node)
+    assert [n["node"] for n in doc["nodes"]] == ["itest-node"]
+    assert (
+        doc["totals"]["physical"],
+        doc["totals"]["logical"],
+        doc["totals"]["reclaimable"],
+        doc["totals"]["content"],
+    ) == (want.physical, want.logical, want.reclaimable, want.content)
+    assert {b["base"] for b in doc["bases"]} >= {"base-os", "other-os"}
+    unreachable = subprocess.run(
+        [sys.executable, "-m", "exporter", "report", "--prometheus-url", "http://127.0.0.1:9", "--timeout", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unreachable.returncode == 3 and "cannot query" in unreachable.stderr
+
+
 def test_promtool_check_metrics_finds_no_problem(exporter: ServedExporter):
     status, text = exporter.get("/metrics")
     assert status == 200

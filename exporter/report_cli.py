@@ -1,0 +1,125 @@
+"""`layer-sharing-exporter report`: wiring of sources, the pure report, and output.
+
+Exit codes: 0 every node answered; 1 some nodes were unreachable (the report
+covers the rest); 2 bad arguments; 3 no data at all (source unreachable or no
+exporter found).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from exporter import report as rep
+from exporter.df import human_bytes
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_DATA = 0, 1, 2, 3
+_BYTE_HEADERS = {
+    "PHYSICAL",
+    "LOGICAL",
+    "SAVED",
+    "SHARED",
+    "UNIQUE",
+    "RECLAIMABLE",
+    "COMPRESSED",
+    "BYTES",
+    "ATTRIBUTED",
+    "SIZE",
+}
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"layer-sharing-exporter report: {message}", file=sys.stderr)
+    return code
+
+
+def run_report(args: argparse.Namespace) -> int:
+    fmt, *rest = args.output
+    if fmt not in ("table", "json", "csv", "html") or len(rest) > 1 or (fmt == "html" and not rest):
+        return _fail("--output is table, json, csv or html FILE", EXIT_USAGE)
+    if args.sort and args.sort not in rep.SORT_KEYS[args.view]:
+        return _fail(
+            f"cannot sort {args.view} by {args.sort!r}; use one of {', '.join(rep.SORT_KEYS[args.view])}", EXIT_USAGE
+        )
+    try:
+        nodes, unreachable = _collect(args)
+    except Exception as exc:  # the source as a whole failed: say why, in one line
+        return _fail(str(exc), EXIT_NO_DATA)
+    if not nodes:
+        return _fail("no exporter answered" + "".join(f"; {n}: {e}" for n, e in unreachable), EXIT_NO_DATA)
+    report = rep.build_report(nodes, unreachable)
+    if fmt == "json":
+        print(rep.to_json(report))
+    elif fmt == "csv":
+        print(rep.to_csv(*rep.rows(report, args.view, args.sort, args.top)), end="")
+    elif fmt == "html":
+        Path(rest[0]).write_text(rep.to_html(report))
+        print(f"wrote {rest[0]} ({len(report.nodes)} nodes)", file=sys.stderr)
+    else:
+        _print_table(report, args)
+    for node, error in unreachable:
+        print(f"layer-sharing-exporter report: node {node} unreachable: {error}", file=sys.stderr)
+    return EXIT_PARTIAL if unreachable else EXIT_OK
+
+
+def _collect(args: argparse.Namespace) -> tuple[list[rep.NodeSamples], list[tuple[str, str]]]:
+    if args.prometheus_url:
+        from exporter import prometheus
+
+        return prometheus.fetch(args.prometheus_url, args.prometheus_selector, args.timeout), []
+    from exporter import kube
+
+    pods = kube.exporter_pods(args.kubeconfig or "", args.exporter_namespace, args.selector)
+    if not pods:
+        raise RuntimeError(f"no running exporter pods match {args.selector!r}")
+    progress = None
+    if sys.stderr.isatty():
+        from rich.progress import Progress
+
+        progress = Progress(transient=True)
+        progress.start()
+        task = progress.add_task("reading exporters", total=len(pods))
+    try:
+        texts, failed = kube.fetch_through_pod_proxy(
+            args.kubeconfig or "",
+            pods,
+            args.port,
+            args.timeout,
+            on_done=(lambda: progress.advance(task)) if progress else None,
+        )
+    finally:
+        if progress:
+            progress.stop()
+    nodes = []
+    for node, text in sorted(texts.items()):
+        try:
+            nodes.append(rep.samples_from_exposition(node, text))
+        except ValueError as exc:
+            failed.append((node, f"unreadable metrics: {exc}"))
+    return nodes, failed
+
+
+def _print_table(report: rep.ClusterReport, args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    saved = report.logical - report.physical
+    console = Console()
+    console.print(
+        f"[bold]{len(report.nodes)} nodes[/bold]: {human_bytes(report.physical)} of image layers on disk for "
+        f"{human_bytes(report.logical)} without sharing (saves {human_bytes(saved)}); "
+        f"{human_bytes(report.reclaimable)} held by unused images; {human_bytes(report.content)} compressed kept"
+    )
+    headers, data = rep.rows(report, args.view, args.sort, args.top)
+    table = Table(title=args.view)
+    for header in headers:
+        table.add_column(header, justify="right" if header in _BYTE_HEADERS else "left")
+    for row in data:
+        table.add_row(
+            *(
+                human_bytes(v) if h in _BYTE_HEADERS and isinstance(v, int) else str(v)
+                for h, v in zip(headers, row, strict=True)
+            )
+        )
+    console.print(table)
