@@ -31,7 +31,8 @@ from exporter.runtime import ContainerdRuntime, RuntimeOptions
 from tests.harness.containerd import PAUSE_REF, Containerd
 from tests.harness.images import ImageSpec, Layer, busybox_layer, write_images_tar
 from tests.harness.pods import ContainerSpec, PodHandle, PodMaker
-from tests.integration.conftest import free_port
+from tests.integration.conftest import ServedExporter, stop_exporter
+from tests.integration.conftest import start_exporter as launch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -139,34 +140,20 @@ def layer_sharing_series(body: bytes) -> int:
     return sum(1 for line in body.decode().splitlines() if line.startswith("layer_sharing_"))
 
 
-def start_exporter(endpoint: str, workdir: Path, config: str, interval: float) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    (workdir / "config.yaml").write_text(config)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
-            "serve",
-            "--runtime-endpoint",
-            endpoint,
-            "--listen-address",
-            f"127.0.0.1:{port}",
-            "--config",
-            str(workdir / "config.yaml"),
-            "--refresh-interval",
-            str(interval),
-            "--log-level",
-            "warning",
-        ],
+def start_exporter(endpoint: str, workdir: Path, config: str, interval: float) -> ServedExporter:
+    """The exporter as a process, as the DaemonSet runs it (the test harness's launcher)."""
+    path = workdir / "config.yaml"
+    path.write_text(config)
+    return launch(
+        endpoint, workdir, "--config", str(path), "--refresh-interval", str(interval), "--log-level", "warning"
     )
-    return process, f"http://127.0.0.1:{port}"
 
 
-def wait_first_metrics(base: str, process: subprocess.Popen[bytes], started: float) -> float:
-    while process.poll() is None:
+def wait_first_metrics(exporter: ServedExporter, started: float) -> float:
+    """Seconds from `started` until /metrics first carries the node's figures."""
+    while exporter.process.poll() is None:
         try:
-            _, body = scrape(base + "/metrics")
+            _, body = scrape(exporter.base_url + "/metrics")
             if b"layer_sharing_physical_bytes " in body:
                 return time.perf_counter() - started
         except OSError:
@@ -270,8 +257,9 @@ def main() -> int:
 
         # The exporter as the DaemonSet runs it: a process, defaults.
         started = time.perf_counter()
-        exporter, base = start_exporter(containerd.endpoint, workdir, "{}\n", interval=SCRAPE_INTERVAL)
-        results["cold_start_seconds"] = wait_first_metrics(base, exporter, started)
+        exporter = start_exporter(containerd.endpoint, workdir, "{}\n", interval=SCRAPE_INTERVAL)
+        results["cold_start_seconds"] = wait_first_metrics(exporter, started)
+        base = exporter.base_url
         _, body = scrape(base + "/metrics")
         results["series_default"] = {
             "total": series_in(body),
@@ -286,33 +274,32 @@ def main() -> int:
                 "n": len(latencies),
             }
         # CPU at a 30 s scrape interval: one refresh and one scrape per 30 s.
-        cpu_start, wall_start = proc_cpu_seconds(exporter.pid), time.perf_counter()
+        cpu_start, wall_start = proc_cpu_seconds(exporter.process.pid), time.perf_counter()
         deadline = wall_start + args.cpu_seconds
         while time.perf_counter() < deadline:
             scrape(base + "/metrics")
             time.sleep(min(SCRAPE_INTERVAL, max(0.0, deadline - time.perf_counter())))
-        idle_cpu = proc_cpu_seconds(exporter.pid) - cpu_start
+        idle_cpu = proc_cpu_seconds(exporter.process.pid) - cpu_start
         idle_wall = time.perf_counter() - wall_start
-        results["peak_rss_mib"] = proc_peak_rss_mib(exporter.pid)
-        exporter.terminate()
-        exporter.wait(timeout=10)
+        results["peak_rss_mib"] = proc_peak_rss_mib(exporter.process.pid)
+        stop_exporter(exporter)
 
         # CPU per refresh+scrape cycle, measured at a 1 s refresh interval.
-        exporter, base = start_exporter(containerd.endpoint, workdir, "{}\n", interval=1.0)
-        wait_first_metrics(base, exporter, time.perf_counter())
-        cpu_start, wall_start = proc_cpu_seconds(exporter.pid), time.perf_counter()
+        exporter = start_exporter(containerd.endpoint, workdir, "{}\n", interval=1.0)
+        wait_first_metrics(exporter, time.perf_counter())
+        base = exporter.base_url
+        cpu_start, wall_start = proc_cpu_seconds(exporter.process.pid), time.perf_counter()
         cycles = 0
         while time.perf_counter() - wall_start < 20:
             scrape(base + "/metrics")
             cycles += 1
             time.sleep(1.0)
-        busy_cpu = proc_cpu_seconds(exporter.pid) - cpu_start
+        busy_cpu = proc_cpu_seconds(exporter.process.pid) - cpu_start
         busy_wall = time.perf_counter() - wall_start
         refreshes = busy_wall / 1.0
         per_cycle = busy_cpu / max(refreshes, 1)
-        results["peak_rss_mib"] = max(results["peak_rss_mib"], proc_peak_rss_mib(exporter.pid))
-        exporter.terminate()
-        exporter.wait(timeout=10)
+        results["peak_rss_mib"] = max(results["peak_rss_mib"], proc_peak_rss_mib(exporter.process.pid))
+        stop_exporter(exporter)
         per_hour = per_cycle * 3600 / SCRAPE_INTERVAL
         results["cpu"] = {
             "seconds_per_refresh_and_scrape": per_cycle,
@@ -322,25 +309,24 @@ def main() -> int:
         }
 
         # Every optional family on.
-        exporter, base = start_exporter(
+        exporter = start_exporter(
             containerd.endpoint,
             workdir,
             "metrics: {images_top_n: 0, bases_top_n: 0, layers_top_n: 100000, pods: true}\n",
             interval=SCRAPE_INTERVAL,
         )
-        wait_first_metrics(base, exporter, time.perf_counter())
-        _, body = scrape(base + "/metrics")
+        wait_first_metrics(exporter, time.perf_counter())
+        _, body = scrape(exporter.base_url + "/metrics")
         results["series_everything_on"] = {
             "total": series_in(body),
             "layer_sharing": layer_sharing_series(body),
             "bytes": len(body),
         }
-        exporter.terminate()
-        exporter.wait(timeout=10)
+        stop_exporter(exporter)
         exporter = None
     finally:
-        if exporter is not None and exporter.poll() is None:
-            exporter.terminate()
+        if exporter is not None and exporter.process.poll() is None:
+            stop_exporter(exporter)
         containerd.cleanup()
 
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -93,7 +93,11 @@ class Refresher:
                 facts = self.source.snapshot()
                 if self._workloads is not None:  # from the Kubernetes API, when attribution is on
                     facts = dataclasses.replace(facts, workloads=self._workloads())
-                report = account(facts, self.catalog)
+                # Most refreshes find the node as it was: the same facts give the same report.
+                if previous.report is not None and previous.facts == facts:
+                    report = previous.report
+                else:
+                    report = account(facts, self.catalog)
             except RuntimeUnavailableError as exc:
                 error = f"runtime unreachable: {exc}"
                 self.refresh_failures["runtime"] += 1

@@ -1,3 +1,4 @@
+import dataclasses
 import logging
 import threading
 
@@ -53,3 +54,12 @@ def test_run_stops_when_asked():
     thread.join(timeout=5)
     assert not thread.is_alive()
     assert refresher.loop_alive()
+
+
+def test_unchanged_facts_reuse_the_report():
+    source = FakeSource(sample_facts())
+    refresher = Refresher(source)
+    first = refresher.refresh_once().report
+    assert refresher.refresh_once().report is first
+    source.facts = dataclasses.replace(source.facts, node_name="other")
+    assert refresher.refresh_once().report is not first

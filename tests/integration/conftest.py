@@ -128,6 +128,13 @@ def start_exporter(endpoint: str, workdir: Path, *extra: str) -> ServedExporter:
     return served
 
 
+def start_with_catalog(node: SampleNode, workdir: Path, *extra: str, config_extra: str = "") -> ServedExporter:
+    """The exporter on the sample node, with its base catalog (and more config)."""
+    config = workdir / "config.yaml"
+    config.write_text(node.catalog_yaml() + config_extra)
+    return start_exporter(node.containerd.endpoint, workdir, "--config", str(config), *extra)
+
+
 def stop_exporter(served: ServedExporter) -> int:
     served.process.terminate()
     return served.process.wait(timeout=10)

@@ -9,24 +9,21 @@ from typing import Any
 import pytest
 
 from tests.harness.scenario import SampleNode
-from tests.integration.conftest import ServedExporter, run_cli, start_exporter, stop_exporter
+from tests.integration.conftest import ServedExporter, run_cli, start_with_catalog, stop_exporter
 from tests.integration.oracle import expected
 
 
 @pytest.fixture(scope="module")
 def served(sample_node: SampleNode, tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("exporter")
-    config = workdir / "config.yaml"
-    config.write_text(sample_node.catalog_yaml() + "metrics: {layers_top_n: 50}\nwritable_refresh_seconds: 1\n")
-    exporter = start_exporter(
-        sample_node.containerd.endpoint,
+    exporter = start_with_catalog(
+        sample_node,
         workdir,
-        "--config",
-        str(config),
         "--refresh-interval",
         "1",
         "--node-name",
         "itest-node",
+        config_extra="metrics: {layers_top_n: 50}\nwritable_refresh_seconds: 1\n",
     )
     yield exporter
     assert stop_exporter(exporter) == 0

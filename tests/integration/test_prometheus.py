@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.harness.scenario import SampleNode
-from tests.integration.conftest import ServedExporter, free_port, start_exporter, stop_exporter
+from tests.integration.conftest import ServedExporter, free_port, start_with_catalog, stop_exporter
 from tests.integration.oracle import expected
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,13 +47,9 @@ class Prometheus:
 @pytest.fixture(scope="module")
 def exporter(sample_node: SampleNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedExporter]:
     workdir = tmp_path_factory.mktemp("exporter-prom")
-    config = workdir / "config.yaml"
-    config.write_text(sample_node.catalog_yaml())
-    served = start_exporter(
-        sample_node.containerd.endpoint,
+    served = start_with_catalog(
+        sample_node,
         workdir,
-        "--config",
-        str(config),
         "--refresh-interval",
         "1",
         "--node-name",

@@ -16,7 +16,7 @@ import pytest
 
 from tests.harness.kube_api import KubeApiStandIn, exporter_pod, owned, pod
 from tests.harness.scenario import SampleNode
-from tests.integration.conftest import ServedExporter, start_exporter, stop_exporter
+from tests.integration.conftest import ServedExporter, start_with_catalog, stop_exporter
 from tests.integration.oracle import expected
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,13 +34,9 @@ def cluster(
         api.add_pod(pod("default", name, NODE, ("ReplicaSet", "web-5d8f")))
     api.add_pod(pod("other", "solo", NODE))
     kubeconfig = api.kubeconfig(tmp / "kubeconfig")
-    config = tmp / "config.yaml"
-    config.write_text(sample_node.catalog_yaml())
-    exporter = start_exporter(
-        sample_node.containerd.endpoint,
+    exporter = start_with_catalog(
+        sample_node,
         tmp,
-        "--config",
-        str(config),
         "--kubernetes",
         "--kubeconfig",
         str(kubeconfig),

@@ -11,7 +11,7 @@ import pytest
 
 from tests.harness.kube_api import KubeApiStandIn, owned, pod
 from tests.harness.scenario import SampleNode
-from tests.integration.conftest import ServedExporter, start_exporter, stop_exporter
+from tests.integration.conftest import ServedExporter, start_exporter, start_with_catalog, stop_exporter
 from tests.integration.oracle import expected
 
 NODE = "itest-node"
@@ -31,11 +31,9 @@ def api() -> Iterator[KubeApiStandIn]:
 
 
 def serve(sample_node: SampleNode, api: KubeApiStandIn, tmp_path: Path) -> ServedExporter:
-    config = tmp_path / "config.yaml"
-    config.write_text(sample_node.catalog_yaml())
     kubeconfig = str(api.kubeconfig(tmp_path / "kubeconfig"))
-    return start_exporter(
-        sample_node.containerd.endpoint,
+    return start_with_catalog(
+        sample_node,
         tmp_path,
         "--refresh-interval",
         "0.5",
@@ -44,8 +42,6 @@ def serve(sample_node: SampleNode, api: KubeApiStandIn, tmp_path: Path) -> Serve
         kubeconfig,
         "--node-name",
         NODE,
-        "--config",
-        str(config),
     )
 
 
