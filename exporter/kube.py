@@ -100,6 +100,26 @@ class _Api:
         finally:
             response.release_conn()
 
+    def list_labelled_pods(self, namespace: str, selector: str) -> dict[str, Any]:
+        if namespace:
+            response = self._raw(
+                self._core.list_namespaced_pod, namespace, label_selector=selector, _request_timeout=30
+            )
+        else:
+            response = self._raw(self._core.list_pod_for_all_namespaces, label_selector=selector, _request_timeout=30)
+        return dict(json.loads(response.data))
+
+    def pod_metrics(self, namespace: str, name: str, port: int, timeout: float) -> str:
+        """A pod's /metrics through the API server's pod proxy."""
+        response = self._raw(
+            self._core.connect_get_namespaced_pod_proxy_with_path,
+            f"{name}:{port}",
+            namespace,
+            "metrics",
+            _request_timeout=timeout,
+        )
+        return bytes(response.data).decode()
+
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
 
@@ -271,14 +291,11 @@ def exporter_pods(kubeconfig: str, namespace: str, selector: str) -> list[tuple[
     """(namespace, pod, node) of every running exporter pod (for the report)."""
     api = _Api(kubeconfig)
     try:
-        if namespace:
-            response = api._raw(api._core.list_namespaced_pod, namespace, label_selector=selector, _request_timeout=30)
-        else:
-            response = api._raw(api._core.list_pod_for_all_namespaces, label_selector=selector, _request_timeout=30)
+        listing = api.list_labelled_pods(namespace, selector)
     finally:
         api.close()
     found = []
-    for item in json.loads(response.data).get("items") or []:
+    for item in listing.get("items") or []:
         metadata, spec = item.get("metadata") or {}, item.get("spec") or {}
         if (item.get("status") or {}).get("phase") == "Running":
             found.append((metadata.get("namespace", ""), metadata.get("name", ""), spec.get("nodeName", "")))
@@ -300,14 +317,7 @@ def fetch_through_pod_proxy(
     def one(target: tuple[str, str, str]) -> tuple[str, str | None, str]:
         namespace, name, node = target
         try:
-            response = api._raw(
-                api._core.connect_get_namespaced_pod_proxy_with_path,
-                f"{name}:{port}",
-                namespace,
-                "metrics",
-                _request_timeout=timeout,
-            )
-            return node or name, response.data.decode(), ""
+            return node or name, api.pod_metrics(namespace, name, port, timeout), ""
         except KubeError as exc:
             return node or name, None, str(exc)
 

@@ -231,6 +231,10 @@ def build_report(nodes: Sequence[NodeSamples], unreachable: Sequence[tuple[str, 
 # -- renderers -------------------------------------------------------------
 
 VIEWS = ("nodes", "bases", "workloads", "images")
+# Columns holding bytes (printed human-readable in tables and HTML, raw in JSON and CSV).
+BYTE_HEADERS = frozenset(
+    {"PHYSICAL", "LOGICAL", "SAVED", "SHARED", "UNIQUE", "RECLAIMABLE", "COMPRESSED", "BYTES", "ATTRIBUTED", "SIZE"}
+)
 SORT_KEYS = {
     "nodes": ("physical", "logical", "saved", "reclaimable", "content", "images", "pods", "node"),
     "bases": ("bytes", "pods", "images", "nodes", "base"),
@@ -470,7 +474,8 @@ def treemap_svg(report: ClusterReport, width: int = 900, height: int = 420) -> s
     return "".join(parts)
 
 
-def _html_table(headers: Sequence[str], data: Sequence[Sequence[object]], byte_columns: set[int]) -> str:
+def _html_table(headers: Sequence[str], data: Sequence[Sequence[object]]) -> str:
+    byte_columns = {i for i, header in enumerate(headers) if header in BYTE_HEADERS}
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
     body = "".join(
         "<tr>"
@@ -527,13 +532,13 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 {treemap_svg(report)}
 <h2>Workloads off the standard bases</h2>
 {
-        _html_table(["NAMESPACE", "KIND", "WORKLOAD", "PODS", "ATTRIBUTED", "BASES"], off_rows, {4})
+        _html_table(["NAMESPACE", "KIND", "WORKLOAD", "PODS", "ATTRIBUTED", "BASES"], off_rows)
         if off_rows
         else "<p>Every attributed workload stands on a catalog base (or attribution is off).</p>"
     }
 <h2>Nodes</h2>
-{_html_table(node_headers, node_rows, {4, 5, 6, 7, 8, 9, 10})}
+{_html_table(node_headers, node_rows)}
 <h2>Bases</h2>
-{_html_table(base_headers, base_rows, {5})}
+{_html_table(base_headers, base_rows)}
 </body></html>
 """

@@ -15,18 +15,6 @@ from exporter import report as rep
 from exporter.df import human_bytes
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_DATA = 0, 1, 2, 3
-_BYTE_HEADERS = {
-    "PHYSICAL",
-    "LOGICAL",
-    "SAVED",
-    "SHARED",
-    "UNIQUE",
-    "RECLAIMABLE",
-    "COMPRESSED",
-    "BYTES",
-    "ATTRIBUTED",
-    "SIZE",
-}
 
 
 def _fail(message: str, code: int) -> int:
@@ -114,11 +102,11 @@ def _print_table(report: rep.ClusterReport, args: argparse.Namespace) -> None:
     headers, data = rep.rows(report, args.view, args.sort, args.top)
     table = Table(title=args.view)
     for header in headers:
-        table.add_column(header, justify="right" if header in _BYTE_HEADERS else "left")
+        table.add_column(header, justify="right" if header in rep.BYTE_HEADERS else "left")
     for row in data:
         table.add_row(
             *(
-                human_bytes(v) if h in _BYTE_HEADERS and isinstance(v, int) else str(v)
+                human_bytes(v) if h in rep.BYTE_HEADERS and isinstance(v, int) else str(v)
                 for h, v in zip(headers, row, strict=True)
             )
         )

@@ -172,30 +172,36 @@ class ContainerdRuntime:
         self.options = options
         self._channel, self._guard = read_only_channel(options.endpoint)
         ch = self._channel
-        self._version = _unary(ch, _CRI_RUNTIME + "Version", cri_pb.VersionRequest, cri_pb.VersionResponse)
-        self._status = _unary(ch, _CRI_RUNTIME + "Status", cri_pb.StatusRequest, cri_pb.StatusResponse)
-        self._list_sandboxes = _unary(
+        self._version = _unary_method(ch, _CRI_RUNTIME + "Version", cri_pb.VersionRequest, cri_pb.VersionResponse)
+        self._status = _unary_method(ch, _CRI_RUNTIME + "Status", cri_pb.StatusRequest, cri_pb.StatusResponse)
+        self._list_sandboxes = _unary_method(
             ch, _CRI_RUNTIME + "ListPodSandbox", cri_pb.ListPodSandboxRequest, cri_pb.ListPodSandboxResponse
         )
-        self._list_containers = _unary(
+        self._list_containers = _unary_method(
             ch, _CRI_RUNTIME + "ListContainers", cri_pb.ListContainersRequest, cri_pb.ListContainersResponse
         )
-        self._list_stats = _unary(
+        self._list_stats = _unary_method(
             ch, _CRI_RUNTIME + "ListContainerStats", cri_pb.ListContainerStatsRequest, cri_pb.ListContainerStatsResponse
         )
-        self._list_images = _unary(ch, _CRI_IMAGES + "ListImages", cri_pb.ListImagesRequest, cri_pb.ListImagesResponse)
-        self._image_status = _unary(
+        self._list_images = _unary_method(
+            ch, _CRI_IMAGES + "ListImages", cri_pb.ListImagesRequest, cri_pb.ListImagesResponse
+        )
+        self._image_status = _unary_method(
             ch, _CRI_IMAGES + "ImageStatus", cri_pb.ImageStatusRequest, cri_pb.ImageStatusResponse
         )
-        self._image_fs = _unary(ch, _CRI_IMAGES + "ImageFsInfo", cri_pb.ImageFsInfoRequest, cri_pb.ImageFsInfoResponse)
-        self._image_records = _unary(ch, _IMAGES + "List", images_pb.ListImagesRequest, images_pb.ListImagesResponse)
-        self._content_list = _stream(
+        self._image_fs = _unary_method(
+            ch, _CRI_IMAGES + "ImageFsInfo", cri_pb.ImageFsInfoRequest, cri_pb.ImageFsInfoResponse
+        )
+        self._image_records = _unary_method(
+            ch, _IMAGES + "List", images_pb.ListImagesRequest, images_pb.ListImagesResponse
+        )
+        self._content_list = _stream_method(
             ch, _CONTENT + "List", content_pb.ListContentRequest, content_pb.ListContentResponse
         )
-        self._content_read = _stream(
+        self._content_read = _stream_method(
             ch, _CONTENT + "Read", content_pb.ReadContentRequest, content_pb.ReadContentResponse
         )
-        self._usage = _unary(ch, _SNAPSHOTS + "Usage", snapshots_pb.UsageRequest, snapshots_pb.UsageResponse)
+        self._usage = _unary_method(ch, _SNAPSHOTS + "Usage", snapshots_pb.UsageRequest, snapshots_pb.UsageResponse)
         self._metadata = (("containerd-namespace", options.namespace),)
         # Caches of immutable facts, pruned to what the node still holds.
         self._details: dict[str, ImageDetails] = {}
@@ -539,7 +545,7 @@ class ContainerdRuntime:
         self._writable_at = float("-inf")
 
 
-def _unary(
+def _unary_method(
     channel: grpc.Channel, path: str, request: type[Req], response: type[Resp]
 ) -> grpc.UnaryUnaryMultiCallable[Req, Resp]:
     return channel.unary_unary(
@@ -547,7 +553,7 @@ def _unary(
     )
 
 
-def _stream(
+def _stream_method(
     channel: grpc.Channel, path: str, request: type[Req], response: type[Resp]
 ) -> grpc.UnaryStreamMultiCallable[Req, Resp]:
     return channel.unary_stream(
