@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,8 +169,8 @@ def from_environment(env: Mapping[str, str] | None = None) -> Config:
     changes: dict[str, Any] = {}
     if env.get("CONTAINER_RUNTIME_ENDPOINT"):
         changes["runtime_endpoint"] = env["CONTAINER_RUNTIME_ENDPOINT"]
-    if env.get("NODE_NAME"):
-        changes["node_name"] = env["NODE_NAME"]
+    # The DaemonSet sets NODE_NAME from the downward API; elsewhere the host is the node.
+    changes["node_name"] = env.get("NODE_NAME") or socket.gethostname()
     return dataclasses.replace(Config(), **changes)
 
 

@@ -15,6 +15,7 @@ def test_defaults_and_environment():
     assert config.runtime_endpoint == "/run/k3s/containerd/containerd.sock"
     assert config.node_name == "n1"
     assert cfg.from_environment({}).runtime_endpoint == "unix:///run/containerd/containerd.sock"
+    assert cfg.from_environment({}).node_name == __import__("socket").gethostname()
 
 
 def test_every_option_from_yaml(tmp_path):
