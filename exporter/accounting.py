@@ -16,10 +16,10 @@ Definitions (the `docker system df -v` ones, per layer chain ID):
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
 from exporter.bases import BaseMatch, BaseSpec, match_bases, resolve_catalog
 from exporter.facts import FilesystemFacts, ImageFacts, NodeFacts, Workload
@@ -167,9 +167,11 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
     for image_id, chain in chains.items():
         diff_of.update(zip(chain, images[image_id].diff_ids, strict=True))
 
+    # A plain dict: this lookup runs for every layer of every image and pod.
+    sizes = {chain_id: usage.size for chain_id, usage in facts.layer_usage.items()}
+
     def size_of(chain_id: str) -> int:
-        usage = facts.layer_usage.get(chain_id)
-        return usage.size if usage else 0
+        return sizes.get(chain_id, 0)
 
     image_refcount: Counter[str] = Counter()
     for chain in chains.values():
@@ -236,7 +238,7 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
             chain_id=chain_id,
             diff_id=diff_of[chain_id],
             size=size_of(chain_id),
-            inodes=facts.layer_usage[chain_id].inodes if chain_id in facts.layer_usage else 0,
+            inodes=usage.inodes if (usage := facts.layer_usage.get(chain_id)) else 0,
             images=count,
             pods=pod_refcount[chain_id],
             present=chain_id in facts.layer_usage,
@@ -356,13 +358,15 @@ def fair_shares(
     remainders (largest-remainder rounding), so Σ over pods equals Σ of the
     distinct layers pods use, to the byte.
     """
-    exact = {
-        key: sum((Fraction(size_of(c), pod_refcount[c]) for c in layers), Fraction(0))
-        for key, layers in pod_layers.items()
+    # Exact integer arithmetic over one common denominator (Fraction is ten
+    # times slower here): numerator / denominator is each pod's exact share.
+    denominator = math.lcm(1, *{pod_refcount[c] for layers in pod_layers.values() for c in layers})
+    numerators = {
+        key: sum(size_of(c) * (denominator // pod_refcount[c]) for c in layers) for key, layers in pod_layers.items()
     }
-    floors = {key: int(value) for key, value in exact.items()}
-    leftover = int(sum(exact.values(), Fraction(0))) - sum(floors.values())
-    by_remainder = sorted(exact, key=lambda key: (-(exact[key] - floors[key]), key))
+    floors = {key: n // denominator for key, n in numerators.items()}
+    leftover = sum(numerators.values()) // denominator - sum(floors.values())
+    by_remainder = sorted(numerators, key=lambda key: (-(numerators[key] % denominator), key))
     for key in by_remainder[:leftover]:
         floors[key] += 1
     return floors

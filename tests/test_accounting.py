@@ -2,6 +2,9 @@
 
 import dataclasses
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from exporter.accounting import account, fair_shares, merge_images
 from exporter.bases import BaseSpec
 from exporter.chain import chain_ids
@@ -186,3 +189,22 @@ def test_an_image_sharing_nothing_is_unshared():
 
 def test_every_image_fact_is_reported():
     assert {i.image_id for i in account(sample_facts()).images} == {i.image_id for i in IMAGES}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from("abcdefgh"), st.integers(0, 10**12), min_size=1),
+    st.lists(st.sets(st.sampled_from("abcdefgh")), min_size=1, max_size=12),
+)
+def test_fair_shares_match_exact_fractions_and_add_up(sizes, pods):
+    from collections import Counter
+    from fractions import Fraction
+
+    pod_layers = {("ns", f"p{i}"): layers for i, layers in enumerate(pods)}
+    refcount = Counter(c for layers in pod_layers.values() for c in layers)
+    shares = fair_shares(pod_layers, refcount, lambda c: sizes.get(c, 0))
+    for key, layers in pod_layers.items():
+        exact = sum((Fraction(sizes.get(c, 0), refcount[c]) for c in layers), Fraction(0))
+        assert abs(shares[key] - exact) < 1
+    used = set().union(*pod_layers.values())
+    assert sum(shares.values()) == sum(sizes.get(c, 0) for c in used)
