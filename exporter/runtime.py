@@ -230,10 +230,10 @@ class ContainerdRuntime:
 
     def snapshot(self) -> NodeFacts:
         """One consistent view of the node. Raises RuntimeUnavailableError."""
-        version = self._call(self._version, cri_pb.VersionRequest(version="v1"))
-        listed = self._call(self._list_images, cri_pb.ListImagesRequest()).images
-        sandboxes = self._call(self._list_sandboxes, cri_pb.ListPodSandboxRequest()).items
-        containers = self._call(self._list_containers, cri_pb.ListContainersRequest()).containers
+        version = self._required(self._version, cri_pb.VersionRequest(version="v1"))
+        listed = self._required(self._list_images, cri_pb.ListImagesRequest()).images
+        sandboxes = self._required(self._list_sandboxes, cri_pb.ListPodSandboxRequest()).items
+        containers = self._required(self._list_containers, cri_pb.ListContainersRequest()).containers
         writable = self._writable_layers()
         filesystems = self._filesystems()
 
@@ -272,6 +272,14 @@ class ContainerdRuntime:
             if exc.code() in _DOWN_CODES:
                 raise RuntimeUnavailableError(_describe(exc)) from None
             raise
+
+    def _required(self, method: Callable[..., T], request: Any) -> T:
+        """A call the figures cannot do without: any failure (UNIMPLEMENTED from a
+        runtime without CRI v1, PERMISSION_DENIED, ...) means the runtime is not usable."""
+        try:
+            return self._call(method, request)
+        except grpc.RpcError as exc:
+            raise RuntimeUnavailableError(_describe(exc)) from None
 
     def _stream(self, method: Callable[..., Iterable[T]], request: Any) -> Iterator[T]:
         try:

@@ -1,6 +1,7 @@
 """The containerd adapter's translation and fault handling, against an
 in-process fake gRPC server (tests/integration/ run it against a real containerd)."""
 
+import grpc
 import pytest
 
 from exporter._generated import cri_runtime_v1_pb2 as cri_pb
@@ -104,6 +105,22 @@ def test_missing_snapshot_is_reported_once_and_the_rest_exported(fake):
     runtime.snapshot()
     assert runtime.errors["snapshot_usage"] == 1
     runtime.close()
+
+
+def test_a_runtime_without_cri_is_unavailable_not_a_crash(tmp_path):
+    # A gRPC server that knows none of the CRI services answers UNIMPLEMENTED.
+    from concurrent import futures
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    server.add_insecure_port(f"unix://{tmp_path}/other.sock")
+    server.start()
+    runtime = ContainerdRuntime(RuntimeOptions(endpoint=f"unix://{tmp_path}/other.sock", rpc_timeout=2))
+    try:
+        with pytest.raises(RuntimeUnavailableError, match="UNIMPLEMENTED"):
+            runtime.snapshot()
+    finally:
+        runtime.close()
+        server.stop(None)
 
 
 def test_missing_socket_is_runtime_unavailable(tmp_path):
