@@ -163,8 +163,8 @@ def add_row(board: dashboard.Dashboard, layout: Layout, title: str) -> dashboard
     return board.with_row(dashboard.Row(title).grid_pos(layout.row()).id(layout.next_id()))
 
 
-def node_dashboard() -> dashboard.Dashboard:
-    namespace = (
+def namespace_variable() -> dashboard.QueryVariable:
+    return (
         dashboard.QueryVariable("namespace")
         .label("Namespace")
         .datasource(DS)
@@ -175,6 +175,10 @@ def node_dashboard() -> dashboard.Dashboard:
         .include_all(True)
         .all_value(".*")
     )
+
+
+def node_dashboard() -> dashboard.Dashboard:
+    namespace = namespace_variable()
     board = base_dashboard(
         "layer-sharing-node",
         "Layer sharing / Node image layers",
@@ -491,7 +495,7 @@ def bases_dashboard() -> dashboard.Dashboard:
         "layer-sharing-bases",
         "Layer sharing / Base-image standardisation",
         "Which workloads share a base image, which do not, and what converging bases would save.",
-        [top],
+        [namespace_variable(), top],
     )
     lay = Layout()
     board = add_row(board, lay, "Bases")
@@ -558,13 +562,32 @@ def bases_dashboard() -> dashboard.Dashboard:
         board,
         lay,
         bars_panel(
-            "Workloads not on a catalog base",
+            "Pods per base off the catalog",
             "Pods per detected (or no) base: candidates for standardisation.",
             f'sum by (base) (layer_sharing_base_pods{{{SEL}, source!="catalog"}})',
             "{{base}}",
             "short",
         ),
         12,
+        9,
+    )
+    board = add(
+        board,
+        lay,
+        table_panel(
+            "Workloads not on a catalog base",
+            "Each workload with pods on a detected (or no) base, and how many (needs workload attribution, "
+            "--kubernetes).",
+            [
+                (
+                    f"sum by (namespace, workload_kind, workload, base) (layer_sharing_workload_base_pods{{{SEL}, "
+                    f'namespace=~"$namespace", source!="catalog"}})',
+                    "{{namespace}}/{{workload}}",
+                )
+            ],
+            "short",
+        ),
+        24,
         9,
     )
     board = add(

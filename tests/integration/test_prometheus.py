@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness.kube_api import KubeApiStandIn, owned, pod
 from tests.harness.scenario import SampleNode
-from tests.integration.conftest import ServedExporter, free_port, start_with_catalog, stop_exporter
+from tests.integration.conftest import ServedExporter, free_port, start_exporter, stop_exporter
 from tests.integration.oracle import expected
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,17 +47,42 @@ class Prometheus:
 
 @pytest.fixture(scope="module")
 def exporter(sample_node: SampleNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedExporter]:
+    # Workload attribution on (a stand-in API knows the sample pods' owners), and
+    # a catalog naming only base-os, so some workloads are off the catalog and
+    # every dashboard panel has something to show.
     workdir = tmp_path_factory.mktemp("exporter-prom")
-    served = start_with_catalog(
-        sample_node,
+    api = KubeApiStandIn("itest-node").start()
+    api.add_owner(owned("ReplicaSet", "default", "web-5d8f", ("Deployment", "web")))
+    api.add_owner(owned("Job", "batch", "job-1-2911", ("CronJob", "nightly")))
+    api.add_pod(pod("default", "web-1", "itest-node", ("ReplicaSet", "web-5d8f")))
+    api.add_pod(pod("default", "web-2", "itest-node", ("ReplicaSet", "web-5d8f")))
+    api.add_pod(pod("batch", "job-1", "itest-node", ("Job", "job-1-2911")))
+    api.add_pod(pod("other", "solo", "itest-node"))
+    config = workdir / "config.yaml"
+    config.write_text("bases:\n  - name: base-os\n    image: localhost/base:1\n")
+    served = start_exporter(
+        sample_node.containerd.endpoint,
         workdir,
+        "--config",
+        str(config),
         "--refresh-interval",
         "1",
         "--node-name",
         "itest-node",
+        "--kubernetes",
+        "--kubeconfig",
+        str(api.kubeconfig(workdir / "kubeconfig")),
+    )
+    served.wait_for(
+        lambda: (
+            served.value("layer_sharing_workload_pods", namespace="default", workload="web", workload_kind="Deployment")
+            == 2
+        ),
+        what="workload attribution",
     )
     yield served
     assert stop_exporter(served) == 0
+    api.stop()
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +221,8 @@ def test_report_through_prometheus_matches_the_exporter(sample_node: SampleNode,
         doc["totals"]["reclaimable"],
         doc["totals"]["content"],
     ) == (want.physical, want.logical, want.reclaimable, want.content)
-    assert {b["base"] for b in doc["bases"]} >= {"base-os", "other-os"}
+    assert {(b["base"], b["source"]) for b in doc["bases"]} >= {("base-os", "catalog")}
+    assert {w["name"] for w in doc["workloads"] if not w["on_catalog"]} == {"nightly", "solo"}
     unreachable = subprocess.run(
         [sys.executable, "-m", "exporter", "report", "--prometheus-url", "http://127.0.0.1:9", "--timeout", "2"],
         capture_output=True,
