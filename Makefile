@@ -2,21 +2,24 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test unit lint bench protos dashboards rules docs lock clean
+.PHONY: setup setup-test demo test unit lint bench protos dashboards rules docs lock clean
 
 setup:
 	@scripts/setup.sh
 
+setup-test:
+	@scripts/setup.sh --test
+
 demo: setup  ## a sandboxed containerd with sample images and pods, the exporter serving, the df table
 	$(PY) -m scripts.demo
 
-test: setup  ## every test: unit, and integration against a real containerd
+test: setup-test  ## every test: unit, and integration against a real containerd, Prometheus and Chromium
 	$(PY) -m pytest
 
-unit: setup  ## only the fast tests that need no containerd
+unit: setup-test  ## only the tests that need no containerd
 	$(PY) -m pytest -m "not integration"
 
-lint: setup
+lint: setup-test
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy

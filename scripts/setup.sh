@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Install everything the project needs on a fresh Debian machine (as root):
-# the real components the tests run against, and a virtualenv with the package.
+# the real components the demo and tests run against, and a virtualenv with the
+# package. `setup.sh` is enough for the demo; `setup.sh --test` adds what only
+# the tests use (Prometheus/promtool, Chromium, openssl, setpriv).
 # Idempotent: re-running only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(containerd runc containernetworking-plugins busybox-static prometheus iproute2 python3-venv util-linux openssl chromium fonts-dejavu-core)
+DEBIAN_PACKAGES=(containerd runc containernetworking-plugins busybox-static iproute2 python3-venv)
+if [ "${1:-}" = "--test" ]; then
+  DEBIAN_PACKAGES+=(prometheus util-linux openssl chromium fonts-dejavu-core)
+fi
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
