@@ -35,14 +35,14 @@ dashboards: setup  ## the Grafana dashboards JSON (dashboards/ and the chart's c
 	$(PY) -m dashboards.generate
 
 rules: setup  ## rules/layer-sharing.rules.yml from the chart's PrometheusRule
-	$(PY) scripts/gen_rules.py
+	$(PY) -m scripts.gen_rules
 
 lock: setup  ## requirements.lock (hashes) for the image, from pyproject.toml
 	.venv/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
 	  --no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 docs: setup  ## the chart values table in the README
-	$(PY) scripts/gen_chart_docs.py
+	$(PY) -m scripts.gen_chart_docs
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache build dist

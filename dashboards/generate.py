@@ -29,6 +29,8 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableSort,
 )
 
+from scripts.generated import sync
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIRS = (ROOT / "dashboards", ROOT / "charts" / "layer-sharing-exporter" / "dashboards")
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -623,20 +625,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if the committed JSON is stale")
     args = parser.parse_args()
-    stale = []
-    for name, text in generated().items():
-        for out_dir in OUT_DIRS:
-            path = out_dir / name
-            if args.check:
-                if not path.exists() or path.read_text() != text:
-                    stale.append(str(path.relative_to(ROOT)))
-            else:
-                out_dir.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
-    if stale:
-        print("stale dashboards (run: make dashboards):", *stale, sep="\n  ", file=sys.stderr)
-        return 1
-    return 0
+    files = {out_dir / name: text for name, text in generated().items() for out_dir in OUT_DIRS}
+    return sync(files, args.check, "make dashboards")
 
 
 if __name__ == "__main__":

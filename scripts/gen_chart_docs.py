@@ -2,8 +2,8 @@
 """Generate the chart's values reference table from the `# --` comments in
 values.yaml, into README.md between the values-table markers.
 
-    python scripts/gen_chart_docs.py           # rewrite README.md
-    python scripts/gen_chart_docs.py --check   # exit 1 if README.md is stale
+    python -m scripts.gen_chart_docs           # rewrite README.md
+    python -m scripts.gen_chart_docs --check   # exit 1 if README.md is stale
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from scripts.generated import sync
 
 ROOT = Path(__file__).resolve().parent.parent
 VALUES = ROOT / "charts" / "layer-sharing-exporter" / "values.yaml"
@@ -79,15 +81,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    current = README.read_text()
-    wanted = render(current)
-    if args.check:
-        if current != wanted:
-            print("README.md values table is stale: run `make docs`", file=sys.stderr)
-            return 1
-        return 0
-    README.write_text(wanted)
-    return 0
+    return sync({README: render(README.read_text())}, args.check, "make docs")
 
 
 if __name__ == "__main__":

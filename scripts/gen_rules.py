@@ -5,8 +5,8 @@ The chart's values are the one source of truth for recording rules and alerts;
 this file is the same rules for Prometheus servers outside the Operator (and for
 promtool). Rendered with the real Helm engine at the chart's defaults.
 
-    python scripts/gen_rules.py            # rewrite the file
-    python scripts/gen_rules.py --check    # exit 1 if it is stale
+    python -m scripts.gen_rules            # rewrite the file
+    python -m scripts.gen_rules --check    # exit 1 if it is stale
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 from helm_python import Chart
+
+from scripts.generated import sync
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "layer-sharing-exporter"
@@ -40,14 +42,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    text = rules_text()
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            print(f"{OUT.relative_to(ROOT)} is stale: run `make rules`", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    return 0
+    return sync({OUT: rules_text()}, args.check, "make rules")
 
 
 if __name__ == "__main__":

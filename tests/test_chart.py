@@ -242,6 +242,6 @@ def test_notes_say_how_to_see_metrics_and_df(chart):
 
 def test_readme_values_table_is_in_sync():
     result = subprocess.run(
-        [sys.executable, "scripts/gen_chart_docs.py", "--check"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "scripts.gen_chart_docs", "--check"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr

@@ -24,7 +24,7 @@ def promtool() -> str:
 
 def test_rules_file_is_generated_from_the_chart():
     result = subprocess.run(
-        [sys.executable, "scripts/gen_rules.py", "--check"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "scripts.gen_rules", "--check"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
 
