@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import queue
-import threading
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.harness.loopback import LoopbackServer
 
 
 def pod(namespace: str, name: str, node: str, owner: tuple[str, str] | None = None, rv: int = 1) -> dict[str, Any]:
@@ -80,7 +81,7 @@ def exporter_pod(namespace: str, name: str, node: str) -> dict[str, Any]:
     return obj
 
 
-class KubeApiStandIn:
+class KubeApiStandIn(LoopbackServer):
     def __init__(self, node: str) -> None:
         self.node = node
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
@@ -92,22 +93,15 @@ class KubeApiStandIn:
         self.requests: list[str] = []
         self.proxied: dict[tuple[str, str, int], str] = {}  # (namespace, pod, port) -> URL of the real exporter
         self.exporter_pods: list[dict[str, Any]] = []  # listed by label selector (the report's discovery)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        super().__init__(_handler(self))
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def start(self) -> KubeApiStandIn:
-        self._thread.start()
-        return self
+        return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.events.put(None)
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self.events.put(None)  # ends open watch streams
+        super().stop()
 
     def kubeconfig(self, path: Path) -> Path:
         path.write_text(
@@ -246,9 +240,9 @@ def _handler(api: KubeApiStandIn) -> type[BaseHTTPRequestHandler]:
                     },
                 }
             )
-            while True:
+            while not api.stopping.is_set():
                 try:
-                    event = api.events.get(timeout=1.0)
+                    event = api.events.get(timeout=0.2)
                 except queue.Empty:
                     continue
                 if event is None:

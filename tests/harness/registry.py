@@ -9,37 +9,27 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.harness.images import Blob, BuiltImage
+from tests.harness.loopback import LoopbackServer
 
 _MANIFEST = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)$")
 _BLOB = re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 
 
-class Registry:
+class Registry(LoopbackServer):
     def __init__(self) -> None:
         self.blobs: dict[str, Blob] = {}
         self.tags: dict[tuple[str, str], str] = {}  # (repository, tag) -> manifest or index digest
         self.requests: list[str] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        super().__init__(_handler(self))
 
     @property
     def host(self) -> str:
-        return f"localhost:{self._httpd.server_address[1]}"
-
-    def start(self) -> Registry:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        return f"localhost:{self.port}"
 
     def push(self, repository: str, tag: str, image: BuiltImage) -> str:
         """Serve one image; returns its pull reference."""
