@@ -29,7 +29,9 @@ from typing import Any
 from exporter.accounting import account
 from exporter.runtime import ContainerdRuntime, RuntimeOptions
 from tests.harness.containerd import PAUSE_REF, Containerd
+from tests.harness.image_env import compile_like_image, runtime_env
 from tests.harness.images import ImageSpec, Layer, busybox_layer, write_images_tar
+from tests.harness.kube_api import KubeApiStandIn, owned, pod
 from tests.harness.pods import ContainerSpec, PodHandle, PodMaker
 from tests.integration.conftest import ServedExporter, stop_exporter
 from tests.integration.conftest import start_exporter as launch
@@ -91,6 +93,16 @@ def build_node(containerd: Containerd, workdir: Path, images: int, pods: int) ->
     return BusyNode(refs, []), handles
 
 
+def kube_api_for(handles: list[PodHandle]) -> KubeApiStandIn:
+    """A stand-in API server knowing the node's pods, each of one of 30 Deployments."""
+    api = KubeApiStandIn("bench-node").start()
+    for n, handle in enumerate(handles):
+        replica_set = f"app-{n % 30}-5d8f"
+        api.add_owner(owned("ReplicaSet", handle.namespace, replica_set, ("Deployment", f"app-{n % 30}")))
+        api.add_pod(pod(handle.namespace, handle.name, "bench-node", ("ReplicaSet", replica_set)))
+    return api
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -140,12 +152,29 @@ def layer_sharing_series(body: bytes) -> int:
     return sum(1 for line in body.decode().splitlines() if line.startswith("layer_sharing_"))
 
 
-def start_exporter(endpoint: str, workdir: Path, config: str, interval: float) -> ServedExporter:
-    """The exporter as a process, as the DaemonSet runs it (the test harness's launcher)."""
+def start_exporter(
+    endpoint: str,
+    workdir: Path,
+    config: str,
+    interval: float,
+    env: dict[str, str] | None = None,
+    extra: tuple[str, ...] = (),
+) -> ServedExporter:
+    """The exporter as a process, as the DaemonSet runs it (the test harness's
+    launcher: Python set up as the image sets it unless `env` is given)."""
     path = workdir / "config.yaml"
     path.write_text(config)
     return launch(
-        endpoint, workdir, "--config", str(path), "--refresh-interval", str(interval), "--log-level", "warning"
+        endpoint,
+        workdir,
+        "--config",
+        str(path),
+        "--refresh-interval",
+        str(interval),
+        "--log-level",
+        "warning",
+        *extra,
+        env=env,
     )
 
 
@@ -209,8 +238,11 @@ def main() -> int:
     parser.add_argument("--cpu-seconds", type=float, default=60.0, help="length of the CPU measurement")
     args = parser.parse_args()
 
-    # The image's wheel install byte-compiles the package; so do we, or every
-    # cold start below would include compiling it (PYTHONDONTWRITEBYTECODE).
+    # The exporter runs below as the image runs it (its Python settings, read
+    # from the Dockerfile); the image has its bytecode precompiled, so do that
+    # too, or the cold start would include compiling it.
+    compile_like_image()
+    # ...and for the comparison run with Python's default settings.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "exporter")], check=True)
     workdir = Path(tempfile.mkdtemp(prefix="lse-bench-"))
     containerd = Containerd(workdir / "containerd")
@@ -220,6 +252,7 @@ def main() -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
+            "python_settings": runtime_env(),
         },
         "node": {"images": args.images, "pods": args.pods},
     }
@@ -323,7 +356,44 @@ def main() -> int:
             "bytes": len(body),
         }
         stop_exporter(exporter)
+
+        # The same start and scrapes with Python's default settings: what the
+        # image's (-OO, no column tables; see the Dockerfile) save.
+        exporter = start_exporter(containerd.endpoint, workdir, "{}\n", SCRAPE_INTERVAL, env=dict(os.environ))
+        wait_first_metrics(exporter, time.perf_counter())
+        for clients in (1, 4):
+            scrape_latencies(exporter.base_url + "/metrics", clients, args.scrapes // clients)
+        results["peak_rss_mib_default_python"] = proc_peak_rss_mib(exporter.process.pid)
+        stop_exporter(exporter)
+
+        # With workload attribution (--kubernetes, on in the chart), against the
+        # stand-in API server (no real one here) knowing every pod's owner.
         exporter = None
+        api = kube_api_for(handles)
+        try:
+            exporter = start_exporter(
+                containerd.endpoint,
+                workdir,
+                "{}\n",
+                SCRAPE_INTERVAL,
+                extra=(
+                    "--kubernetes",
+                    "--kubeconfig",
+                    str(api.kubeconfig(workdir / "kubeconfig")),
+                    "--node-name",
+                    "bench-node",
+                ),
+            )
+            exporter.wait_for(
+                lambda: b'workload_kind="Deployment"' in scrape(exporter.base_url + "/metrics")[1], what="workloads"
+            )
+            for clients in (1, 4):
+                scrape_latencies(exporter.base_url + "/metrics", clients, args.scrapes // clients)
+            results["peak_rss_mib_with_kubernetes"] = proc_peak_rss_mib(exporter.process.pid)
+            stop_exporter(exporter)
+            exporter = None
+        finally:
+            api.stop()
     finally:
         if exporter is not None and exporter.process.poll() is None:
             stop_exporter(exporter)
@@ -373,7 +443,11 @@ def report(r: dict[str, Any]) -> str:
             f"{r['ctr_reference_seconds'] * ms:.0f} ms "
             f"(unchanged refresh / ctr = {r['ratio_refresh_unchanged_to_ctr']:.2f})",
         ),
-        ("peak RSS", f"{r['peak_rss_mib']:.1f} MiB"),
+        (
+            "peak RSS",
+            f"{r['peak_rss_mib']:.1f} MiB ({r['peak_rss_mib_default_python']:.1f} MiB with Python's default "
+            f"settings, {r['peak_rss_mib_with_kubernetes']:.1f} MiB with --kubernetes)",
+        ),
         (
             "CPU at a 30 s interval",
             f"{r['cpu']['millicores_at_30s']:.2f} millicores ({r['cpu']['seconds_per_hour_at_30s']:.1f} CPU s/hour)",

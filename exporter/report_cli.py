@@ -26,6 +26,8 @@ def run_report(args: argparse.Namespace) -> int:
     fmt, *rest = args.output
     if fmt not in ("table", "json", "csv", "html") or len(rest) > 1 or (fmt == "html" and not rest):
         return _fail("--output is table, json, csv or html FILE", EXIT_USAGE)
+    if args.view not in rep.VIEWS:  # checked here, not by argparse: `serve` never imports the report
+        return _fail(f"--view is one of {', '.join(rep.VIEWS)}", EXIT_USAGE)
     if args.sort and args.sort not in rep.SORT_KEYS[args.view]:
         return _fail(
             f"cannot sort {args.view} by {args.sort!r}; use one of {', '.join(rep.SORT_KEYS[args.view])}", EXIT_USAGE

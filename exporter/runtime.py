@@ -10,6 +10,7 @@ Every call goes through a read-only allow-list and carries a deadline.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -292,15 +293,17 @@ class ContainerdRuntime:
     def _call_many(
         self,
         method: grpc.UnaryUnaryMultiCallable[Any, Any],
-        requests: dict[str, Any],
+        requests: Iterable[tuple[str, Any]],
         on_result: Callable[[str, Any], None],
         native: bool = False,
     ) -> None:
         """Unary calls pipelined on the one connection, at most _WINDOW in flight.
 
-        `on_result(key, response-or-RpcError)` sees each reply as it settles, so
-        replies are not all held at once. A whole-runtime failure raises
-        RuntimeUnavailableError and cancels what is still in flight.
+        `requests` is consumed as the window frees up and `on_result(key,
+        response-or-RpcError)` sees each reply as it settles, so neither the
+        requests nor the replies of a cold refresh (thousands) are held at once.
+        A whole-runtime failure raises RuntimeUnavailableError and cancels what
+        is still in flight.
         """
         metadata = self._metadata if native else None
         in_flight: deque[tuple[str, Any]] = deque()
@@ -316,7 +319,7 @@ class ContainerdRuntime:
             on_result(key, result)
 
         try:
-            for key, request in requests.items():
+            for key, request in requests:
                 in_flight.append((key, method.future(request, timeout=self.options.rpc_timeout, metadata=metadata)))
                 if len(in_flight) >= _WINDOW:
                     settle()
@@ -326,25 +329,29 @@ class ContainerdRuntime:
             for _, future in in_flight:
                 future.cancel()
 
-    def _stream_many(self, method: Callable[..., Any], requests: dict[str, Any]) -> dict[str, Any]:
-        """Server-streaming calls started together (at most _WINDOW at once), each read whole."""
-        results: dict[str, Any] = {}
-        keys = list(requests)
-        for start in range(0, len(keys), _WINDOW):
-            batch = [
-                (k, method(requests[k], timeout=self.options.rpc_timeout, metadata=self._metadata))
-                for k in keys[start : start + _WINDOW]
-            ]
+    def _stream_many(
+        self,
+        method: Callable[..., Any],
+        requests: Iterable[tuple[str, Any]],
+        on_result: Callable[[str, Any], None],
+    ) -> None:
+        """Server-streaming calls, _WINDOW started together, each read whole and
+        handed to `on_result(key, responses-or-RpcError)` before the next window."""
+        pending = iter(requests)
+        while batch := [
+            (key, method(request, timeout=self.options.rpc_timeout, metadata=self._metadata))
+            for key, request in itertools.islice(pending, _WINDOW)
+        ]:
             for key, call in batch:
                 try:
-                    results[key] = list(call)
+                    result: list[Any] | grpc.RpcError = list(call)
                 except grpc.RpcError as exc:
                     if exc.code() in _DOWN_CODES:
                         for _, other in batch:
                             other.cancel()
                         raise RuntimeUnavailableError(_describe(exc)) from None
-                    results[key] = exc
-        return results
+                    result = exc
+                on_result(key, result)
 
     def _item_error(self, stage: str, message: str, *args: object) -> None:
         self.errors[stage] += 1
@@ -353,12 +360,12 @@ class ContainerdRuntime:
     # -- images ------------------------------------------------------------
 
     def _images_with_details(self, listed: Sequence[cri_pb.Image]) -> list[ImageFacts]:
-        missing = {
-            image.id: cri_pb.ImageStatusRequest(image=cri_pb.ImageSpec(image=image.id), verbose=True)
-            for image in listed
-            if image.id not in self._details and image.id not in self._bad_images
-        }
-        self._call_many(self._image_status, missing, self._remember_details)
+        missing = [image.id for image in listed if image.id not in self._details and image.id not in self._bad_images]
+        self._call_many(
+            self._image_status,
+            ((i, cri_pb.ImageStatusRequest(image=cri_pb.ImageSpec(image=i), verbose=True)) for i in missing),
+            self._remember_details,
+        )
         return [
             ImageFacts(
                 image_id=image.id,
@@ -404,10 +411,10 @@ class ContainerdRuntime:
         for stale in self._usage_cache.keys() - wanted:
             del self._usage_cache[stale]
         self._missing_reported &= wanted
-        requests = {
-            chain_id: snapshots_pb.UsageRequest(snapshotter=self.options.snapshotter, key=chain_id)
+        requests = (
+            (chain_id, snapshots_pb.UsageRequest(snapshotter=self.options.snapshotter, key=chain_id))
             for chain_id in sorted(wanted - self._usage_cache.keys())
-        }
+        )
         self._call_many(self._usage, requests, self._remember_usage, native=True)
         return dict(self._usage_cache)
 
@@ -463,19 +470,21 @@ class ContainerdRuntime:
     def _read_manifests(self, digests: Iterable[str]) -> None:
         """Read and parse the manifests not read yet (a manifest never changes)."""
         missing = [d for d in dict.fromkeys(digests) if d not in self._manifests]
-        requests = {d: content_pb.ReadContentRequest(digest=d) for d in missing}
-        for digest, result in self._stream_many(self._content_read, requests).items():
-            parsed: Manifest | Index | None = None
-            if isinstance(result, grpc.RpcError):
-                if result.code() != grpc.StatusCode.NOT_FOUND:
-                    self._item_error("content", "reading manifest %s failed: %s", digest, _describe(result))
-                    continue  # not cached: asked again next time
-            else:
-                try:
-                    parsed = parse_manifest_or_index(b"".join(chunk.data for chunk in result))
-                except ParseError as exc:
-                    self._item_error("content", "manifest %s skipped: %s", digest, exc)
-            self._manifests[digest] = parsed
+        requests = ((d, content_pb.ReadContentRequest(digest=d)) for d in missing)
+        self._stream_many(self._content_read, requests, self._remember_manifest)
+
+    def _remember_manifest(self, digest: str, result: list[content_pb.ReadContentResponse] | grpc.RpcError) -> None:
+        parsed: Manifest | Index | None = None
+        if isinstance(result, grpc.RpcError):
+            if result.code() != grpc.StatusCode.NOT_FOUND:
+                self._item_error("content", "reading manifest %s failed: %s", digest, _describe(result))
+                return  # not cached: asked again next time
+        else:
+            try:
+                parsed = parse_manifest_or_index(b"".join(chunk.data for chunk in result))
+            except ParseError as exc:
+                self._item_error("content", "manifest %s skipped: %s", digest, exc)
+        self._manifests[digest] = parsed
 
     def _content_presence(self, refresh: bool) -> None:
         now = time.monotonic()

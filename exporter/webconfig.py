@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import yaml
 
 from exporter.config import ConfigError
@@ -66,6 +65,8 @@ class WebConfig:
         with self._lock:
             if any(hmac.compare_digest(key, known) for known in self._verified):
                 return True
+        import bcrypt  # only once users are configured: serve without them never loads it
+
         if not bcrypt.checkpw(password.encode(), hashed):
             return False
         with self._lock:

@@ -32,3 +32,26 @@ def test_version(capsys):
         main(["--version"])
     assert exc.value.code == 0
     assert "layer-sharing-exporter" in capsys.readouterr().out
+
+
+def test_report_refuses_an_unknown_view_before_asking_anything(capsys):
+    assert main(["report", "--prometheus-url", "http://127.0.0.1:9", "--view", "colours"]) == 2
+    err = capsys.readouterr().err
+    assert "--view is one of nodes, bases, workloads, images" in err
+
+
+def test_serve_loads_only_what_it_runs():
+    """The serve process's memory is budgeted (benchmarks/busy_node.py): the report,
+    df, bcrypt (basic auth) and the kubernetes client (--kubernetes) load on demand."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from exporter import cli, server, webconfig, kube; "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('exporter', 'bcrypt', 'kubernetes', 'rich', 'csv'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded = set(result.stdout.split())
+    assert {"exporter.cli", "exporter.server", "exporter.runtime"} <= loaded
+    assert not loaded & {"exporter.report", "exporter.report_cli", "exporter.df", "bcrypt", "kubernetes", "rich", "csv"}

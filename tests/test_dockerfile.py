@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 import zipfile
@@ -51,7 +52,7 @@ def test_dependencies_install_from_the_lock_with_hashes():
 def test_runtime_stage_has_only_the_venv_and_an_exec_form_entrypoint():
     _, runtime = stages(parsed())
     copies = [i["value"] for i in runtime if i["instruction"] in ("COPY", "ADD")]
-    assert copies == ["--from=build /opt/venv /opt/venv"]
+    assert copies == ["--from=build /opt/venv /opt/venv", "--from=build /opt/pycache /opt/pycache"]
     assert not [i for i in runtime if i["instruction"] == "RUN"]  # no shell needed
     entrypoint = next(i["value"] for i in runtime if i["instruction"] == "ENTRYPOINT")
     assert json.loads(entrypoint) == ["/opt/venv/bin/layer-sharing-exporter"]
@@ -72,3 +73,39 @@ def test_the_wheel_builds_with_generated_code_and_entry_point(tmp_path):
     assert not any(n.startswith("tests/") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "layer-sharing-exporter = exporter.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def env_of(stage: list[dict[str, str]]) -> dict[str, str]:
+    pairs = [p for i in stage if i["instruction"] == "ENV" for p in shlex.split(i["value"])]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def test_bytecode_is_compiled_as_the_runtime_runs_python():
+    """-OO and no column tables save RSS; the base image has no stdlib bytecode and
+    the root filesystem is read-only, so the build compiles all of it, with the
+    very settings the runtime stage sets, into the cache the runtime reads."""
+    structure = parsed()
+    build, runtime = stages(structure)
+    settings = {"PYTHONOPTIMIZE": "2", "PYTHONNODEBUGRANGES": "1", "PYTHONPYCACHEPREFIX": "/opt/pycache"}
+    assert settings.items() <= env_of(runtime).items()
+    env_at = next(n for n, i in enumerate(build) if i["instruction"] == "ENV" and "PYTHONOPTIMIZE" in i["value"])
+    assert settings.items() <= env_of(build[env_at:]).items()
+    compile_at, compile_run = next(
+        (n, i["value"]) for n, i in enumerate(build) if i["instruction"] == "RUN" and "compileall" in i["value"]
+    )
+    assert env_at < compile_at
+    base = next(i["value"] for i in structure if i["instruction"] == "ARG").split("=", 1)[1]
+    minor = re.match(r"python:(\d+\.\d+)", base)
+    assert minor is not None
+    for tree in (f"/usr/local/lib/python{minor[1]}", f"/opt/venv/lib/python{minor[1]}/site-packages"):
+        assert f" {tree} " in f"{compile_run} "
+    assert "--invalidation-mode unchecked-hash" in compile_run
+
+
+def test_tests_and_benchmark_run_python_as_the_image_does():
+    from tests.harness.image_env import PYCACHE, image_python_env, runtime_env
+
+    _, runtime = stages(parsed())
+    assert runtime_env() == {k: v for k, v in env_of(runtime).items() if k.startswith("PYTHON")}
+    env = image_python_env()
+    assert env["PYTHONOPTIMIZE"] == "2" and env["PYTHONPYCACHEPREFIX"] == str(PYCACHE)

@@ -136,3 +136,55 @@ def test_slow_runtime_hits_the_deadline(fake):
     with pytest.raises(RuntimeUnavailableError, match="DEADLINE_EXCEEDED"):
         runtime.snapshot()
     runtime.close()
+
+
+def test_pipelined_calls_build_requests_only_as_the_window_frees(fake):
+    """A cold refresh on a busy node asks thousands of per-layer questions; at most
+    one window of requests and replies exists at a time (benchmarks/busy_node.py)."""
+    from exporter._generated import containerd_snapshots_v1_pb2 as snapshots_pb
+    from exporter.runtime import _WINDOW
+
+    runtime = runtime_for(fake)
+    built: list[str] = []
+    ahead: list[int] = []
+
+    def requests():
+        for n in range(3 * _WINDOW + 5):
+            built.append(f"k{n}")
+            yield f"k{n}", snapshots_pb.UsageRequest(snapshotter="overlayfs", key=f"k{n}")
+
+    settled: list[str] = []
+
+    def on_result(key, result):
+        settled.append(key)
+        ahead.append(len(built) - len(settled))
+
+    runtime._call_many(runtime._usage, requests(), on_result, native=True)
+    assert settled == built and len(settled) == 3 * _WINDOW + 5  # every reply, in order
+    assert max(ahead) <= _WINDOW
+    runtime.close()
+
+
+def test_streamed_reads_are_handed_over_a_window_at_a_time(fake):
+    from exporter._generated import containerd_content_v1_pb2 as content_pb
+    from exporter.runtime import _WINDOW
+
+    runtime = runtime_for(fake)
+    built: list[str] = []
+    ahead: list[int] = []
+    settled: list[str] = []
+
+    def requests():
+        for n in range(2 * _WINDOW + 3):
+            built.append(f"k{n}")
+            yield f"k{n}", content_pb.ListContentRequest()
+
+    def on_result(key, result):
+        assert isinstance(result, list) and len(result) == 1  # the whole stream
+        settled.append(key)
+        ahead.append(len(built) - len(settled))
+
+    runtime._stream_many(runtime._content_list, requests(), on_result)
+    assert settled == built
+    assert max(ahead) < _WINDOW
+    runtime.close()

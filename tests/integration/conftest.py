@@ -21,6 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness.containerd import Containerd
+from tests.harness.image_env import image_python_env
 from tests.harness.scenario import SampleNode, populate
 
 
@@ -104,7 +105,9 @@ class ServedExporter:
         return self.log_path.read_text()
 
 
-def start_exporter(endpoint: str, workdir: Path, *extra: str) -> ServedExporter:
+def start_exporter(endpoint: str, workdir: Path, *extra: str, env: dict[str, str] | None = None) -> ServedExporter:
+    """The exporter as a process, with Python set up as the image sets it (-OO)
+    unless `env` says otherwise."""
     port = free_port()
     log_path = workdir / f"exporter-{port}.log"
     with open(log_path, "wb") as log:
@@ -122,6 +125,7 @@ def start_exporter(endpoint: str, workdir: Path, *extra: str) -> ServedExporter:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=image_python_env() if env is None else env,
         )
     served = ServedExporter(process, f"http://127.0.0.1:{port}", log_path)
     served.wait_for(lambda: served.get("/readyz")[0] == 200, what="exporter ready")
@@ -141,4 +145,6 @@ def stop_exporter(served: ServedExporter) -> int:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "exporter", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args], capture_output=True, text=True, timeout=60, env=image_python_env()
+    )

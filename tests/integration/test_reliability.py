@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.harness.image_env import image_python_env
 from tests.harness.images import ImageSpec, Layer, busybox_layer, data_layer
 from tests.harness.pods import ContainerSpec, PodMaker
 from tests.harness.proxy import StallingProxy
@@ -74,6 +75,7 @@ def test_permission_denied_is_said_clearly(sample_node: SampleNode, tmp_path: Pa
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env=image_python_env(),
         )
     served = ServedExporter(process, f"http://127.0.0.1:{port}", log)
     try:

@@ -1,0 +1,50 @@
+"""Run Python here as the image runs it: the Dockerfile's runtime-stage
+PYTHON* environment (-OO, no column tables, a bytecode cache prefix), read from
+the Dockerfile itself so the tests and the benchmark cannot drift from it.
+
+The image's cache prefix (/opt/pycache) becomes .cache/pycache-image here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+from dockerfile_parse import DockerfileParser
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+PYCACHE = ROOT / ".cache" / "pycache-image"
+
+
+def runtime_env() -> dict[str, str]:
+    """The PYTHON* variables the runtime stage sets, as written there."""
+    envs = DockerfileParser(path=str(ROOT / "Dockerfile")).envs  # the last stage's
+    return {k: v for k, v in envs.items() if k.startswith("PYTHON")}
+
+
+def image_python_env(write_bytecode: bool = True) -> dict[str, str]:
+    """os.environ plus the image's Python settings, its cache moved under .cache.
+
+    With `write_bytecode` the first process to import a module caches its
+    bytecode (the image has it precompiled; see `compile_like_image`).
+    """
+    env = {**os.environ, **runtime_env(), "PYTHONPYCACHEPREFIX": str(PYCACHE)}
+    if write_bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def compile_like_image() -> None:
+    """Precompile what the image precompiles (standard library, site-packages,
+    the package) with the image's settings, as its build stage does."""
+    trees = [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], str(ROOT / "exporter")]
+    subprocess.run(
+        # Test directories hold deliberately broken files; the base image has none.
+        [sys.executable, "-m", "compileall", "-q", "-j0", "-x", r"/(test|tests|idle_test)/", *trees],
+        env=image_python_env(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
