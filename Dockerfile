@@ -29,7 +29,7 @@ ENV PYTHONOPTIMIZE=2 PYTHONNODEBUGRANGES=1 PYTHONPYCACHEPREFIX=/opt/pycache
 RUN /opt/venv/bin/python -m compileall -q -j0 --invalidation-mode unchecked-hash \
       -x '^/usr/local/lib/python3.11/site-packages/' \
       /usr/local/lib/python3.11 /opt/venv/lib/python3.11/site-packages \
- && /opt/venv/bin/python -c 'import exporter.cli, exporter.server, exporter.kube'
+ && /opt/venv/bin/python -c 'import exporter.cli.main, exporter.cli.serve, exporter.outputs.server, exporter.sources.kubernetes.workloads'
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="layer-sharing-exporter" \

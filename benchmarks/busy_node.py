@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter.accounting import account
-from exporter.runtime import ContainerdRuntime, RuntimeOptions
+from exporter.core.accounting import account
+from exporter.sources.node import RuntimeOptions, RuntimeSource
 from tests.harness.containerd import PAUSE_REF, Containerd
 from tests.harness.image_env import compile_like_image, runtime_env
 from tests.harness.images import ImageSpec, Layer, busybox_layer, write_images_tar
@@ -191,7 +191,7 @@ def wait_first_metrics(exporter: ServedExporter, started: float) -> float:
     raise SystemExit("bench: exporter exited")
 
 
-def measure_refresh(runtime: ContainerdRuntime) -> dict[str, float]:
+def measure_refresh(runtime: RuntimeSource) -> dict[str, float]:
     before = sum(runtime.calls.values())
     started = time.perf_counter()
     facts = runtime.snapshot()
@@ -264,7 +264,7 @@ def main() -> int:
         time.sleep(11)  # let containerd's 10 s stats collection see every snapshot
 
         # The runtime work per refresh, in process.
-        runtime = ContainerdRuntime(RuntimeOptions(endpoint=containerd.endpoint, rpc_timeout=30))
+        runtime = RuntimeSource(RuntimeOptions(endpoint=containerd.endpoint, rpc_timeout=30))
         cold = measure_refresh(runtime)
         steady = [measure_refresh(runtime) for _ in range(20)]
         facts = runtime.snapshot()

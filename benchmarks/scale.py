@@ -17,7 +17,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 NODES = (100, 1_000, 5_000)
-# Series per item at the default knobs (tests/test_collector.py pins the families).
+# Series per item at the default knobs (tests/outputs/test_collector.py pins the families).
 PER_IMAGE, PER_POD, PER_BASE = 6, 5, 3
 
 

@@ -16,30 +16,15 @@ from typing import Any
 
 import yaml
 
-from exporter.bases import BaseSpec
-from exporter.parse import DIGEST_RE, ParseError, normalize_endpoint
+from exporter.core.bases import BaseSpec
+from exporter.errors import ConfigError, ParseError
+from exporter.outputs.collector import MetricsOptions
+from exporter.sources.grpc_client import normalize_endpoint
+from exporter.sources.oci import DIGEST_RE
 
 DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
 DEFAULT_LISTEN = "0.0.0.0:9877"
 LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names it."""
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsOptions:
-    """Which optional series to export: the knobs of the cardinality budget."""
-
-    # Per-image series for the N images with the most unique bytes (0 = all).
-    images_top_n: int = 50
-    # Per-pod series (5 per pod).
-    pods: bool = True
-    # Per-base series for the N bases with the most bytes (0 = all).
-    bases_top_n: int = 20
-    # Per-layer series for the N largest layers (0 = none).
-    layers_top_n: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,21 +14,22 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from exporter.accounting import NodeReport, account
-from exporter.bases import BaseSpec
-from exporter.facts import NodeFacts, Workload
-from exporter.runtime import RuntimeUnavailableError
+from exporter.core.accounting import NodeReport, account
+from exporter.core.bases import BaseSpec
+from exporter.core.facts import NodeFacts, Workload
+from exporter.core.state import ExporterState
+from exporter.errors import RuntimeUnavailableError
 
 logger = logging.getLogger(__name__)
 
 
 class FactSource(Protocol):
-    """Where facts come from: the containerd adapter, or a fake in tests."""
+    """Where facts come from: the runtime source (exporter.sources.node), or a fake in tests."""
 
-    errors: Counter[str]
+    @property
+    def errors(self) -> Counter[str]: ...
 
     @property
     def calls(self) -> Counter[str]: ...
@@ -36,22 +37,6 @@ class FactSource(Protocol):
     def snapshot(self) -> NodeFacts: ...
 
     def forget_runtime_state(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ExporterState:
-    """What a scrape shows: the latest report and the exporter's own health."""
-
-    generation: int = 0
-    up: bool = False
-    report: NodeReport | None = None
-    facts: NodeFacts | None = None
-    last_error: str = "no refresh yet"
-    last_duration_seconds: float = 0.0
-    last_success_timestamp: float = 0.0
-    refreshes: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    calls: dict[str, int] = field(default_factory=dict)
 
 
 class Refresher:

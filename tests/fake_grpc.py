@@ -16,7 +16,8 @@ from exporter._generated import containerd_content_v1_pb2 as content_pb
 from exporter._generated import containerd_images_v1_pb2 as images_pb
 from exporter._generated import containerd_snapshots_v1_pb2 as snapshots_pb
 from exporter._generated import cri_runtime_v1_pb2 as cri_pb
-from exporter.chain import chain_ids
+from exporter.core.chain import chain_ids
+from exporter.sources.node import RuntimeOptions, RuntimeSource
 
 
 class FakeRuntime:
@@ -120,3 +121,9 @@ class FakeRuntime:
 
     def all_chain_ids(self) -> set[str]:
         return {c for diffs in self.images.values() for c in chain_ids(diffs)}
+
+
+def source_for(fake: FakeRuntime, **options: Any) -> RuntimeSource:
+    """The exporter's runtime source, pointed at `fake` (1 s deadlines unless said)."""
+    options.setdefault("rpc_timeout", 1.0)
+    return RuntimeSource(RuntimeOptions(endpoint=f"unix://{fake.socket}", **options))

@@ -7,9 +7,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from exporter.chain import chain_ids
-from exporter.facts import ContainerFacts, ImageFacts, NodeFacts, PodFacts, SnapshotUsage
-from exporter.runtime import RuntimeUnavailableError
+from exporter.core.chain import chain_ids
+from exporter.core.facts import ContainerFacts, ImageFacts, NodeFacts, PodFacts, SnapshotUsage
+from exporter.errors import RuntimeUnavailableError
 
 
 def digest(n: int | str) -> str:

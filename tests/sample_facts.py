@@ -7,7 +7,7 @@ E=0 (empty) and T=100 on OS for the unused `tool` image.
 
 from __future__ import annotations
 
-from exporter.facts import NodeFacts
+from exporter.core.facts import NodeFacts
 from tests.fakes import container, image, pod, usage_for
 
 PAUSE = image("pause", ["B"], tags=["localhost/pause:test"])

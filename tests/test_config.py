@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter import config as cfg
-from exporter.config import Config, ConfigError
+from exporter.config import Config
+from exporter.errors import ConfigError
 
 
 def test_defaults_and_environment():

@@ -72,7 +72,7 @@ def test_the_wheel_builds_with_generated_code_and_entry_point(tmp_path):
     assert "exporter/_generated/cri_runtime_v1_pb2.py" in names
     assert not any(n.startswith("tests/") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "layer-sharing-exporter = exporter.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "layer-sharing-exporter = exporter.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def env_of(stage: list[dict[str, str]]) -> dict[str, str]:

@@ -9,8 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from exporter.runtime import ContainerdRuntime, RuntimeOptions
 from exporter.service import Refresher
+from exporter.sources.node import RuntimeOptions, RuntimeSource
 
 
 def _rss_kib() -> int:
@@ -21,7 +21,7 @@ def _rss_kib() -> int:
 
 
 def main(endpoint: str) -> None:
-    runtime = ContainerdRuntime(RuntimeOptions(endpoint=endpoint, writable_refresh_seconds=0.01))
+    runtime = RuntimeSource(RuntimeOptions(endpoint=endpoint, writable_refresh_seconds=0.01))
     refresher = Refresher(runtime)
     for _ in range(50):  # warm up caches and allocator
         assert refresher.refresh_once().up

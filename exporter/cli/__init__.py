@@ -1,0 +1,1 @@
+"""The command line: `layer-sharing-exporter serve | df | report` (wiring only)."""

@@ -1,0 +1,126 @@
+"""The command line's flags, and how they combine with the environment and the config file."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from exporter import __version__
+from exporter import config as config_mod
+from exporter.config import Config
+
+EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="layer-sharing-exporter", description="Shared versus unique image layer bytes on a node.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--runtime-endpoint",
+        help="CRI socket: unix:///path or /path "
+        "(default: $CONTAINER_RUNTIME_ENDPOINT, else unix:///run/containerd/containerd.sock)",
+    )
+    common.add_argument("--config", metavar="FILE", help="YAML config file; every option can be set there")
+    common.add_argument("--namespace", help="containerd namespace of the CRI plugin (default k8s.io)")
+    common.add_argument("--snapshotter", help="snapshotter holding the layers (default overlayfs)")
+    common.add_argument(
+        "--rpc-timeout", type=float, dest="rpc_timeout_seconds", help="seconds per runtime call (default 5)"
+    )
+    common.add_argument("--log-level", choices=config_mod.LOG_LEVELS, help="default info")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser("serve", parents=[common], help="export Prometheus metrics")
+    serve.add_argument("--listen-address", help="host:port for /metrics (default 0.0.0.0:9877)")
+    serve.add_argument(
+        "--refresh-interval",
+        type=float,
+        dest="refresh_interval_seconds",
+        help="seconds between runtime refreshes (default 30)",
+    )
+    serve.add_argument("--node-name", help="node name reported (default $NODE_NAME)")
+    serve.add_argument(
+        "--kubernetes",
+        action="store_true",
+        default=None,
+        help="attribute pods to workloads from the Kubernetes API (watches this node's pods)",
+    )
+    serve.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig for --kubernetes (default: in-cluster)")
+    serve.add_argument(
+        "--web-config-file",
+        metavar="FILE",
+        help="TLS and basic auth for /metrics (Prometheus exporter-toolkit web config format)",
+    )
+
+    df = sub.add_parser("df", parents=[common], help="print the node's layer sharing as a table")
+    df.add_argument("--pods", action="store_true", help="show pods instead of images")
+    df.add_argument("--image", metavar="REF", help="show one image's layers (tag, digest or ID)")
+    df.add_argument("--output", "-o", choices=("table", "json"), default="table")
+
+    report = sub.add_parser("report", help="a cluster-wide report from every exporter (Prometheus or the API)")
+    source = report.add_mutually_exclusive_group()
+    source.add_argument("--prometheus-url", metavar="URL", help="read the exporters' metrics from Prometheus")
+    source.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="read each exporter pod through the API server's pod "
+        "proxy (default when no --prometheus-url; in-cluster config or ~/.kube/config)",
+    )
+    report.add_argument(
+        "--prometheus-selector",
+        default="",
+        metavar="MATCHERS",
+        help="extra PromQL matchers, e.g. 'job=\"layer-sharing-exporter\"'",
+    )
+    report.add_argument("--exporter-namespace", default="", help="namespace of the exporter pods (default: all)")
+    report.add_argument(
+        "--selector",
+        default="app.kubernetes.io/name=layer-sharing-exporter",
+        help="label selector of the exporter pods",
+    )
+    report.add_argument("--port", type=int, default=9877, help="the exporters' metrics port")
+    report.add_argument("--timeout", type=float, default=10.0, help="seconds per node (or per Prometheus query)")
+    report.add_argument(
+        "--view", default="nodes", help="table and csv: what to list: nodes (default), bases, workloads or images"
+    )
+    report.add_argument("--sort", default="", help="column to sort by (default: the largest bytes first)")
+    report.add_argument("--top", type=int, default=0, help="show only the first N rows")
+    report.add_argument(
+        "--output",
+        "-o",
+        nargs="+",
+        default=["table"],
+        metavar="FORMAT",
+        help="table (default), json, csv, or html FILE (a self-contained page)",
+    )
+    return parser
+
+
+_FLAG_KEYS = (
+    "runtime_endpoint",
+    "namespace",
+    "snapshotter",
+    "rpc_timeout_seconds",
+    "log_level",
+    "listen_address",
+    "refresh_interval_seconds",
+    "node_name",
+    "web_config_file",
+    "kubernetes",
+    "kubeconfig",
+)
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    """defaults < environment < --config file < flags."""
+    config = config_mod.from_environment()
+    if args.config:
+        config = config_mod.load_file(args.config, config)
+    flags: dict[str, Any] = {k: getattr(args, k) for k in _FLAG_KEYS if getattr(args, k, None) is not None}
+    return config_mod.validate(dataclasses.replace(config, **flags))

@@ -1,0 +1,44 @@
+"""`layer-sharing-exporter`: parse the flags, then run one command.
+
+Exit codes: 0 ok, 1 runtime unreachable (df), 2 bad flags or config; the
+report has its own (exporter.cli.report).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from exporter.cli.args import EXIT_USAGE, build_parser, resolve_config
+from exporter.errors import ConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "report":
+        from exporter.cli.report import run_report
+
+        return run_report(args)
+    try:
+        config = resolve_config(args)
+    except ConfigError as exc:
+        print(f"layer-sharing-exporter: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "serve":
+        from exporter.cli.serve import serve
+
+        return serve(config)
+    from exporter.cli.df import df
+
+    return df(config, args)
+
+
+def kubectl_main() -> int:
+    """`kubectl layer-sharing ...` (installed as kubectl-layer_sharing) is the report."""
+    return main(["report", *sys.argv[1:]])

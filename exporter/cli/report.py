@@ -1,0 +1,91 @@
+"""`layer-sharing-exporter report`: wiring of a source, the pure cluster view, and a renderer.
+
+Exit codes: 0 every node answered; 1 some nodes were unreachable (the report
+covers the rest); 2 bad arguments; 3 no data at all (source unreachable or no
+exporter found).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from exporter.core.cluster import NodeSamples, build_report
+from exporter.outputs.report import formats, html, terminal, views
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_DATA = 0, 1, 2, 3
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"layer-sharing-exporter report: {message}", file=sys.stderr)
+    return code
+
+
+def run_report(args: argparse.Namespace) -> int:
+    fmt, *rest = args.output
+    if fmt not in ("table", "json", "csv", "html") or len(rest) > 1 or (fmt == "html" and not rest):
+        return _fail("--output is table, json, csv or html FILE", EXIT_USAGE)
+    if args.view not in views.VIEWS:  # checked here, not by argparse: `serve` never imports the report
+        return _fail(f"--view is one of {', '.join(views.VIEWS)}", EXIT_USAGE)
+    if args.sort and args.sort not in views.SORT_KEYS[args.view]:
+        return _fail(
+            f"cannot sort {args.view} by {args.sort!r}; use one of {', '.join(views.SORT_KEYS[args.view])}", EXIT_USAGE
+        )
+    try:
+        nodes, unreachable = _collect(args)
+    except Exception as exc:  # the source as a whole failed: say why, in one line
+        return _fail(str(exc), EXIT_NO_DATA)
+    if not nodes:
+        return _fail("no exporter answered" + "".join(f"; {n}: {e}" for n, e in unreachable), EXIT_NO_DATA)
+    report = build_report(nodes, unreachable)
+    if fmt == "json":
+        print(formats.to_json(report))
+    elif fmt == "csv":
+        print(formats.to_csv(*views.rows(report, args.view, args.sort, args.top)), end="")
+    elif fmt == "html":
+        Path(rest[0]).write_text(html.to_html(report))
+        print(f"wrote {rest[0]} ({len(report.nodes)} nodes)", file=sys.stderr)
+    else:
+        terminal.print_table(report, args.view, args.sort, args.top)
+    for node, error in unreachable:
+        print(f"layer-sharing-exporter report: node {node} unreachable: {error}", file=sys.stderr)
+    return EXIT_PARTIAL if unreachable else EXIT_OK
+
+
+def _collect(args: argparse.Namespace) -> tuple[list[NodeSamples], list[tuple[str, str]]]:
+    if args.prometheus_url:
+        from exporter.sources import prometheus_api
+
+        return prometheus_api.fetch(args.prometheus_url, args.prometheus_selector, args.timeout), []
+    from exporter.sources import exposition
+    from exporter.sources.kubernetes import pod_proxy
+
+    pods = pod_proxy.exporter_pods(args.kubeconfig or "", args.exporter_namespace, args.selector)
+    if not pods:
+        raise RuntimeError(f"no running exporter pods match {args.selector!r}")
+    progress = None
+    if sys.stderr.isatty():
+        from rich.progress import Progress
+
+        progress = Progress(transient=True)
+        progress.start()
+        task = progress.add_task("reading exporters", total=len(pods))
+    try:
+        texts, failed = pod_proxy.fetch_through_pod_proxy(
+            args.kubeconfig or "",
+            pods,
+            args.port,
+            args.timeout,
+            on_done=(lambda: progress.advance(task)) if progress else None,
+        )
+    finally:
+        if progress:
+            progress.stop()
+    nodes = []
+    for node, text in sorted(texts.items()):
+        try:
+            nodes.append(exposition.samples_from_exposition(node, text))
+        except ValueError as exc:
+            failed.append((node, f"unreadable metrics: {exc}"))
+    return nodes, failed

@@ -1,0 +1,425 @@
+"""Shared versus unique layer bytes (pure: facts in, report out, no I/O).
+
+Definitions (the `docker system df -v` ones, per layer chain ID):
+
+- image `size` = Σ its layers' snapshot bytes; `shared` = Σ of those layers that
+  at least two images on the node reference; `unique` = size - shared.
+- node `logical` = Σ image sizes; `physical` = Σ distinct layers; `shared` and
+  `unique` split physical by the same two-images rule; `reclaimable` = layers no
+  in-use image references (in use: a container of any state, a pod sandbox, or
+  pinned); `content` = compressed layer blobs present in the content store;
+  `writable` = Σ container writable layers.
+- pod (its containers, sandbox image excluded) `bytes` = Σ distinct layers;
+  `shared` = those another pod uses too; `unique` = the rest; `attributed` =
+  Σ layer bytes / pods using the layer, so attributed bytes add up over pods.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+from exporter.core.bases import BaseMatch, BaseSpec, match_bases, resolve_catalog
+from exporter.core.facts import FilesystemFacts, ImageFacts, NodeFacts, Workload
+
+# Bytes of one layer (by chain ID) in this snapshot of facts.
+_SizeOf = Callable[[str], int]
+
+
+@dataclass(frozen=True, slots=True)
+class LayerReport:
+    chain_id: str
+    diff_id: str
+    size: int
+    inodes: int
+    images: int
+    pods: int
+    present: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReport:
+    image_id: str
+    name: str
+    image_ref: str
+    repo_tags: tuple[str, ...]
+    chain: tuple[str, ...]
+    size: int
+    shared: int
+    unique: int
+    compressed_size: int
+    containers: int
+    in_use: bool
+    missing_layers: int
+    base: str
+    base_source: str
+
+
+@dataclass(frozen=True, slots=True)
+class PodReport:
+    namespace: str
+    name: str
+    containers: int
+    image_ids: tuple[str, ...]
+    bytes: int
+    shared: int
+    unique: int
+    attributed: int
+    writable: int
+    workload: Workload | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadReport:
+    """Pods of one workload on this node, summed."""
+
+    namespace: str
+    kind: str
+    name: str
+    pods: int
+    bytes: int
+    attributed: int
+    # (base, source, pods of this workload with a container on that base)
+    bases: tuple[tuple[str, str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BaseReport:
+    name: str
+    source: str
+    chain_id: str
+    layers: int
+    bytes: int
+    images: int
+    pods: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTotals:
+    images: int
+    layers: int
+    containers: int
+    pods: int
+    logical: int
+    physical: int
+    shared: int
+    unique: int
+    reclaimable: int
+    content: int
+    writable: int
+    missing_layers: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    totals: NodeTotals
+    images: tuple[ImageReport, ...]
+    pods: tuple[PodReport, ...]
+    bases: tuple[BaseReport, ...]
+    layers: dict[str, LayerReport]
+    filesystems: tuple[FilesystemFacts, ...]
+    node_name: str
+    runtime_name: str
+    runtime_version: str
+    snapshotter: str
+    workloads: tuple[WorkloadReport, ...] | None = None
+
+    def image(self, ref: str) -> ImageReport | None:
+        """Find an image by ID, tag, repo digest or unambiguous ID prefix."""
+        for image in self.images:
+            if ref in (image.image_id, image.name, *image.repo_tags) or image.image_ref == ref:
+                return image
+        hits = [i for i in self.images if i.image_id.removeprefix("sha256:").startswith(ref)]
+        return hits[0] if len(hits) == 1 else None
+
+
+def merge_images(images: Sequence[ImageFacts]) -> dict[str, ImageFacts]:
+    """One image under several tags or digests is one image (by image ID)."""
+    merged: dict[str, ImageFacts] = {}
+    for image in images:
+        seen = merged.get(image.image_id)
+        if seen is None:
+            merged[image.image_id] = image
+            continue
+        merged[image.image_id] = ImageFacts(
+            image_id=image.image_id,
+            repo_tags=_union(seen.repo_tags, image.repo_tags),
+            repo_digests=_union(seen.repo_digests, image.repo_digests),
+            diff_ids=seen.diff_ids or image.diff_ids,
+            history=seen.history or image.history,
+            compressed_size=max(seen.compressed_size, image.compressed_size),
+            pinned=seen.pinned or image.pinned,
+        )
+    return merged
+
+
+def _union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*a, *b)))
+
+
+def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
+    """Compute the node's layer-sharing report from one snapshot of facts."""
+    images = merge_images(facts.images)
+    chains = {image_id: image.chain_ids for image_id, image in images.items()}
+    diff_of: dict[str, str] = {}
+    for image_id, chain in chains.items():
+        diff_of.update(zip(chain, images[image_id].diff_ids, strict=True))
+
+    # A plain dict: this lookup runs for every layer of every image and pod.
+    sizes = {chain_id: usage.size for chain_id, usage in facts.layer_usage.items()}
+
+    def size_of(chain_id: str) -> int:
+        return sizes.get(chain_id, 0)
+
+    image_refcount: Counter[str] = Counter()
+    for chain in chains.values():
+        image_refcount.update(set(chain))
+
+    # Containers per image, and which images are in use (never reclaimable).
+    containers_of: Counter[str] = Counter(c.image_id for c in facts.containers)
+    in_use = {
+        image_id
+        for image_id, image in images.items()
+        if containers_of[image_id] or image.pinned or image_id in facts.sandbox_image_ids
+    }
+
+    # Pods: every container's image layers, keyed by (namespace, pod name) so a
+    # recreated pod with the same name is one series.
+    pod_images: dict[tuple[str, str], set[str]] = defaultdict(set)
+    pod_containers: Counter[tuple[str, str]] = Counter()
+    pod_writable: Counter[tuple[str, str]] = Counter()
+    for container in facts.containers:
+        key = (container.namespace, container.pod)
+        pod_containers[key] += 1
+        pod_writable[key] += container.writable_bytes or 0
+        if container.image_id in chains and container.image_id not in facts.sandbox_image_ids:
+            pod_images[key].add(container.image_id)
+    for pod in facts.pods:
+        pod_images.setdefault((pod.namespace, pod.name), set())
+    pod_layers = {key: {layer for image_id in ids for layer in chains[image_id]} for key, ids in pod_images.items()}
+    pod_refcount: Counter[str] = Counter()
+    for used in pod_layers.values():
+        pod_refcount.update(used)
+
+    bases = match_bases(chains, resolve_catalog(catalog, images.values()), image_refcount)
+
+    image_reports = tuple(
+        _image_report(
+            images[image_id],
+            chain,
+            bases[image_id],
+            containers_of[image_id],
+            image_id in in_use,
+            image_refcount,
+            size_of,
+            facts.layer_usage.keys(),
+        )
+        for image_id, chain in chains.items()
+    )
+    shares = fair_shares({key: pod_layers[key] for key in sorted(pod_layers)}, pod_refcount, size_of)
+    pod_reports = tuple(
+        _pod_report(
+            key,
+            pod_layers[key],
+            pod_images[key],
+            pod_containers[key],
+            pod_writable[key],
+            pod_refcount,
+            size_of,
+            shares[key],
+            None if facts.workloads is None else facts.workloads.get(key),
+        )
+        for key in sorted(pod_layers)
+    )
+    layers = {
+        chain_id: LayerReport(
+            chain_id=chain_id,
+            diff_id=diff_of[chain_id],
+            size=size_of(chain_id),
+            inodes=usage.inodes if (usage := facts.layer_usage.get(chain_id)) else 0,
+            images=count,
+            pods=pod_refcount[chain_id],
+            present=chain_id in facts.layer_usage,
+        )
+        for chain_id, count in image_refcount.items()
+    }
+    in_use_layers = {layer for image_id in in_use for layer in chains[image_id]}
+    physical = sum(layer.size for layer in layers.values())
+    shared = sum(layer.size for layer in layers.values() if layer.images >= 2)
+    present_blobs = {
+        blob.digest: facts.present_blobs[blob.digest]
+        for image_id in images
+        for blob in facts.layer_blobs.get(image_id, ())
+        if blob.digest in facts.present_blobs
+    }
+    totals = NodeTotals(
+        images=len(images),
+        layers=len(layers),
+        containers=len(facts.containers),
+        pods=len(pod_layers),
+        logical=sum(report.size for report in image_reports),
+        physical=physical,
+        shared=shared,
+        unique=physical - shared,
+        reclaimable=sum(layer.size for c, layer in layers.items() if c not in in_use_layers),
+        content=sum(present_blobs.values()),
+        writable=sum(c.writable_bytes or 0 for c in facts.containers),
+        missing_layers=sum(1 for layer in layers.values() if not layer.present),
+    )
+    return NodeReport(
+        totals=totals,
+        images=tuple(sorted(image_reports, key=lambda r: (-r.unique, -r.size, r.name))),
+        pods=tuple(sorted(pod_reports, key=lambda r: (-r.attributed, r.namespace, r.name))),
+        bases=_base_reports(bases, pod_images, size_of),
+        layers=layers,
+        filesystems=facts.filesystems,
+        node_name=facts.node_name,
+        runtime_name=facts.runtime_name,
+        runtime_version=facts.runtime_version,
+        snapshotter=facts.snapshotter,
+        workloads=None if facts.workloads is None else _workload_reports(pod_reports, pod_layers, size_of, bases),
+    )
+
+
+def _workload_reports(
+    pods: Sequence[PodReport],
+    pod_layers: dict[tuple[str, str], set[str]],
+    size_of: _SizeOf,
+    bases: dict[str, BaseMatch],
+) -> tuple[WorkloadReport, ...]:
+    """Pods of the same workload on this node, summed (pods the API does not know are left out)."""
+    members: dict[tuple[str, str, str], list[PodReport]] = defaultdict(list)
+    for pod in pods:
+        if pod.workload is not None:
+            members[(pod.namespace, pod.workload.kind, pod.workload.name)].append(pod)
+    reports = [
+        WorkloadReport(
+            namespace=namespace,
+            kind=kind,
+            name=name,
+            pods=len(group),
+            bytes=sum(size_of(c) for c in set().union(*(pod_layers[(p.namespace, p.name)] for p in group))),
+            attributed=sum(p.attributed for p in group),
+            bases=_bases_of(group, bases),
+        )
+        for (namespace, kind, name), group in members.items()
+    ]
+    return tuple(sorted(reports, key=lambda r: (-r.attributed, r.namespace, r.name)))
+
+
+def _bases_of(pods: Sequence[PodReport], bases: dict[str, BaseMatch]) -> tuple[tuple[str, str, int], ...]:
+    """Pods per base (a pod counts once per base it has a container on)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for pod in pods:
+        counts.update({(bases[i].name, bases[i].source) for i in pod.image_ids})
+    return tuple((name, source, n) for (name, source), n in sorted(counts.items()))
+
+
+def _image_report(
+    image: ImageFacts,
+    chain: tuple[str, ...],
+    base: BaseMatch,
+    containers: int,
+    in_use: bool,
+    image_refcount: Counter[str],
+    size_of: _SizeOf,
+    present: Collection[str],
+) -> ImageReport:
+    distinct = set(chain)  # a layer repeated in one image is stored once
+    size = sum(size_of(c) for c in distinct)
+    shared = sum(size_of(c) for c in distinct if image_refcount[c] >= 2)
+    return ImageReport(
+        image_id=image.image_id,
+        name=image.name,
+        image_ref=image.image_ref,
+        repo_tags=image.repo_tags,
+        chain=chain,
+        size=size,
+        shared=shared,
+        unique=size - shared,
+        compressed_size=image.compressed_size,
+        containers=containers,
+        in_use=in_use,
+        missing_layers=sum(1 for c in distinct if c not in present),
+        base=base.name,
+        base_source=base.source,
+    )
+
+
+def fair_shares(
+    pod_layers: dict[tuple[str, str], set[str]], pod_refcount: Counter[str], size_of: _SizeOf
+) -> dict[tuple[str, str], int]:
+    """Each pod's share of its layers' bytes, in whole bytes that add up exactly.
+
+    A layer's bytes are split evenly between the pods using it. Shares are
+    exact fractions, floored, and the leftover bytes go to the largest
+    remainders (largest-remainder rounding), so Σ over pods equals Σ of the
+    distinct layers pods use, to the byte.
+    """
+    # Exact integer arithmetic over one common denominator (Fraction is ten
+    # times slower here): numerator / denominator is each pod's exact share.
+    denominator = math.lcm(1, *{pod_refcount[c] for layers in pod_layers.values() for c in layers})
+    numerators = {
+        key: sum(size_of(c) * (denominator // pod_refcount[c]) for c in layers) for key, layers in pod_layers.items()
+    }
+    floors = {key: n // denominator for key, n in numerators.items()}
+    leftover = sum(numerators.values()) // denominator - sum(floors.values())
+    by_remainder = sorted(numerators, key=lambda key: (-(numerators[key] % denominator), key))
+    for key in by_remainder[:leftover]:
+        floors[key] += 1
+    return floors
+
+
+def _pod_report(
+    key: tuple[str, str],
+    layers: set[str],
+    image_ids: set[str],
+    containers: int,
+    writable: int,
+    pod_refcount: Counter[str],
+    size_of: _SizeOf,
+    attributed: int,
+    workload: Workload | None,
+) -> PodReport:
+    size = sum(size_of(c) for c in layers)
+    shared = sum(size_of(c) for c in layers if pod_refcount[c] >= 2)
+    return PodReport(
+        namespace=key[0],
+        name=key[1],
+        containers=containers,
+        image_ids=tuple(sorted(image_ids)),
+        bytes=size,
+        shared=shared,
+        unique=size - shared,
+        attributed=attributed,
+        writable=writable,
+        workload=workload,
+    )
+
+
+def _base_reports(
+    bases: dict[str, BaseMatch],
+    pod_images: dict[tuple[str, str], set[str]],
+    size_of: _SizeOf,
+) -> tuple[BaseReport, ...]:
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for image_id, match in bases.items():
+        grouped[match.name].append(image_id)
+    reports = []
+    for name, image_ids in grouped.items():
+        match = bases[image_ids[0]]
+        members = set(image_ids)
+        reports.append(
+            BaseReport(
+                name=name,
+                source=match.source,
+                chain_id=match.chain[-1] if match.chain else "",
+                layers=len(match.chain),
+                bytes=sum(size_of(c) for c in set(match.chain)),
+                images=len(members),
+                pods=sum(1 for ids in pod_images.values() if ids & members),
+            )
+        )
+    return tuple(sorted(reports, key=lambda r: (-r.bytes * r.images, r.name)))

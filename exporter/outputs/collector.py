@@ -1,0 +1,286 @@
+"""Prometheus families from the published state (one-method collector).
+
+Families are built fresh from the state on every collect, so images and pods
+that are gone simply stop appearing. Metric names and labels are a contract
+(docs/metrics.md); HELP says whether bytes are unpacked on disk or compressed.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.core.accounting import NodeReport
+from exporter.core.state import ExporterState
+
+# Error stages are exported at 0 from the start, so rate() works at once.
+ERROR_STAGES = (
+    "runtime",
+    "refresh",
+    "image_status",
+    "image_parse",
+    "snapshot_usage",
+    "content",
+    "container_stats",
+    "imagefs",
+    "status",
+)
+
+_DISK = "Unpacked snapshot bytes on disk"
+_CACHED = "Refreshed in the background every refresh interval, not per scrape."
+
+_NODE_FAMILIES: tuple[tuple[str, str, Callable[[NodeReport], int]], ...] = (
+    ("images", "Images on the node, one per image ID however many tags or digests.", lambda r: r.totals.images),
+    ("layers", "Distinct image layers on the node (snapshots by chain ID).", lambda r: r.totals.layers),
+    (
+        "unused_images",
+        "Images no container, pod sandbox or pin uses.",
+        lambda r: sum(1 for i in r.images if not i.in_use),
+    ),
+    ("containers", "Containers in any state (exited ones still pin their image).", lambda r: r.totals.containers),
+    ("pods", "Pods with a sandbox or container on the node.", lambda r: r.totals.pods),
+    ("logical_bytes", f"{_DISK} if nothing were shared: the sum of every image's size.", lambda r: r.totals.logical),
+    ("physical_bytes", f"{_DISK} taken by image layers, each distinct layer once.", lambda r: r.totals.physical),
+    ("shared_bytes", f"{_DISK} of layers referenced by two or more images.", lambda r: r.totals.shared),
+    ("unique_bytes", f"{_DISK} of layers referenced by exactly one image.", lambda r: r.totals.unique),
+    (
+        "reclaimable_bytes",
+        f"{_DISK} of layers no in-use image references (no container, sandbox or pin).",
+        lambda r: r.totals.reclaimable,
+    ),
+    (
+        "content_bytes",
+        "Compressed layer blob bytes present in containerd's content store "
+        "(kept beside the unpacked snapshots unless discard_unpacked_layers is set).",
+        lambda r: r.totals.content,
+    ),
+    (
+        "writable_bytes",
+        "Bytes in containers' writable layers, as the runtime last measured them.",
+        lambda r: r.totals.writable,
+    ),
+    (
+        "missing_layers",
+        "Image layers with no snapshot for the configured snapshotter (not unpacked).",
+        lambda r: r.totals.missing_layers,
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsOptions:
+    """Which optional series to export: the knobs of the cardinality budget."""
+
+    # Per-image series for the N images with the most unique bytes (0 = all).
+    images_top_n: int = 50
+    # Per-pod series (5 per pod).
+    pods: bool = True
+    # Per-base series for the N bases with the most bytes (0 = all).
+    bases_top_n: int = 20
+    # Per-layer series for the N largest layers (0 = none).
+    layers_top_n: int = 0
+
+
+def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"layer_sharing_{name}", doc, labels=labels)
+
+
+class LayerSharingCollector(Collector):
+    """Yields the layer-sharing families for the state `get_state` returns."""
+
+    def __init__(self, get_state: Callable[[], ExporterState], options: MetricsOptions) -> None:
+        self._get_state = get_state
+        self._options = options
+
+    def describe(self) -> list[Metric]:
+        # Registering must not trigger a collect (and so no runtime call).
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._get_state()
+        yield from self._health(state)
+        if state.up and state.report is not None:
+            yield from self._node(state.report)
+            yield from self._images(state.report)
+            if self._options.pods:
+                yield from self._pods(state.report)
+            yield from self._bases(state.report)
+            if self._options.layers_top_n:
+                yield from self._layers(state.report)
+
+    def _health(self, state: ExporterState) -> Iterator[Metric]:
+        up = _gauge("up", "1 if the container runtime answered the last refresh, else 0.")
+        up.add_metric([], 1 if state.up else 0)
+        yield up
+        duration = _gauge(
+            "collection_duration_seconds", "Seconds the last refresh took (runtime calls and accounting)."
+        )
+        duration.add_metric([], state.last_duration_seconds)
+        yield duration
+        success = _gauge("last_success_timestamp_seconds", "Unix time of the last refresh the runtime answered.")
+        success.add_metric([], state.last_success_timestamp)
+        yield success
+        refreshes = CounterMetricFamily("layer_sharing_refreshes", "Refreshes attempted since start.")
+        refreshes.add_metric([], state.refreshes)
+        yield refreshes
+        errors = CounterMetricFamily(
+            "layer_sharing_errors",
+            "Items skipped or calls failed, by stage; the rest is still exported.",
+            labels=["stage"],
+        )
+        for stage in sorted(set(ERROR_STAGES) | set(state.errors)):
+            errors.add_metric([stage], state.errors.get(stage, 0))
+        yield errors
+        calls = CounterMetricFamily(
+            "layer_sharing_runtime_requests", "Calls made to the runtime, by gRPC method.", labels=["method"]
+        )
+        for method, count in sorted(state.calls.items()):
+            calls.add_metric([method.lstrip("/")], count)
+        yield calls
+        build = _gauge("build_info", "The exporter's version; always 1.", ["version", "python_version"])
+        build.add_metric([__version__, platform.python_version()], 1)
+        yield build
+        report = state.report
+        if report is not None:
+            runtime = _gauge(
+                "runtime_info",
+                "The container runtime answering; always 1.",
+                ["runtime", "runtime_version", "snapshotter"],
+            )
+            runtime.add_metric([report.runtime_name, report.runtime_version, report.snapshotter], 1)
+            yield runtime
+
+    def _node(self, report: NodeReport) -> Iterator[Metric]:
+        for name, doc, value in _NODE_FAMILIES:
+            family = _gauge(name, f"{doc} {_CACHED}")
+            family.add_metric([], value(report))
+            yield family
+        used = _gauge(
+            "image_fs_used_bytes", "Bytes used on the image filesystem, as CRI ImageFsInfo reports.", ["mountpoint"]
+        )
+        inodes = _gauge(
+            "image_fs_inodes_used", "Inodes used on the image filesystem (CRI ImageFsInfo).", ["mountpoint"]
+        )
+        capacity = _gauge(
+            "image_fs_capacity_bytes", "Size of the filesystem holding the image filesystem (statvfs).", ["mountpoint"]
+        )
+        available = _gauge(
+            "image_fs_available_bytes", "Bytes available to unprivileged users there (statvfs).", ["mountpoint"]
+        )
+        for fs in report.filesystems:
+            used.add_metric([fs.mountpoint], fs.used_bytes)
+            inodes.add_metric([fs.mountpoint], fs.inodes_used)
+            if fs.capacity_bytes is not None:
+                capacity.add_metric([fs.mountpoint], fs.capacity_bytes)
+            if fs.available_bytes is not None:
+                available.add_metric([fs.mountpoint], fs.available_bytes)
+        yield from (used, inodes, capacity, available)
+
+    def _images(self, report: NodeReport) -> Iterator[Metric]:
+        labels = ["image_id", "image"]
+        size = _gauge("image_size_bytes", f"{_DISK} of the image's layers (docker system df SIZE).", labels)
+        shared = _gauge("image_shared_bytes", f"{_DISK} of the image's layers another image also uses.", labels)
+        unique = _gauge("image_unique_bytes", f"{_DISK} of the image's layers no other image uses.", labels)
+        compressed = _gauge(
+            "image_compressed_bytes", "Compressed bytes the image's manifest declares: what a pull transfers.", labels
+        )
+        containers = _gauge("image_containers", "Containers (any state) using the image.", labels)
+        info = _gauge(
+            "image_info",
+            "Join labels for the image; image_ref is the kubelet's imageID "
+            "(kube_pod_container_info image_id). Always 1.",
+            [*labels, "image_ref", "base"],
+        )
+        top_n = self._options.images_top_n
+        for image in report.images[:top_n] if top_n else report.images:
+            key = [image.image_id, image.name]
+            size.add_metric(key, image.size)
+            shared.add_metric(key, image.shared)
+            unique.add_metric(key, image.unique)
+            compressed.add_metric(key, image.compressed_size)
+            containers.add_metric(key, image.containers)
+            info.add_metric([*key, image.image_ref, image.base], 1)
+        yield from (size, shared, unique, compressed, containers, info)
+
+    def _pods(self, report: NodeReport) -> Iterator[Metric]:
+        # With workload attribution on, every pod series carries its workload.
+        attributed_on = report.workloads is not None
+        labels = ["namespace", "pod", *(["workload", "workload_kind"] if attributed_on else [])]
+        total = _gauge(
+            "pod_bytes", f"{_DISK} of the distinct layers the pod's containers use (sandbox image excluded).", labels
+        )
+        shared = _gauge("pod_shared_bytes", f"{_DISK} of the pod's layers another pod on the node also uses.", labels)
+        unique = _gauge("pod_unique_bytes", f"{_DISK} of the pod's layers no other pod on the node uses.", labels)
+        attributed = _gauge(
+            "pod_attributed_bytes",
+            f"{_DISK} fairly attributed to the pod: each layer divided "
+            "by the pods using it, so the sum over pods is the bytes pods use.",
+            labels,
+        )
+        writable = _gauge("pod_writable_bytes", "Bytes in the pod's containers' writable layers.", labels)
+        for pod in report.pods:
+            key = [pod.namespace, pod.name]
+            if attributed_on:
+                key += [pod.workload.name, pod.workload.kind] if pod.workload else ["", ""]
+            total.add_metric(key, pod.bytes)
+            shared.add_metric(key, pod.shared)
+            unique.add_metric(key, pod.unique)
+            attributed.add_metric(key, pod.attributed)
+            writable.add_metric(key, pod.writable)
+        yield from (total, shared, unique, attributed, writable)
+        if report.workloads is not None:
+            yield from self._workloads(report)
+
+    def _workloads(self, report: NodeReport) -> Iterator[Metric]:
+        labels = ["namespace", "workload", "workload_kind"]
+        pods = _gauge("workload_pods", "Pods of the workload on this node.", labels)
+        size = _gauge("workload_bytes", f"{_DISK} of the distinct layers the workload's pods on this node use.", labels)
+        attributed = _gauge(
+            "workload_attributed_bytes",
+            f"{_DISK} attributed to the workload's pods on this node (sum of their fair shares).",
+            labels,
+        )
+        on_base = _gauge(
+            "workload_base_pods",
+            "Pods of the workload on this node with a container on an image "
+            "of the base (source: catalog, detected or none).",
+            [*labels, "base", "source"],
+        )
+        for workload in report.workloads or ():
+            key = [workload.namespace, workload.name, workload.kind]
+            pods.add_metric(key, workload.pods)
+            size.add_metric(key, workload.bytes)
+            attributed.add_metric(key, workload.attributed)
+            for base, source, count in workload.bases:
+                on_base.add_metric([*key, base, source], count)
+        yield from (pods, size, attributed, on_base)
+
+    def _bases(self, report: NodeReport) -> Iterator[Metric]:
+        labels = ["base", "source"]
+        images = _gauge("base_images", "Images standing on the base (source: catalog, detected or none).", labels)
+        pods = _gauge("base_pods", "Pods with a container on an image of the base.", labels)
+        size = _gauge("base_bytes", f"{_DISK} of the base's own layers, stored once on the node.", labels)
+        top_n = self._options.bases_top_n
+        for base in report.bases[:top_n] if top_n else report.bases:
+            key = [base.name, base.source]
+            images.add_metric(key, base.images)
+            pods.add_metric(key, base.pods)
+            size.add_metric(key, base.bytes)
+        yield from (images, pods, size)
+
+    def _layers(self, report: NodeReport) -> Iterator[Metric]:
+        labels = ["chain_id"]
+        size = _gauge("layer_bytes", f"{_DISK} of one layer (top N by size).", labels)
+        images = _gauge("layer_images", "Images referencing the layer.", labels)
+        pods = _gauge("layer_pods", "Pods using the layer.", labels)
+        largest = sorted(report.layers.values(), key=lambda layer: (-layer.size, layer.chain_id))
+        for layer in largest[: self._options.layers_top_n]:
+            size.add_metric([layer.chain_id], layer.size)
+            images.add_metric([layer.chain_id], layer.images)
+            pods.add_metric([layer.chain_id], layer.pods)
+        yield from (size, images, pods)

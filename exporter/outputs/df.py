@@ -1,0 +1,126 @@
+"""`df`: the report as terminal tables or JSON (pure formatting).
+
+The `docker system df -v` of a Kubernetes node: images with SIZE, SHARED SIZE
+and UNIQUE SIZE, pods with fair-share attribution, bases, and one image's
+layers bottom-up with the history step that made each and who shares it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from exporter.core.accounting import ImageReport, NodeReport
+from exporter.core.facts import NodeFacts, history_per_layer
+from exporter.formatting import human_bytes, one_line, short_digest, table
+
+
+def summary(report: NodeReport) -> str:
+    t = report.totals
+    saved = t.logical - t.physical
+    node = report.node_name or "this node"
+    return (
+        f"Node {node} ({report.runtime_name} {report.runtime_version}, {report.snapshotter}): "
+        f"{t.images} images, {t.layers} layers, {t.pods} pods, {t.containers} containers\n"
+        f"Unpacked on disk: {human_bytes(t.physical)} physical for {human_bytes(t.logical)} logical "
+        f"(sharing saves {human_bytes(saved)}); shared {human_bytes(t.shared)}, unique {human_bytes(t.unique)}, "
+        f"reclaimable {human_bytes(t.reclaimable)}\n"
+        f"Compressed layers in the content store: {human_bytes(t.content)}; "
+        f"container writable layers: {human_bytes(t.writable)}"
+    )
+
+
+def images_table(report: NodeReport) -> str:
+    rows = [
+        (
+            i.name,
+            short_digest(i.image_id),
+            human_bytes(i.size),
+            human_bytes(i.shared),
+            human_bytes(i.unique),
+            i.containers,
+            i.base,
+        )
+        for i in report.images
+    ]
+    return table(("IMAGE", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS", "BASE"), rows)
+
+
+def pods_table(report: NodeReport) -> str:
+    rows = [
+        (
+            p.namespace,
+            p.name,
+            p.containers,
+            human_bytes(p.bytes),
+            human_bytes(p.shared),
+            human_bytes(p.unique),
+            human_bytes(p.attributed),
+            human_bytes(p.writable),
+        )
+        for p in report.pods
+    ]
+    return table(
+        ("NAMESPACE", "POD", "CONTAINERS", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "ATTRIBUTED", "WRITABLE"), rows
+    )
+
+
+def bases_table(report: NodeReport) -> str:
+    rows = [(b.name, b.source, b.layers, human_bytes(b.bytes), b.images, b.pods) for b in report.bases]
+    return table(("BASE", "SOURCE", "LAYERS", "SIZE", "IMAGES", "PODS"), rows)
+
+
+def image_layers(report: NodeReport, facts: NodeFacts, image: ImageReport) -> list[dict[str, Any]]:
+    """One image's layers bottom-up, with the history step and who shares each."""
+    image_facts = next(f for f in facts.images if f.image_id == image.image_id)
+    steps = history_per_layer(image_facts.diff_ids, image_facts.history)
+    rows = []
+    for chain_id, step in zip(image.chain, steps, strict=True):
+        layer = report.layers[chain_id]
+        rows.append(
+            {
+                "chain_id": chain_id,
+                "diff_id": layer.diff_id,
+                "size": layer.size,
+                "present": layer.present,
+                "created_by": step.created_by if step else "",
+                "images": layer.images,
+                "pods": layer.pods,
+            }
+        )
+    return rows
+
+
+def image_layers_table(rows: list[dict[str, Any]]) -> str:
+    return table(
+        ("#", "SIZE", "CHAIN ID", "IMAGES", "PODS", "CREATED BY"),
+        [
+            (
+                i,
+                human_bytes(r["size"]) if r["present"] else "missing",
+                short_digest(r["chain_id"]),
+                r["images"],
+                r["pods"],
+                one_line(r["created_by"]),
+            )
+            for i, r in enumerate(rows)
+        ],
+    )
+
+
+def report_dict(report: NodeReport) -> dict[str, Any]:
+    """Everything, exact integers of bytes, for `--output json`."""
+    return {
+        "node": report.node_name,
+        "runtime": {"name": report.runtime_name, "version": report.runtime_version, "snapshotter": report.snapshotter},
+        "totals": asdict(report.totals),
+        "images": [{**asdict(i), "chain": list(i.chain), "repo_tags": list(i.repo_tags)} for i in report.images],
+        "pods": [{**asdict(p), "image_ids": list(p.image_ids)} for p in report.pods],
+        "bases": [asdict(b) for b in report.bases],
+        "filesystems": [asdict(f) for f in report.filesystems],
+    }
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True)

@@ -1,0 +1,80 @@
+"""The report's views (nodes, bases, workloads, images) as sorted rows of raw values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from exporter.core.cluster import BaseRow, ClusterReport, ImageRow, NodeRow, WorkloadRow
+
+VIEWS = ("nodes", "bases", "workloads", "images")
+# Columns holding bytes (printed human-readable in tables and HTML, raw in JSON and CSV).
+BYTE_HEADERS = frozenset(
+    {"PHYSICAL", "LOGICAL", "SAVED", "SHARED", "UNIQUE", "RECLAIMABLE", "COMPRESSED", "BYTES", "ATTRIBUTED", "SIZE"}
+)
+SORT_KEYS = {
+    "nodes": ("physical", "logical", "saved", "reclaimable", "content", "images", "pods", "node"),
+    "bases": ("bytes", "pods", "images", "nodes", "base"),
+    "workloads": ("attributed", "pods", "nodes", "name"),
+    "images": ("size", "unique", "nodes", "image"),
+}
+
+
+def rows(report: ClusterReport, view: str, sort: str = "", top: int = 0) -> tuple[list[str], list[list[object]]]:
+    """One view as (headers, rows of raw values), sorted and cut to top N."""
+    key = sort or SORT_KEYS[view][0]
+    if key not in SORT_KEYS[view]:
+        raise ValueError(f"cannot sort {view} by {key!r}; use one of {', '.join(SORT_KEYS[view])}")
+    numeric = key not in ("node", "base", "name", "image")
+
+    def order(item: object) -> object:
+        value = getattr(item, key)
+        return -value if numeric else value
+
+    def cut(items: Sequence[object]) -> list[object]:
+        ordered = sorted(items, key=order)  # type: ignore[arg-type]
+        return ordered[:top] if top else ordered
+
+    if view == "nodes":
+        headers = [
+            "NODE",
+            "UP",
+            "IMAGES",
+            "PODS",
+            "PHYSICAL",
+            "LOGICAL",
+            "SAVED",
+            "SHARED",
+            "UNIQUE",
+            "RECLAIMABLE",
+            "COMPRESSED",
+        ]
+        return headers, [
+            [
+                n.node,
+                n.up,
+                n.images,
+                n.pods,
+                n.physical,
+                n.logical,
+                n.saved,
+                n.shared,
+                n.unique,
+                n.reclaimable,
+                n.content,
+            ]
+            for n in cut(report.nodes)
+            if isinstance(n, NodeRow)
+        ]
+    if view == "bases":
+        return ["BASE", "SOURCE", "NODES", "IMAGES", "PODS", "BYTES"], [
+            [b.base, b.source, b.nodes, b.images, b.pods, b.bytes] for b in cut(report.bases) if isinstance(b, BaseRow)
+        ]
+    if view == "workloads":
+        return ["NAMESPACE", "KIND", "WORKLOAD", "NODES", "PODS", "ATTRIBUTED", "BASES", "ON CATALOG"], [
+            [w.namespace, w.kind, w.name, w.nodes, w.pods, w.attributed, " ".join(w.bases), w.on_catalog]
+            for w in cut(report.workloads)
+            if isinstance(w, WorkloadRow)
+        ]
+    return ["IMAGE", "BASE", "NODES", "SIZE", "UNIQUE"], [
+        [i.image, i.base, i.nodes, i.size, i.unique] for i in cut(report.images) if isinstance(i, ImageRow)
+    ]

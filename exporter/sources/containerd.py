@@ -1,0 +1,189 @@
+"""The containerd layer store adapter: snapshots, content and image records in, `LayerFacts` out.
+
+Only translates. It asks the fewest questions that keep the facts exact: one
+call per *new* layer or manifest, because what a digest names never changes (a
+committed snapshot's usage by chain ID, a manifest by digest).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from exporter._generated import containerd_content_v1_pb2 as content_pb
+from exporter._generated import containerd_images_v1_pb2 as images_pb
+from exporter._generated import containerd_snapshots_v1_pb2 as snapshots_pb
+from exporter.core.facts import ImageFacts, LayerBlob, LayerFacts, SnapshotUsage
+from exporter.errors import ParseError
+from exporter.sources.grpc_client import RpcSession, describe, stream_method, unary_method
+from exporter.sources.oci import Index, Manifest, parse_manifest_or_index
+
+logger = logging.getLogger(__name__)
+
+_IMAGES = "/containerd.services.images.v1.Images/"
+_CONTENT = "/containerd.services.content.v1.Content/"
+_SNAPSHOTS = "/containerd.services.snapshots.v1.Snapshots/"
+
+# The containerd methods this process may call: every one of them reads.
+METHODS = frozenset({_IMAGES + "List", _CONTENT + "List", _CONTENT + "Read", _SNAPSHOTS + "Usage"})
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerdOptions:
+    snapshotter: str = "overlayfs"
+    # How often to re-list the content store even when no image is new: layer
+    # blobs can be garbage-collected after unpack (discard_unpacked_layers).
+    content_recheck_seconds: float = 300.0
+
+
+class ContainerdLayerStore:
+    """Layer sizes from containerd's snapshotter, compressed blobs from its content store."""
+
+    name = "containerd"
+
+    def __init__(self, session: RpcSession, options: ContainerdOptions) -> None:
+        self.session = session
+        self.options = options
+        ch = session.channel
+        self._image_records = unary_method(
+            ch, _IMAGES + "List", images_pb.ListImagesRequest, images_pb.ListImagesResponse
+        )
+        self._content_list = stream_method(
+            ch, _CONTENT + "List", content_pb.ListContentRequest, content_pb.ListContentResponse
+        )
+        self._content_read = stream_method(
+            ch, _CONTENT + "Read", content_pb.ReadContentRequest, content_pb.ReadContentResponse
+        )
+        self._usage = unary_method(ch, _SNAPSHOTS + "Usage", snapshots_pb.UsageRequest, snapshots_pb.UsageResponse)
+        # Caches of immutable facts, pruned to what the node still holds.
+        self._usage_cache: dict[str, SnapshotUsage] = {}
+        self._missing_reported: set[str] = set()
+        self._blobs: dict[str, tuple[LayerBlob, ...]] = {}
+        self._manifests: dict[str, Manifest | Index | None] = {}
+        self._present: dict[str, int] = {}
+        self._present_at = float("-inf")
+
+    def read(self, images: Sequence[ImageFacts]) -> LayerFacts:
+        """The layers of `images`. Raises RuntimeUnavailableError."""
+        image_ids = {image.image_id for image in images}
+        new_ids = [image_id for image_id in image_ids if image_id not in self._blobs]
+        for stale in self._blobs.keys() - image_ids:
+            del self._blobs[stale]
+        usage = self._layer_usage(images)
+        self._layer_blobs(new_ids)
+        self._content_presence(refresh=bool(new_ids))
+        return LayerFacts(
+            layer_usage=usage,
+            layer_blobs={i.image_id: self._blobs.get(i.image_id, ()) for i in images},
+            present_blobs=self._present,
+            snapshotter=self.options.snapshotter,
+        )
+
+    def forget_runtime_state(self) -> None:
+        """Nothing to forget: every cache here is keyed by an immutable digest."""
+
+    # -- layers --------------------------------------------------------------
+
+    def _layer_usage(self, images: Sequence[ImageFacts]) -> dict[str, SnapshotUsage]:
+        wanted = {c for image in images for c in image.chain_ids}
+        for stale in self._usage_cache.keys() - wanted:
+            del self._usage_cache[stale]
+        self._missing_reported &= wanted
+        requests = (
+            (chain_id, snapshots_pb.UsageRequest(snapshotter=self.options.snapshotter, key=chain_id))
+            for chain_id in sorted(wanted - self._usage_cache.keys())
+        )
+        self.session.call_many(self._usage, requests, self._remember_usage, native=True)
+        return dict(self._usage_cache)
+
+    def _remember_usage(self, chain_id: str, result: snapshots_pb.UsageResponse | grpc.RpcError) -> None:
+        if isinstance(result, grpc.RpcError):
+            # A layer not unpacked for this snapshotter (or a snapshotter that
+            # does not exist): report once per layer, keep asking quietly.
+            if chain_id not in self._missing_reported:
+                self._missing_reported.add(chain_id)
+                self.session.item_error(
+                    "snapshot_usage",
+                    "layer %s has no %s snapshot: %s",
+                    chain_id,
+                    self.options.snapshotter,
+                    describe(result),
+                )
+            return
+        # Committed snapshots never change, so their usage is cached.
+        self._usage_cache[chain_id] = SnapshotUsage(size=result.size, inodes=result.inodes)
+        self._missing_reported.discard(chain_id)
+
+    # -- compressed content ---------------------------------------------------
+
+    def _layer_blobs(self, new_image_ids: list[str]) -> None:
+        """Find the manifest of each new image (by its config digest)."""
+        if not new_image_ids:
+            return
+        wanted = set(new_image_ids)
+        try:
+            records = self.session.call(self._image_records, images_pb.ListImagesRequest(), native=True).images
+        except grpc.RpcError as exc:
+            self.session.item_error("content", "listing containerd images failed: %s", describe(exc))
+            return
+        targets = list(dict.fromkeys(r.target.digest for r in records if r.target.digest))
+        self._read_manifests(targets)
+        # Indexes point at one manifest per platform; other platforms' are
+        # usually not pulled and stay None.
+        children = [c for t in targets for c in self._index_children(t)]
+        self._read_manifests(children)
+        for digest in (*targets, *children):
+            manifest = self._manifests.get(digest)
+            if isinstance(manifest, Manifest) and manifest.config_digest in wanted:
+                self._blobs[manifest.config_digest] = manifest.layers
+        for image_id in wanted - self._blobs.keys():
+            self._blobs[image_id] = ()
+        for stale in self._manifests.keys() - {*targets, *children}:
+            del self._manifests[stale]
+
+    def _index_children(self, digest: str) -> tuple[str, ...]:
+        parsed = self._manifests.get(digest)
+        return parsed.manifests if isinstance(parsed, Index) else ()
+
+    def _read_manifests(self, digests: Iterable[str]) -> None:
+        """Read and parse the manifests not read yet (a manifest never changes)."""
+        missing = [d for d in dict.fromkeys(digests) if d not in self._manifests]
+        requests = ((d, content_pb.ReadContentRequest(digest=d)) for d in missing)
+        self.session.stream_many(self._content_read, requests, self._remember_manifest)
+
+    def _remember_manifest(self, digest: str, result: list[content_pb.ReadContentResponse] | grpc.RpcError) -> None:
+        parsed: Manifest | Index | None = None
+        if isinstance(result, grpc.RpcError):
+            if result.code() != grpc.StatusCode.NOT_FOUND:
+                self.session.item_error("content", "reading manifest %s failed: %s", digest, describe(result))
+                return  # not cached: asked again next time
+        else:
+            try:
+                parsed = parse_manifest_or_index(b"".join(chunk.data for chunk in result))
+            except ParseError as exc:
+                self.session.item_error("content", "manifest %s skipped: %s", digest, exc)
+        self._manifests[digest] = parsed
+
+    def _content_presence(self, refresh: bool) -> None:
+        now = time.monotonic()
+        if not refresh and now - self._present_at < self.options.content_recheck_seconds:
+            return
+        # Only the layer blobs of known images matter (the store also holds
+        # configs, manifests and indexes); keep just those.
+        layer_digests = {blob.digest for blobs in self._blobs.values() for blob in blobs}
+        try:
+            present = {
+                info.digest: info.size
+                for response in self.session.stream(self._content_list, content_pb.ListContentRequest())
+                for info in response.info
+                if info.digest in layer_digests
+            }
+        except grpc.RpcError as exc:
+            self.session.item_error("content", "listing the content store failed: %s", describe(exc))
+            return
+        self._present = present
+        self._present_at = now

@@ -1,0 +1,141 @@
+"""OCI image formats (config, manifest, index) into core facts: pure, and strict about shape.
+
+Every runtime hands these JSON documents over in some wrapper; this module
+reads the documents themselves. Every function either returns well-formed
+values or raises `ParseError` with a message that says what was wrong; callers
+skip the one bad item and go on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.core.chain import chain_ids
+from exporter.core.facts import HistoryEntry, LayerBlob
+from exporter.errors import ParseError
+
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# The runtime's hard limit on layers per image (moby layer_store maxLayerDepth).
+MAX_LAYERS = 125
+# Manifests and indexes are small; anything larger is not one.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+INDEX_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDetails:
+    """What an image config says about its layers."""
+
+    diff_ids: tuple[str, ...]
+    history: tuple[HistoryEntry, ...]
+    chain_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.chain_ids) != len(self.diff_ids):
+            object.__setattr__(self, "chain_ids", chain_ids(self.diff_ids))
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """An image manifest: its config digest and compressed layer blobs."""
+
+    config_digest: str
+    layers: tuple[LayerBlob, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """An image index (multi-platform): the manifests it points to."""
+
+    manifests: tuple[str, ...]
+
+
+def _digest(value: object, what: str) -> str:
+    if not isinstance(value, str) or not DIGEST_RE.match(value):
+        raise ParseError(f"{what} is not a sha256 digest: {str(value)[:80]!r}")
+    return value
+
+
+def load_json(text: str | bytes, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ParseError(f"{what} is not valid JSON: {exc}") from None
+
+
+def image_details_from_config(config: Mapping[str, Any]) -> ImageDetails:
+    """Diff IDs and history from an OCI image config object."""
+    rootfs = config.get("rootfs")
+    if not isinstance(rootfs, dict):
+        raise ParseError("image config has no rootfs object")
+    diff_ids = rootfs.get("diff_ids")
+    if not isinstance(diff_ids, list):
+        raise ParseError("image config rootfs.diff_ids is not a list")
+    if len(diff_ids) > MAX_LAYERS:
+        raise ParseError(f"image config has {len(diff_ids)} layers, more than {MAX_LAYERS}")
+    parsed = tuple(_digest(d, "rootfs.diff_ids entry") for d in diff_ids)
+    return ImageDetails(diff_ids=parsed, history=_history(config.get("history")))
+
+
+def _history(value: object) -> tuple[HistoryEntry, ...]:
+    # History is informational: a malformed entry is shown blank, not fatal.
+    if not isinstance(value, list):
+        return ()
+    entries = []
+    for item in value[: MAX_LAYERS * 4]:
+        if not isinstance(item, dict):
+            continue
+        entries.append(
+            HistoryEntry(
+                created_by=_text(item.get("created_by")),
+                empty_layer=item.get("empty_layer") is True,
+                created=_text(item.get("created")),
+                comment=_text(item.get("comment")),
+            )
+        )
+    return tuple(entries)
+
+
+def _text(value: object, limit: int = 4096) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def parse_manifest_or_index(blob: bytes) -> Manifest | Index:
+    """Parse an OCI/Docker manifest or index read from the content store."""
+    if len(blob) > MAX_MANIFEST_BYTES:
+        raise ParseError(f"manifest blob of {len(blob)} bytes is too large")
+    doc = load_json(blob, "manifest")
+    if not isinstance(doc, dict):
+        raise ParseError("manifest is not a JSON object")
+    if doc.get("mediaType") in INDEX_MEDIA_TYPES or "manifests" in doc:
+        manifests = doc.get("manifests")
+        if not isinstance(manifests, list):
+            raise ParseError("index has no manifests list")
+        return Index(tuple(_digest(_field(m, "digest"), "index manifest digest") for m in manifests))
+    config = doc.get("config")
+    layers = doc.get("layers")
+    if not isinstance(config, dict) or not isinstance(layers, list):
+        raise ParseError("manifest has no config or layers")
+    blobs = []
+    for layer in layers[:MAX_LAYERS]:
+        size = _field(layer, "size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ParseError(f"manifest layer size is not a non-negative integer: {size!r}")
+        blobs.append(LayerBlob(_digest(_field(layer, "digest"), "manifest layer digest"), size))
+    return Manifest(_digest(config.get("digest"), "manifest config digest"), tuple(blobs))
+
+
+def _field(obj: object, key: str) -> object:
+    if not isinstance(obj, dict):
+        raise ParseError(f"descriptor is not an object: {str(obj)[:80]!r}")
+    return obj.get(key)

@@ -1,0 +1,60 @@
+import pytest
+
+from exporter.cli.main import main
+
+
+def test_bad_flag_value_exits_2_naming_it(capsys, tmp_path):
+    assert main(["serve", "--runtime-endpoint", "tcp://1.2.3.4:1"]) == 2
+    assert "runtime_endpoint" in capsys.readouterr().err
+
+
+def test_unknown_flag_exits_2():
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--nope"])
+    assert exc.value.code == 2
+
+
+def test_bad_config_file_exits_2(capsys, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("refresh_interval_seconds: -1\n")
+    assert main(["df", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "refresh_interval_seconds" in err and len(err.strip().splitlines()) == 1
+
+
+def test_df_on_a_missing_socket_says_so(capsys, tmp_path):
+    assert main(["df", "--runtime-endpoint", str(tmp_path / "absent.sock"), "--rpc-timeout", "1"]) == 1
+    assert "unreachable" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert "layer-sharing-exporter" in capsys.readouterr().out
+
+
+def test_report_refuses_an_unknown_view_before_asking_anything(capsys):
+    assert main(["report", "--prometheus-url", "http://127.0.0.1:9", "--view", "colours"]) == 2
+    err = capsys.readouterr().err
+    assert "--view is one of nodes, bases, workloads, images" in err
+
+
+def test_serve_loads_only_what_it_runs():
+    """The serve process's memory is budgeted (benchmarks/busy_node.py): the report,
+    df, bcrypt (basic auth) and the kubernetes client (--kubernetes) load on demand."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; import exporter.cli.main, exporter.cli.serve, exporter.outputs.server, "
+        "exporter.outputs.webconfig, exporter.sources.kubernetes.workloads; "
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('exporter', 'bcrypt', 'kubernetes', 'rich', 'csv'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded = set(result.stdout.split())
+    assert {"exporter.cli.serve", "exporter.outputs.server", "exporter.sources.node"} <= loaded
+    report_and_df = {m for m in loaded if m.startswith(("exporter.outputs.report", "exporter.cli.report"))}
+    assert not report_and_df and "exporter.outputs.df" not in loaded and "exporter.cli.df" not in loaded
+    assert not loaded & {"bcrypt", "kubernetes", "rich", "csv"}

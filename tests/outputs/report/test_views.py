@@ -1,0 +1,24 @@
+"""The report's views: sorted, cut rows of raw values."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.core.cluster import ClusterReport
+from exporter.outputs.report.views import rows
+from tests.sample_cluster import sample_cluster
+
+
+@pytest.fixture
+def cluster() -> ClusterReport:
+    return sample_cluster()
+
+
+def test_views_sort_and_cut(cluster: ClusterReport):
+    headers, data = rows(cluster, "images", sort="unique", top=2)
+    assert headers[0] == "IMAGE" and len(data) == 2
+    assert data[0][4] >= data[1][4]
+    _, by_name = rows(cluster, "nodes", sort="node")
+    assert [r[0] for r in by_name] == ["node-a", "node-b"]
+    with pytest.raises(ValueError, match="cannot sort"):
+        rows(cluster, "nodes", sort="colour")

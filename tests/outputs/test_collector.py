@@ -1,0 +1,231 @@
+import dataclasses
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.core.accounting import account
+from exporter.core.facts import ContainerFacts, FilesystemFacts, ImageFacts, NodeFacts, PodFacts, SnapshotUsage
+from exporter.core.state import ExporterState
+from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
+from tests.fakes import digest
+from tests.sample_facts import APP_A, sample_facts
+
+# The metric contract: dashboards, rules and users depend on these names and labels.
+CONTRACT = {
+    "layer_sharing_up": [],
+    "layer_sharing_collection_duration_seconds": [],
+    "layer_sharing_last_success_timestamp_seconds": [],
+    "layer_sharing_refreshes_total": [],
+    "layer_sharing_errors_total": ["stage"],
+    "layer_sharing_runtime_requests_total": ["method"],
+    "layer_sharing_build_info": ["python_version", "version"],
+    "layer_sharing_runtime_info": ["runtime", "runtime_version", "snapshotter"],
+    "layer_sharing_images": [],
+    "layer_sharing_layers": [],
+    "layer_sharing_unused_images": [],
+    "layer_sharing_containers": [],
+    "layer_sharing_pods": [],
+    "layer_sharing_logical_bytes": [],
+    "layer_sharing_physical_bytes": [],
+    "layer_sharing_shared_bytes": [],
+    "layer_sharing_unique_bytes": [],
+    "layer_sharing_reclaimable_bytes": [],
+    "layer_sharing_content_bytes": [],
+    "layer_sharing_writable_bytes": [],
+    "layer_sharing_missing_layers": [],
+    "layer_sharing_image_fs_used_bytes": ["mountpoint"],
+    "layer_sharing_image_fs_inodes_used": ["mountpoint"],
+    "layer_sharing_image_fs_capacity_bytes": ["mountpoint"],
+    "layer_sharing_image_fs_available_bytes": ["mountpoint"],
+    "layer_sharing_image_size_bytes": ["image", "image_id"],
+    "layer_sharing_image_shared_bytes": ["image", "image_id"],
+    "layer_sharing_image_unique_bytes": ["image", "image_id"],
+    "layer_sharing_image_compressed_bytes": ["image", "image_id"],
+    "layer_sharing_image_containers": ["image", "image_id"],
+    "layer_sharing_image_info": ["base", "image", "image_id", "image_ref"],
+    "layer_sharing_pod_bytes": ["namespace", "pod"],
+    "layer_sharing_pod_shared_bytes": ["namespace", "pod"],
+    "layer_sharing_pod_unique_bytes": ["namespace", "pod"],
+    "layer_sharing_pod_attributed_bytes": ["namespace", "pod"],
+    "layer_sharing_pod_writable_bytes": ["namespace", "pod"],
+    "layer_sharing_base_images": ["base", "source"],
+    "layer_sharing_base_pods": ["base", "source"],
+    "layer_sharing_base_bytes": ["base", "source"],
+}
+
+
+def up_state(facts: NodeFacts, **kw) -> ExporterState:
+    return ExporterState(
+        generation=1,
+        up=True,
+        report=account(facts),
+        facts=facts,
+        refreshes=1,
+        calls={"/runtime.v1.ImageService/ListImages": 3},
+        **kw,
+    )
+
+
+def registry_for(state: ExporterState, options: MetricsOptions | None = None) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(LayerSharingCollector(lambda: state, options or MetricsOptions()))
+    return registry
+
+
+def samples(registry: CollectorRegistry) -> dict[str, set[tuple[str, ...]]]:
+    text = generate_latest(registry).decode()
+    out: dict[str, set[tuple[str, ...]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, set()).add(tuple(sorted(sample.labels)))
+    return out
+
+
+def with_fs(facts: NodeFacts) -> NodeFacts:
+    return dataclasses.replace(facts, filesystems=(FilesystemFacts("/var/lib/containerd/x", 5000, 40, 10**9, 10**8),))
+
+
+def test_names_and_labels_are_the_contract():
+    found = samples(registry_for(up_state(with_fs(sample_facts()))))
+    assert {name: sorted(next(iter(labels))) for name, labels in found.items()} == CONTRACT
+
+
+def test_values():
+    registry = registry_for(up_state(sample_facts()))
+    assert registry.get_sample_value("layer_sharing_up") == 1
+    assert registry.get_sample_value("layer_sharing_physical_bytes") == 2450
+    assert registry.get_sample_value("layer_sharing_logical_bytes") == 8350
+    assert registry.get_sample_value("layer_sharing_reclaimable_bytes") == 100
+    labels = {"image_id": APP_A.image_id, "image": "localhost/app-a:1"}
+    assert registry.get_sample_value("layer_sharing_image_unique_bytes", labels) == 200
+    assert registry.get_sample_value("layer_sharing_image_containers", labels) == 2
+    assert registry.get_sample_value("layer_sharing_pod_bytes", {"namespace": "default", "pod": "web-2"}) == 1500
+    assert registry.get_sample_value("layer_sharing_errors_total", {"stage": "image_parse"}) == 0
+    assert (
+        registry.get_sample_value(
+            "layer_sharing_runtime_requests_total", {"method": "runtime.v1.ImageService/ListImages"}
+        )
+        == 3
+    )
+
+
+def test_down_runtime_exports_health_only():
+    state = ExporterState(generation=3, up=False, last_error="runtime unreachable", errors={"runtime": 2})
+    found = samples(registry_for(state))
+    assert "layer_sharing_physical_bytes" not in found
+    registry = registry_for(state)
+    assert registry.get_sample_value("layer_sharing_up") == 0
+    assert registry.get_sample_value("layer_sharing_errors_total", {"stage": "runtime"}) == 2
+
+
+def test_help_says_unpacked_or_compressed():
+    text = generate_latest(registry_for(up_state(sample_facts()))).decode()
+    helps = {line.split()[2]: line for line in text.splitlines() if line.startswith("# HELP")}
+    assert "Unpacked" in helps["layer_sharing_physical_bytes"]
+    assert "Compressed" in helps["layer_sharing_content_bytes"]
+    assert "compressed" in helps["layer_sharing_image_compressed_bytes"].lower()
+    assert "not per scrape" in helps["layer_sharing_physical_bytes"]
+
+
+def test_optional_layer_family_and_knobs():
+    options = MetricsOptions(images_top_n=2, pods=False, bases_top_n=1, layers_top_n=3)
+    registry = registry_for(up_state(sample_facts()), options)
+    text = generate_latest(registry).decode()
+    assert text.count("layer_sharing_image_size_bytes{") == 2
+    assert "layer_sharing_pod_bytes" not in text
+    assert text.count("layer_sharing_base_bytes{") == 1
+    assert text.count("layer_sharing_layer_bytes{") == 3
+
+
+def busy_node_facts(images: int = 300, pods: int = 110) -> NodeFacts:
+    """A synthetic busy node at the issue's scale: 300 images, 110 pods."""
+    image_facts = []
+    usage = {}
+    for i in range(images):
+        diffs = [digest(f"base-{i % 5}"), digest(f"runtime-{i % 15}")] + [digest(f"img-{i}-{k}") for k in range(7)]
+        img = ImageFacts(
+            image_id=digest(f"image-{i}"), repo_tags=(f"registry.example/app-{i}:1",), diff_ids=tuple(diffs)
+        )
+        image_facts.append(img)
+    from exporter.core.chain import chain_ids
+
+    for img in image_facts:
+        for c in chain_ids(img.diff_ids):
+            usage[c] = SnapshotUsage(1000)
+    containers = []
+    pod_facts = []
+    for p in range(pods):
+        pod_facts.append(PodFacts(sandbox_id=f"s{p}", namespace=f"ns-{p % 10}", name=f"pod-{p}"))
+        for k in range(1 + p % 2):
+            containers.append(
+                ContainerFacts(
+                    container_id=f"c{p}-{k}",
+                    name=f"c{k}",
+                    image_id=image_facts[(p * 2 + k) % images].image_id,
+                    namespace=f"ns-{p % 10}",
+                    pod=f"pod-{p}",
+                    sandbox_id=f"s{p}",
+                )
+            )
+    return NodeFacts(
+        images=tuple(image_facts),
+        containers=tuple(containers),
+        pods=tuple(pod_facts),
+        layer_usage=usage,
+        filesystems=(FilesystemFacts("/var/lib/containerd", 1, 1, 2, 1),),
+    )
+
+
+def series_count(registry: CollectorRegistry) -> int:
+    text = generate_latest(registry).decode()
+    return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_series_budget_at_defaults_on_a_busy_node():
+    count = series_count(registry_for(up_state(busy_node_facts())))
+    assert count <= 1000, count
+    everything = series_count(registry_for(up_state(busy_node_facts()), MetricsOptions(images_top_n=0, bases_top_n=0)))
+    assert everything > count  # the knobs matter
+
+
+def test_hostile_label_values_are_escaped():
+    hostile = 'a"b\\c\nd' + "é" * 300
+    facts = NodeFacts(
+        images=(ImageFacts(image_id=digest(1), repo_tags=(hostile,)),),
+        pods=(PodFacts(sandbox_id="s", namespace=hostile, name=hostile),),
+    )
+    text = generate_latest(registry_for(up_state(facts))).decode()
+    families = list(text_string_to_metric_families(text))
+    names = {s.labels.get("image") for f in families for s in f.samples if "image" in s.labels}
+    assert hostile in names
+
+
+def test_hostile_exposition_passes_promtool_check_metrics():
+    import shutil
+    import subprocess
+
+    hostile = 'q"uote\\back\nnew' + "ü" * 5000
+    facts = NodeFacts(
+        images=(ImageFacts(image_id=digest(1), repo_tags=(hostile,)),),
+        pods=(PodFacts(sandbox_id="s", namespace=hostile, name="x" * 10000),),
+    )
+    text = generate_latest(registry_for(up_state(facts))).decode()
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: run scripts/setup.sh"
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_thousand_images_of_125_layers_are_accounted():
+    images = tuple(
+        ImageFacts(
+            image_id=digest(f"big-{i}"),
+            diff_ids=tuple(digest(f"L{k}") for k in range(5)) + tuple(digest(f"big-{i}-{k}") for k in range(120)),
+        )
+        for i in range(1000)
+    )
+    report = account(NodeFacts(images=images))
+    assert report.totals.images == 1000
+    assert report.totals.layers == 5 + 1000 * 120
+    registry = registry_for(up_state(NodeFacts(images=images)))
+    assert registry.get_sample_value("layer_sharing_layers") == 120005

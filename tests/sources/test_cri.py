@@ -1,0 +1,129 @@
+"""CRI translation: verbose image info, pod identity, the runtime's status info (literal shapes and fuzzing)."""
+
+import contextlib
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter.core.facts import history_per_layer
+from exporter.errors import ParseError
+from exporter.sources.cri import image_details_from_verbose_info, pod_identity, sandbox_image_from_status_info
+from exporter.sources.oci import MAX_LAYERS
+from tests.fake_grpc import source_for
+from tests.fakes import digest
+
+# Property-based: whatever the runtime hands over, the parsers return or raise
+# ParseError; nothing else escapes.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=30,
+)
+
+
+def verbose(spec: object) -> dict[str, str]:
+    return {"info": json.dumps({"chainID": digest(9), "imageSpec": spec})}
+
+
+def test_diff_ids_and_history_from_containerd_verbose_info():
+    spec = {
+        "rootfs": {"type": "layers", "diff_ids": [digest(1), digest(2)]},
+        "history": [{"created_by": "ADD x /"}, {"created_by": "ENV A=1", "empty_layer": True}, {"created_by": "RUN y"}],
+    }
+    details = image_details_from_verbose_info(verbose(spec))
+    assert details.diff_ids == (digest(1), digest(2))
+    assert [h.created_by for h in history_per_layer(details.diff_ids, details.history)] == ["ADD x /", "RUN y"]
+
+
+@pytest.mark.parametrize(
+    ("info", "message"),
+    [
+        ({}, "no 'info' key"),
+        ({"info": "{not json"}, "not valid JSON"),
+        ({"info": "[]"}, "not a JSON object"),
+        ({"info": "{}"}, "no imageSpec"),
+        (verbose({"rootfs": {"diff_ids": "x"}}), "not a list"),
+        (verbose({"rootfs": {"diff_ids": ["md5:abc"]}}), "not a sha256 digest"),
+        (verbose({"rootfs": {"diff_ids": [digest(1)] * (MAX_LAYERS + 1)}}), "more than 125"),
+    ],
+)
+def test_malformed_verbose_info_is_a_clear_parse_error(info, message):
+    with pytest.raises(ParseError, match=message):
+        image_details_from_verbose_info(info)
+
+
+def test_pod_identity_prefers_kubelet_labels():
+    labels = {"io.kubernetes.pod.name": "web", "io.kubernetes.pod.namespace": "prod", "io.kubernetes.pod.uid": "u1"}
+    assert pod_identity(labels, "x", "y", "z") == pod_identity({}, "prod", "web", "u1")
+
+
+def test_sandbox_image_from_containerd_1x_and_2x_status():
+    assert sandbox_image_from_status_info({"config": json.dumps({"sandboxImage": "registry.k8s.io/pause:3.9"})}) == (
+        "registry.k8s.io/pause:3.9"
+    )
+    assert sandbox_image_from_status_info({"config": json.dumps({"pinnedImages": {"sandbox": "p:1"}})}) == "p:1"
+    assert sandbox_image_from_status_info({"config": "garbage"}) == ""
+    assert sandbox_image_from_status_info({}) == ""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["info", "other"]), st.text(max_size=200) | json_values.map(json.dumps)))
+def test_fuzz_verbose_info(info):
+    with contextlib.suppress(ParseError):
+        image_details_from_verbose_info(info)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values.map(lambda v: {"info": json.dumps({"imageSpec": {"rootfs": {"diff_ids": v}, "history": v}})}))
+def test_fuzz_image_spec_shapes(info):
+    with contextlib.suppress(ParseError):
+        image_details_from_verbose_info(info)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=30), st.text(max_size=30)))
+def test_fuzz_labels_and_status(labels):
+    who = pod_identity(labels)
+    assert isinstance(who.name, str)
+    assert isinstance(sandbox_image_from_status_info(labels), str)
+
+
+def test_125_layers_is_accepted():
+    spec = {"rootfs": {"diff_ids": [digest(i) for i in range(MAX_LAYERS)]}}
+    assert len(image_details_from_verbose_info(verbose(spec)).diff_ids) == MAX_LAYERS
+
+
+def test_writable_layers_are_asked_at_most_once_per_interval(fake):
+    runtime = source_for(fake, writable_refresh_seconds=3600)
+    for _ in range(3):
+        runtime.snapshot()
+    assert fake.calls["runtime.v1.RuntimeService/ListContainerStats"] == 1
+    runtime.forget_runtime_state()  # e.g. after containerd restarted
+    runtime.snapshot()
+    assert fake.calls["runtime.v1.RuntimeService/ListContainerStats"] == 2
+    runtime.close()
+
+
+def test_malformed_image_is_skipped_counted_and_not_retried(fake):
+    bad = digest("bad")
+    fake.images[bad] = [digest("z")]
+    fake.broken_info.add(bad)
+    runtime = source_for(fake)
+    facts = runtime.snapshot()
+    assert {i.image_id for i in facts.images} == {digest("i1"), digest("i2")}
+    assert runtime.errors["image_parse"] == 1
+    runtime.snapshot()
+    assert runtime.errors["image_parse"] == 1
+    assert fake.calls["runtime.v1.ImageService/ImageStatus"] == 3
+    runtime.close()
+
+
+def test_image_deleted_between_list_and_status_is_simply_gone(fake):
+    fake.vanished.add(digest("i2"))
+    runtime = source_for(fake)
+    facts = runtime.snapshot()
+    assert [i.image_id for i in facts.images] == [digest("i1")]
+    assert sum(runtime.errors.values()) == 0
+    runtime.close()
