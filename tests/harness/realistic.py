@@ -184,8 +184,8 @@ def hidden_entries(layers: Sequence[Sequence[Entry]]) -> list[tuple[int, Entry]]
         for entry in layer:
             if entry.is_whiteout:
                 continue
-            if entry.path in merged:  # the same path twice in one layer
-                hidden.append(merged[entry.path][::-1])
+            if entry.path in merged and merged[entry.path][1] == index:  # the same path twice in one layer
+                hidden.append((index, merged[entry.path][0]))
             merged[entry.path] = (entry, index)
     return hidden
 
