@@ -1,7 +1,8 @@
 """Other containerd releases, from Debian's own packages (nothing vendored).
 
 bookworm's containerd (1.6) is installed by scripts/setup.sh. trixie has 1.7
-and sid 2.x: `apt-get download containerd` with a private, suite-specific apt
+and sid 2.x: `apt-get download containerd` from this machine's mirror
+(tests/harness/apt_sources.py) with a private, suite-specific apt
 directory (signatures checked against Debian's archive keyring), then
 `dpkg-deb -x` into a cache directory. Their binaries link only libc and run
 here with bookworm's runc.
@@ -13,13 +14,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from tests.harness.apt_sources import MirrorNotFoundError, debian_mirror
 from tests.harness.containerd import Binaries
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "containerd-releases"
 SUITES = {"1.7": "trixie", "2": "sid"}
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
-MIRROR = "http://deb.debian.org/debian"
 
 
 class ReleaseUnavailableError(RuntimeError):
@@ -53,7 +54,12 @@ def containerd_release(series: str) -> Binaries:
         raise ReleaseUnavailableError("apt-get and debian-archive-keyring are needed to fetch containerd " + series)
     for sub in ("lists/partial", "cache/archives/partial", "debs"):
         (suite_dir / sub).mkdir(parents=True, exist_ok=True)
-    (suite_dir / "sources.list").write_text(f"deb [signed-by={KEYRING}] {MIRROR} {suite} main\n")
+    try:
+        # The machine's own mirror serves every suite of the archive.
+        mirror = debian_mirror()
+    except MirrorNotFoundError as error:
+        raise ReleaseUnavailableError(str(error)) from error
+    (suite_dir / "sources.list").write_text(f"deb [signed-by={KEYRING}] {mirror} {suite} main\n")
     _apt(suite_dir, "update")
     debs = suite_dir / "debs"
     _apt(suite_dir, "download", "containerd", cwd=debs)
