@@ -3,6 +3,7 @@ Helm v4), validated against the Kubernetes schemas of the supported versions."""
 
 from __future__ import annotations
 
+import posixpath
 import subprocess
 import sys
 from pathlib import Path
@@ -72,18 +73,22 @@ def test_manifests_validate_against_kubernetes_schemas(chart, values_file, versi
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
-def test_socket_mount_and_runtime_endpoint_always_agree(chart, values_file):
+def test_socket_directory_mount_and_runtime_endpoint_always_agree(chart, values_file):
+    """The socket's directory is mounted (read-only, at the same path), never the
+    socket file: the runtime recreates its socket on every start and a file mount
+    keeps the dead inode (tests/integration/test_kubelet_mounts.py shows both)."""
     values = values_of(values_file)
     (ds,) = of_kind(render(chart, values), "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    socket_volume = next(v for v in pod["volumes"] if v["name"] == "runtime-socket")
-    mount = next(m for m in container["volumeMounts"] if m["name"] == "runtime-socket")
+    socket_volume = next(v for v in pod["volumes"] if v["name"] == "runtime-socket-dir")
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "runtime-socket-dir")
     endpoint = next(a for a in container["args"] if a.startswith("--runtime-endpoint="))
     want = values.get("runtime", {}).get("socketPath", "/run/containerd/containerd.sock")
-    assert socket_volume["hostPath"] == {"path": want, "type": "Socket"}
-    assert mount["mountPath"] == want and mount["readOnly"] is True
-    assert endpoint == f"--runtime-endpoint=unix://{want}"
+    assert socket_volume["hostPath"] == {"path": posixpath.dirname(want), "type": "Directory"}
+    assert mount["mountPath"] == posixpath.dirname(want) and mount["readOnly"] is True
+    assert endpoint == f"--runtime-endpoint=unix://{mount['mountPath']}/{posixpath.basename(want)}"
+    assert not [v for v in pod["volumes"] if v.get("hostPath", {}).get("type") == "Socket"]
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
@@ -110,6 +115,9 @@ def test_pod_is_hardened(chart, values_file):
     pod = ds["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    # Non-root by default: user 65534 in group 0 opens the root:root 0660 socket.
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (65534, 0)
     sc = container["securityContext"]
     assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
     assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"] == {"drop": ["ALL"]}
@@ -225,6 +233,7 @@ def test_network_policy_denies_egress_without_enrichment(chart):
         ({"service": {"port": "http"}}, "/service/port"),
         ({"runtim": {}}, "additional properties 'runtim' not allowed"),
         ({"runtime": {"socketPath": "containerd.sock"}}, "/runtime/socketPath"),
+        ({"runtime": {"socketPath": "/containerd.sock"}}, "/runtime/socketPath"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
         ({"prometheusRule": {"alerts": {"ImageFilesystemFillingUp": {"severity": "page"}}}}, "severity"),
         ({"config": {"bases": [{"name": "x"}]}}, "/config/bases/0"),

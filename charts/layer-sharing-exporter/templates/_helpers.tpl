@@ -60,6 +60,11 @@ app.kubernetes.io/part-of: layer-sharing-exporter
 {{- printf "unix://%s" .Values.runtime.socketPath }}
 {{- end }}
 
+{{/* The directory holding the socket: mounted at the same path, read-only. */}}
+{{- define "lse.runtimeSocketDir" -}}
+{{- dir .Values.runtime.socketPath }}
+{{- end }}
+
 {{- define "lse.config" -}}
 namespace: {{ .Values.runtime.namespace | quote }}
 snapshotter: {{ .Values.runtime.snapshotter | quote }}
