@@ -4,6 +4,7 @@ Helm v4), validated against the Kubernetes schemas of the supported versions."""
 from __future__ import annotations
 
 import posixpath
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from helm_python import Chart, HelmValuesError, lint
+from helm_python import Chart, HelmRenderError, HelmValuesError, lint
+
+from tests.monitoring_crds import problems
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "layer-sharing-exporter"
@@ -45,6 +48,11 @@ def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
+def exporter_container(pod: dict[str, Any]) -> dict[str, Any]:
+    (container,) = [c for c in pod["containers"] if c["name"] == "exporter"]
+    return container
+
+
 def test_ci_values_files_cover_the_cases():
     assert {p.name for p in CI_VALUES} >= {
         "default-values.yaml",
@@ -52,6 +60,8 @@ def test_ci_values_files_cover_the_cases():
         "k3s-values.yaml",
         "digest-values.yaml",
         "no-enrichment-values.yaml",
+        "podmonitor-values.yaml",
+        "kube-rbac-proxy-values.yaml",
     }
 
 
@@ -80,7 +90,7 @@ def test_socket_directory_mount_and_runtime_endpoint_always_agree(chart, values_
     values = values_of(values_file)
     (ds,) = of_kind(render(chart, values), "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    container = exporter_container(pod)
     socket_volume = next(v for v in pod["volumes"] if v["name"] == "runtime-socket-dir")
     mount = next(m for m in container["volumeMounts"] if m["name"] == "runtime-socket-dir")
     endpoint = next(a for a in container["args"] if a.startswith("--runtime-endpoint="))
@@ -93,12 +103,26 @@ def test_socket_directory_mount_and_runtime_endpoint_always_agree(chart, values_
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
 def test_probes_and_service_target_the_listening_port(chart, values_file):
-    docs = render(chart, values_of(values_file))
+    values = values_of(values_file)
+    docs = render(chart, values)
     (ds,) = of_kind(docs, "DaemonSet")
-    (container,) = ds["spec"]["template"]["spec"]["containers"]
-    port = next(p for p in container["ports"] if p["name"] == "metrics")["containerPort"]
-    assert f"--listen-address=0.0.0.0:{port}" in container["args"]
-    scheme = "HTTPS" if values_of(values_file).get("webConfig", {}).get("tls") else "HTTP"
+    pod = ds["spec"]["template"]["spec"]
+    container = exporter_container(pod)
+    # The container that owns the "metrics" port: the exporter, or kube-rbac-proxy in front of it.
+    (front,) = [c for c in pod["containers"] if any(p["name"] == "metrics" for p in c.get("ports", []))]
+    port = next(p for p in front["ports"] if p["name"] == "metrics")["containerPort"]
+    proxy = values.get("kubeRBACProxy", {}).get("enabled", False)
+    if proxy:
+        assert front["name"] == "kube-rbac-proxy"
+        upstream = values.get("kubeRBACProxy", {}).get("upstreamPort", 9878)
+        assert f"--listen-address=127.0.0.1:{upstream}" in container["args"]
+        assert f"--upstream=http://127.0.0.1:{upstream}/" in front["args"]
+        assert f"--secure-listen-address=0.0.0.0:{port}" in front["args"]
+        assert "--ignore-paths=/healthz,/readyz" in front["args"]
+    else:
+        assert front is container
+        assert f"--listen-address=0.0.0.0:{port}" in container["args"]
+    scheme = "HTTPS" if values.get("webConfig", {}).get("tls") or proxy else "HTTP"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": scheme}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics", "scheme": scheme}
     (service,) = of_kind(docs, "Service")
@@ -113,17 +137,17 @@ def test_probes_and_service_target_the_listening_port(chart, values_file):
 def test_pod_is_hardened(chart, values_file):
     (ds,) = of_kind(render(chart, values_of(values_file)), "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     # Non-root by default: user 65534 in group 0 opens the root:root 0660 socket.
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (65534, 0)
-    sc = container["securityContext"]
-    assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
-    assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"] == {"drop": ["ALL"]}
+    for container in pod["containers"]:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
+        assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"] == {"drop": ["ALL"]}
+        assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+        assert all(m.get("readOnly") for m in container.get("volumeMounts", []) if m["name"] != "scratch")
     assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
-    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-    assert all(m.get("readOnly") for m in container["volumeMounts"] if m["name"] != "scratch")
     assert pod["tolerations"] == [{"operator": "Exists"}]
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert ds["spec"]["updateStrategy"]["type"] == "RollingUpdate"
@@ -175,7 +199,8 @@ def test_monitoring_objects_have_their_required_fields(chart):
     assert sm["spec"]["selector"]["matchLabels"] and sm["spec"]["endpoints"][0]["port"] == "metrics"
     relabel = sm["spec"]["endpoints"][0]["relabelings"][0]
     assert relabel == {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"}
-    (pm,) = of_kind(docs, "PodMonitor")
+    assert of_kind(docs, "PodMonitor") == []
+    (pm,) = of_kind(render(chart, values_of(CHART / "ci" / "podmonitor-values.yaml")), "PodMonitor")
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     assert pm["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["targetLabel"] == "node"
     (rule,) = of_kind(docs, "PrometheusRule")
@@ -198,25 +223,22 @@ def test_each_alert_can_be_switched_off(chart):
     assert "LayerSharingRatioDropped" not in [r.get("alert") for g in rule["spec"]["groups"] for r in g["rules"]]
 
 
-def test_web_config_secret_enables_tls_everywhere(chart):
-    docs = render(
-        chart,
-        {
-            "webConfig": {"secretName": "lse-web", "tls": True},
-            "serviceMonitor": {"enabled": True},
-            "podMonitor": {"enabled": True},
-        },
-    )
+@pytest.mark.parametrize("monitor", ["serviceMonitor", "podMonitor"])
+def test_web_config_secret_enables_tls_everywhere(chart, monitor):
+    docs = render(chart, {"webConfig": {"secretName": "lse-web", "tls": True}, monitor: {"enabled": True}})
     (ds,) = of_kind(docs, "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    container = exporter_container(pod)
     assert "--web-config-file=/etc/layer-sharing-exporter/web/web-config.yml" in container["args"]
     assert {"name": "web-config", "secret": {"secretName": "lse-web"}} in pod["volumes"]
     assert container["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
-    assert of_kind(docs, "ServiceMonitor")[0]["spec"]["endpoints"][0]["scheme"] == "https"
-    assert of_kind(docs, "PodMonitor")[0]["spec"]["podMetricsEndpoints"][0]["scheme"] == "https"
+    (monitor_doc,) = [d for d in docs if d["kind"] in {"ServiceMonitor", "PodMonitor"}]
+    endpoints = monitor_doc["spec"].get("endpoints") or monitor_doc["spec"]["podMetricsEndpoints"]
+    assert endpoints[0]["scheme"] == "https"
     (ds,) = of_kind(render(chart, {}), "DaemonSet")
-    assert not any(a.startswith("--web-config-file") for a in ds["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert not any(
+        a.startswith("--web-config-file") for a in exporter_container(ds["spec"]["template"]["spec"])["args"]
+    )
 
 
 def test_network_policy_denies_egress_without_enrichment(chart):
@@ -225,6 +247,210 @@ def test_network_policy_denies_egress_without_enrichment(chart):
     assert policy["spec"]["egress"] == [] and "Egress" in policy["spec"]["policyTypes"]
     (policy,) = of_kind(render(chart, {"networkPolicy": {"enabled": True}}), "NetworkPolicy")
     assert {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]} == {443, 6443}
+
+
+# Value sets beyond the ci/ files that change the monitoring objects.
+MONITORING_VALUES = [
+    *[values_of(p) for p in CI_VALUES],
+    {"serviceMonitor": {"enabled": True, "jobLabel": "", "honorLabels": False, "authorization": {}}},
+    {
+        "kubeRBACProxy": {"enabled": True},
+        "podMonitor": {"enabled": True, "authorization": {"credentials": {"name": "prom-token", "key": "token"}}},
+    },
+    {"serviceMonitor": {"enabled": True, "tlsConfig": {"serverName": "x"}}, "webConfig": {"tls": True}},
+]
+
+
+def test_every_monitoring_object_validates_against_the_operator_crds(chart):
+    seen: dict[str, int] = {}
+    for values in MONITORING_VALUES:
+        for doc in render(chart, values):
+            if doc["kind"] in MONITORING_KINDS:
+                seen[doc["kind"]] = seen.get(doc["kind"], 0) + 1
+                assert problems(doc) == [], (doc["kind"], values)
+    assert seen.keys() == MONITORING_KINDS and min(seen.values()) >= 2
+
+
+def test_the_crd_check_catches_what_the_operator_would_reject_or_prune(chart):
+    values = {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+    docs = render(chart, values)
+    (sm,) = of_kind(docs, "ServiceMonitor")
+    sm["spec"]["sampleLimit"] = "100"
+    sm["spec"]["endpoints"][0]["scheme"] = "tcp"
+    sm["spec"]["endpoints"][0]["prot"] = "metrics"
+    found = problems(sm)
+    assert any(p.startswith("spec.sampleLimit:") for p in found)
+    assert any(p.startswith("spec.endpoints.0.scheme:") for p in found)
+    assert "spec.endpoints[0].prot: not in the ServiceMonitor schema" in found
+    (rule,) = of_kind(docs, "PrometheusRule")
+    rule["spec"]["groups"][1]["rules"][0]["for"] = "15 minutes"
+    assert any(".for:" in p for p in problems(rule))
+
+
+def _seconds(duration: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return int(duration[:-1]) * units[duration[-1]]
+
+
+def test_scrape_timeout_never_exceeds_the_interval(chart):
+    """The Operator rejects a monitor whose scrapeTimeout exceeds its interval; the schema cannot say it."""
+    for values in MONITORING_VALUES:
+        for doc in render(chart, values):
+            for endpoint in doc.get("spec", {}).get("endpoints", []) + doc.get("spec", {}).get(
+                "podMetricsEndpoints", []
+            ):
+                assert _seconds(endpoint["scrapeTimeout"]) <= _seconds(endpoint["interval"])
+
+
+def operator_job(docs: list[dict[str, Any]]) -> str:
+    """The `job` the Prometheus Operator gives the exporter's series (its promcfg.go):
+    the jobLabel's value on the Service (pod, for a PodMonitor) when set and
+    non-empty, else the Service name (<namespace>/<name> for a PodMonitor)."""
+    monitors = [d for d in docs if d["kind"] in {"ServiceMonitor", "PodMonitor"}]
+    assert len(monitors) == 1
+    (monitor,) = monitors
+    job_label = monitor["spec"].get("jobLabel", "")
+    if monitor["kind"] == "ServiceMonitor":
+        (service,) = of_kind(docs, "Service")
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+        return str(service["metadata"]["labels"].get(job_label) or service["metadata"]["name"])
+    (ds,) = of_kind(docs, "DaemonSet")
+    pod_labels = ds["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    return str(pod_labels.get(job_label) or f"{monitor['metadata']['namespace']}/{monitor['metadata']['name']}")
+
+
+@pytest.mark.parametrize("monitor", ["serviceMonitor", "podMonitor"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"nameOverride": "images"},
+        {"fullnameOverride": "node-images"},
+        {"nameOverride": "images", "fullnameOverride": "node-images"},
+        {"jobLabel": ""},
+        {"nameOverride": "images", "jobLabel": ""},
+    ],
+    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()) or "defaults",
+)
+def test_rules_select_the_job_the_monitor_produces(chart, monitor, overrides):
+    overrides = dict(overrides)
+    values: dict[str, Any] = {"prometheusRule": {"enabled": True}, monitor: {"enabled": True}}
+    if "jobLabel" in overrides:
+        values[monitor]["jobLabel"] = overrides.pop("jobLabel")
+    docs = render(chart, {**values, **overrides})
+    job = operator_job(docs)
+    (rule,) = of_kind(docs, "PrometheusRule")
+    selectors = {
+        m for group in rule["spec"]["groups"] for r in group["rules"] for m in re.findall(r'job="[^"]*"', r["expr"])
+    }
+    assert selectors == {f'job="{job}"'}
+    if "nameOverride" in overrides and values[monitor].get("jobLabel") is None:
+        assert job == "images"  # not the fixed job="layer-sharing-exporter" of old
+
+
+def test_an_explicit_job_selector_wins(chart):
+    values = {"prometheusRule": {"enabled": True, "jobSelector": 'job="custom"'}, "serviceMonitor": {"enabled": True}}
+    (rule,) = of_kind(render(chart, values), "PrometheusRule")
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert all('job="custom"' in e for e in exprs if "job=" in e)
+
+
+def test_service_and_pod_monitor_together_are_refused(chart):
+    values = {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}
+    with pytest.raises(HelmRenderError, match="scrape every series twice"):
+        render(chart, values)
+
+
+@pytest.mark.parametrize("monitor", ["serviceMonitor", "podMonitor"])
+def test_scrape_limits_and_honor_labels_are_configurable(chart, monitor):
+    key = "endpoints" if monitor == "serviceMonitor" else "podMetricsEndpoints"
+    (doc,) = [d for d in render(chart, {monitor: {"enabled": True}}) if d["kind"] in {"ServiceMonitor", "PodMonitor"}]
+    assert "sampleLimit" not in doc["spec"] and "labelLimit" not in doc["spec"]  # 0: no limit
+    assert doc["spec"][key][0]["honorLabels"] is True
+    values = {monitor: {"enabled": True, "sampleLimit": 4000, "labelLimit": 12, "honorLabels": False}}
+    (doc,) = [d for d in render(chart, values) if d["kind"] in {"ServiceMonitor", "PodMonitor"}]
+    assert (doc["spec"]["sampleLimit"], doc["spec"]["labelLimit"]) == (4000, 12)
+    assert doc["spec"][key][0]["honorLabels"] is False
+
+
+def test_default_affinity_keeps_off_virtual_nodes_and_can_be_replaced(chart):
+    (ds,) = of_kind(render(chart, {}), "DaemonSet")
+    terms = ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    (term,) = terms["nodeSelectorTerms"]
+    assert {(e["key"], e["operator"], tuple(e["values"])) for e in term["matchExpressions"]} == {
+        ("eks.amazonaws.com/compute-type", "NotIn", ("fargate",)),
+        ("type", "NotIn", ("virtual-kubelet",)),
+    }
+    mine: dict[str, Any] = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
+    (ds,) = of_kind(render(chart, {"affinity": {"nodeAffinity": None}}), "DaemonSet")
+    assert "nodeAffinity" not in ds["spec"]["template"]["spec"].get("affinity", {})
+    (ds,) = of_kind(render(chart, {"affinity": mine}), "DaemonSet")
+    node_affinity = ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    assert node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] == []
+
+
+def test_kube_rbac_proxy_fronts_the_exporter(chart):
+    docs = render(chart, values_of(CHART / "ci" / "kube-rbac-proxy-values.yaml"))
+    (ds,) = of_kind(docs, "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["exporter", "kube-rbac-proxy"]
+    assert "ports" not in exporter_container(pod)  # reachable only from inside the pod
+    assert pod["automountServiceAccountToken"] is True  # the proxy's token and access reviews
+    (role,) = of_kind(docs, "ClusterRole")
+    assert sorted((r["apiGroups"][0], r["resources"][0], tuple(r["verbs"])) for r in role["rules"]) == [
+        ("authentication.k8s.io", "tokenreviews", ("create",)),
+        ("authorization.k8s.io", "subjectaccessreviews", ("create",)),
+    ]
+    (binding,) = of_kind(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == of_kind(docs, "ServiceAccount")[0]["metadata"]["name"]
+    (sm,) = of_kind(docs, "ServiceMonitor")
+    endpoint = sm["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    (policy,) = of_kind(docs, "NetworkPolicy")
+    assert {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]} == {443, 6443}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"kubeRBACProxy": {"enabled": True}, "webConfig": {"tls": True}}, "Turn webConfig.tls off"),
+        ({"kubeRBACProxy": {"enabled": True}, "podMonitor": {"enabled": True}}, "needs podMonitor.authorization"),
+        ({"webConfig": {"secretName": "s", "config": {"basic_auth_users": {}}}}, "not both"),
+    ],
+)
+def test_combinations_that_cannot_work_are_refused(chart, values, message):
+    with pytest.raises(HelmRenderError, match=message):
+        render(chart, values)
+
+
+def _pod_annotations(chart: Chart, values: dict[str, Any]) -> dict[str, str]:
+    (ds,) = of_kind(render(chart, values), "DaemonSet")
+    annotations: dict[str, str] = ds["spec"]["template"]["metadata"]["annotations"]
+    return annotations
+
+
+def test_changed_config_or_web_config_rolls_the_pods(chart):
+    users = {"prometheus": "$2b$10$Unx1JArzNZq1gkf0XjkP1.3ibRU8i2UxvVvn0m1OTTHLr/4lLdWUG"}
+    base = _pod_annotations(chart, {"webConfig": {"config": {"basic_auth_users": users}}})
+    same = _pod_annotations(chart, {"webConfig": {"config": {"basic_auth_users": users}}})
+    other = _pod_annotations(chart, {"webConfig": {"config": {"basic_auth_users": {"grafana": users["prometheus"]}}}})
+    assert base == same
+    assert base["checksum/web-config"] != other["checksum/web-config"]
+    assert base["checksum/config"] == other["checksum/config"]
+    tuned = _pod_annotations(chart, {"config": {"refreshIntervalSeconds": 60}})
+    assert tuned["checksum/config"] != base["checksum/config"]
+    # Without a cluster to look an existing Secret up in, there is nothing to hash: no annotation.
+    assert "checksum/web-config" not in _pod_annotations(chart, {"webConfig": {"secretName": "lse-web"}})
+    docs = render(chart, {"webConfig": {"config": {"basic_auth_users": users}}})
+    (secret,) = of_kind(docs, "Secret")
+    assert yaml.safe_load(secret["stringData"]["web-config.yml"]) == {"basic_auth_users": users}
+    (ds,) = of_kind(docs, "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    assert {"name": "web-config", "secret": {"secretName": secret["metadata"]["name"]}} in pod["volumes"]
+    assert "--web-config-file=/etc/layer-sharing-exporter/web/web-config.yml" in exporter_container(pod)["args"]
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,93 @@ app.kubernetes.io/part-of: layer-sharing-exporter
 {{- end }}
 {{- end }}
 
+{{/* The kube-rbac-proxy sidecar's image. */}}
+{{- define "lse.proxyImage" -}}
+{{- $i := .Values.kubeRBACProxy.image }}
+{{- $repo := printf "%s/%s" $i.registry $i.repository | trimPrefix "/" }}
+{{- if $i.digest }}
+{{- printf "%s@%s" $repo $i.digest }}
+{{- else }}
+{{- printf "%s:%s" $repo $i.tag }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding web-config.yml: the user's, or the one the chart makes from webConfig.config. */}}
+{{- define "lse.webConfigSecret" -}}
+{{- if .Values.webConfig.secretName }}
+{{- .Values.webConfig.secretName }}
+{{- else if .Values.webConfig.config }}
+{{- printf "%s-web-config" (include "lse.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* Checksum of the web config, so a change rolls the pods: of webConfig.config when the
+chart makes the Secret; of the existing Secret's data when Helm can look it up (install and
+upgrade against a cluster; `helm template` cannot, and then no annotation is rendered). */}}
+{{- define "lse.webConfigChecksum" -}}
+{{- if .Values.webConfig.secretName }}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace .Values.webConfig.secretName }}
+{{- with $secret }}
+{{- toJson .data | sha256sum }}
+{{- end }}
+{{- else if .Values.webConfig.config }}
+{{- include "lse.webConfigYaml" . | sha256sum }}
+{{- end }}
+{{- end }}
+
+{{- define "lse.webConfigYaml" -}}
+{{- toYaml .Values.webConfig.config }}
+{{- end }}
+
+{{/* Combinations the schema cannot express, refused with a reason. */}}
+{{- define "lse.validate" -}}
+{{- if and .Values.webConfig.secretName .Values.webConfig.config }}
+{{- fail "webConfig.secretName and webConfig.config are both set: name an existing Secret, or give the web config for the chart to store, not both." }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled .Values.podMonitor.enabled }}
+{{- fail "serviceMonitor.enabled and podMonitor.enabled are both true: Prometheus would scrape every series twice and every sum would double. Enable one of them (the ServiceMonitor is the usual choice)." }}
+{{- end }}
+{{- if and .Values.kubeRBACProxy.enabled .Values.webConfig.tls }}
+{{- fail "kubeRBACProxy.enabled and webConfig.tls are both true: with the proxy, it terminates TLS and the exporter listens on 127.0.0.1 in plain HTTP. Turn webConfig.tls off." }}
+{{- end }}
+{{- if and .Values.kubeRBACProxy.enabled .Values.podMonitor.enabled (not .Values.podMonitor.authorization) }}
+{{- fail "kubeRBACProxy.enabled with podMonitor.enabled needs podMonitor.authorization (a Secret holding a token Prometheus may use): a PodMonitor cannot send Prometheus's own service account token. Or use the ServiceMonitor, which does." }}
+{{- end }}
+{{- end }}
+
+{{/* The `job` label the Prometheus Operator gives the exporter's series: the value of
+the monitor's jobLabel on the Service (ServiceMonitor) or pod (PodMonitor) when it is
+set and non-empty, else the Service name (ServiceMonitor) or <namespace>/<PodMonitor
+name> (PodMonitor). */}}
+{{- define "lse.job" -}}
+{{- $labels := include "lse.labels" . | fromYaml }}
+{{- if .Values.podMonitor.enabled }}
+{{- $podLabels := merge (dict) .Values.podLabels $labels }}
+{{- $value := "" }}
+{{- if .Values.podMonitor.jobLabel }}{{ $value = get $podLabels .Values.podMonitor.jobLabel }}{{ end }}
+{{- default (printf "%s/%s" .Release.Namespace (include "lse.fullname" .)) $value }}
+{{- else }}
+{{- $value := "" }}
+{{- if .Values.serviceMonitor.jobLabel }}{{ $value = get $labels .Values.serviceMonitor.jobLabel }}{{ end }}
+{{- default (include "lse.fullname" .) $value }}
+{{- end }}
+{{- end }}
+
+{{/* The PromQL selector of the exporter's series in the rules. */}}
+{{- define "lse.jobSelector" -}}
+{{- default (printf "job=%s" (include "lse.job" . | quote)) .Values.prometheusRule.jobSelector }}
+{{- end }}
+
+{{/* Scrape limits, each only when set (0 = no limit). */}}
+{{- define "lse.scrapeLimits" -}}
+{{- with .sampleLimit }}
+sampleLimit: {{ . }}
+{{- end }}
+{{- with .labelLimit }}
+labelLimit: {{ . }}
+{{- end }}
+{{- end }}
+
 {{/* The one place the socket path becomes the endpoint: mount and flag always agree. */}}
 {{- define "lse.runtimeEndpoint" -}}
 {{- printf "unix://%s" .Values.runtime.socketPath }}
