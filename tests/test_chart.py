@@ -62,6 +62,7 @@ def test_ci_values_files_cover_the_cases():
         "no-enrichment-values.yaml",
         "podmonitor-values.yaml",
         "kube-rbac-proxy-values.yaml",
+        "crio-values.yaml",
     }
 
 
@@ -94,11 +95,58 @@ def test_socket_directory_mount_and_runtime_endpoint_always_agree(chart, values_
     socket_volume = next(v for v in pod["volumes"] if v["name"] == "runtime-socket-dir")
     mount = next(m for m in container["volumeMounts"] if m["name"] == "runtime-socket-dir")
     endpoint = next(a for a in container["args"] if a.startswith("--runtime-endpoint="))
-    want = values.get("runtime", {}).get("socketPath", "/run/containerd/containerd.sock")
+    crio = values.get("runtime", {}).get("type") == "crio"
+    want = values.get("runtime", {}).get("socketPath") or (
+        "/var/run/crio/crio.sock" if crio else "/run/containerd/containerd.sock"
+    )
     assert socket_volume["hostPath"] == {"path": posixpath.dirname(want), "type": "Directory"}
     assert mount["mountPath"] == posixpath.dirname(want) and mount["readOnly"] is True
     assert endpoint == f"--runtime-endpoint=unix://{mount['mountPath']}/{posixpath.basename(want)}"
     assert not [v for v in pod["volumes"] if v.get("hostPath", {}).get("type") == "Socket"]
+
+
+def _host_paths(pod: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
+    """hostPath volumes by name: (host path, mount path, read-only)."""
+    mounts = {m["name"]: m for m in exporter_container(pod)["volumeMounts"]}
+    return {
+        v["name"]: (v["hostPath"]["path"], mounts[v["name"]]["mountPath"], mounts[v["name"]].get("readOnly", False))
+        for v in pod["volumes"]
+        if "hostPath" in v
+    }
+
+
+@pytest.mark.parametrize("storage_root", ["/var/lib/containers/storage", "/data/containers/storage/"])
+def test_crio_reads_only_the_storage_metadata_directories(chart, storage_root):
+    (ds,) = of_kind(render(chart, {"runtime": {"type": "crio", "storageRoot": storage_root}}), "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    args = exporter_container(pod)["args"]
+    root = storage_root.rstrip("/")
+    assert "--runtime-endpoint=unix:///var/run/crio/crio.sock" in args
+    assert "--layer-store=containers-storage" in args and f"--storage-root={root}" in args
+    assert _host_paths(pod) == {
+        "runtime-socket-dir": ("/var/run/crio", "/var/run/crio", True),
+        "storage-layers": (f"{root}/overlay-layers", f"{root}/overlay-layers", True),
+        "storage-images": (f"{root}/overlay-images", f"{root}/overlay-images", True),
+    }
+    volumes = {v["name"]: v["hostPath"]["type"] for v in pod["volumes"] if "hostPath" in v}
+    assert set(volumes.values()) == {"Directory"}
+
+
+def test_containerd_uses_its_own_layer_store_and_no_storage_mounts(chart):
+    (ds,) = of_kind(render(chart, {}), "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    args = exporter_container(pod)["args"]
+    assert "--layer-store=containerd" in args and not any(a.startswith("--storage-root") for a in args)
+    assert set(_host_paths(pod)) == {"runtime-socket-dir"}
+    (ds,) = of_kind(render(chart, {"imageFilesystem": {"mountHostPath": True}}), "DaemonSet")
+    assert _host_paths(ds["spec"]["template"]["spec"])["runtime-root"] == (
+        "/var/lib/containerd",
+        "/host/var/lib/containerd",
+        True,
+    )
+    crio = {"runtime": {"type": "crio"}, "imageFilesystem": {"mountHostPath": True}}
+    (ds,) = of_kind(render(chart, crio), "DaemonSet")
+    assert _host_paths(ds["spec"]["template"]["spec"])["runtime-root"][0] == "/var/lib/containers/storage"
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
@@ -460,6 +508,8 @@ def test_changed_config_or_web_config_rolls_the_pods(chart):
         ({"runtim": {}}, "additional properties 'runtim' not allowed"),
         ({"runtime": {"socketPath": "containerd.sock"}}, "/runtime/socketPath"),
         ({"runtime": {"socketPath": "/containerd.sock"}}, "/runtime/socketPath"),
+        ({"runtime": {"type": "docker"}}, "/runtime/type"),
+        ({"runtime": {"storageRoot": "relative/storage"}}, "/runtime/storageRoot"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
         ({"prometheusRule": {"alerts": {"ImageFilesystemFillingUp": {"severity": "page"}}}}, "severity"),
         ({"config": {"bases": [{"name": "x"}]}}, "/config/bases/0"),

