@@ -22,6 +22,8 @@ CHART = ROOT / "charts" / "layer-sharing-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 KUBERNETES_VERSIONS = ["1.30.0", "1.33.0", "1.37.0"]
 MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+# Not Kubernetes kinds: checked against the Operator's CRDs, or by the SCC admission test.
+NOT_KUBERNETES_KINDS = MONITORING_KINDS | {"SecurityContextConstraints"}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,7 @@ def test_ci_values_files_cover_the_cases():
         "podmonitor-values.yaml",
         "kube-rbac-proxy-values.yaml",
         "crio-values.yaml",
+        "openshift-values.yaml",
     }
 
 
@@ -78,7 +81,7 @@ def test_lint_has_no_errors_or_warnings(values_file):
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_manifests_validate_against_kubernetes_schemas(chart, values_file, version):
     for doc in render(chart, values_of(values_file)):
-        if doc["kind"] in MONITORING_KINDS:
+        if doc["kind"] in NOT_KUBERNETES_KINDS:
             continue
         kubernetes_validate.validate(doc, version, strict=True)
 
@@ -147,6 +150,99 @@ def test_containerd_uses_its_own_layer_store_and_no_storage_mounts(chart):
     crio = {"runtime": {"type": "crio"}, "imageFilesystem": {"mountHostPath": True}}
     (ds,) = of_kind(render(chart, crio), "DaemonSet")
     assert _host_paths(ds["spec"]["template"]["spec"])["runtime-root"][0] == "/var/lib/containers/storage"
+
+
+VOLUME_SOURCES = {"configMap", "downwardAPI", "emptyDir", "hostPath", "projected", "secret"}
+
+
+def scc_refusals(scc: dict[str, Any], pod: dict[str, Any]) -> list[str]:
+    """What OpenShift's SCC admission would refuse in `pod` (the checks this chart's pod can hit)."""
+    refused = []
+    for volume in pod["volumes"]:
+        (source,) = set(volume) - {"name"}
+        if source not in scc["volumes"] or (source == "hostPath" and not scc["allowHostDirVolumePlugin"]):
+            refused.append(f"volume {volume['name']}: {source}")
+    if pod.get("automountServiceAccountToken") and "projected" not in scc["volumes"]:
+        refused.append("service account token: projected")
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key) and not scc[f"allow{key[0].upper()}{key[1:]}"]:
+            refused.append(key)
+    security = pod["securityContext"]
+    if scc["runAsUser"]["type"] == "MustRunAs" and security.get("runAsUser") != scc["runAsUser"]["uid"]:
+        refused.append(f"runAsUser {security.get('runAsUser')}")
+    wanted_type = scc["seLinuxContext"]["seLinuxOptions"]["type"]
+    if security.get("seLinuxOptions", {}).get("type", wanted_type) != wanted_type:
+        refused.append("seLinuxOptions")
+    if security.get("seccompProfile", {}).get("type") == "RuntimeDefault" and "runtime/default" not in scc.get(
+        "seccompProfiles", []
+    ):
+        refused.append("seccomp RuntimeDefault")
+    for container in pod["containers"]:
+        sc = container.get("securityContext", {})
+        if sc.get("privileged") and not scc["allowPrivilegedContainer"]:
+            refused.append(f"{container['name']}: privileged")
+        if sc.get("allowPrivilegeEscalation", True) and not scc["allowPrivilegeEscalation"]:
+            refused.append(f"{container['name']}: allowPrivilegeEscalation")
+        if not set(scc["requiredDropCapabilities"]) <= set(sc.get("capabilities", {}).get("drop", [])):
+            refused.append(f"{container['name']}: capabilities not dropped")
+        if set(sc.get("capabilities", {}).get("add", [])) - set(scc["allowedCapabilities"]):
+            refused.append(f"{container['name']}: capabilities added")
+        if scc["readOnlyRootFilesystem"] and not sc.get("readOnlyRootFilesystem"):
+            refused.append(f"{container['name']}: writable root")
+        if any(p.get("hostPort") for p in container.get("ports", [])) and not scc["allowHostPorts"]:
+            refused.append(f"{container['name']}: hostPort")
+    return refused
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        values_of(CHART / "ci" / "openshift-values.yaml"),
+        {"openshift": {"securityContextConstraints": {"create": True}}, "imageFilesystem": {"mountHostPath": True}},
+        {
+            "openshift": {"securityContextConstraints": {"create": True}},
+            "podSecurityContext": {"runAsUser": 1000, "runAsGroup": 0, "runAsNonRoot": True},
+            "webConfig": {"secretName": "w"},
+            "extraVolumes": [{"name": "scratch", "emptyDir": {}}],
+        },
+    ],
+    ids=["openshift-values", "image-fs", "other-user"],
+)
+def test_openshift_scc_admits_exactly_the_rendered_pod(chart, values):
+    docs = render(chart, values)
+    (scc,) = of_kind(docs, "SecurityContextConstraints")
+    (ds,) = of_kind(docs, "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    assert scc_refusals(scc, pod) == []
+    assert pod["securityContext"]["seLinuxOptions"] == {"type": "spc_t"}
+    assert set(scc["volumes"]) <= VOLUME_SOURCES and scc["allowPrivilegedContainer"] is False
+    assert scc["requiredDropCapabilities"] == ["ALL"] and scc["allowedCapabilities"] == []
+    # The pod's service account, and no one else, may use it.
+    (role,) = [r for r in of_kind(docs, "Role") if r["metadata"]["name"].endswith("-scc")]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["security.openshift.io"],
+            "resources": ["securitycontextconstraints"],
+            "resourceNames": [scc["metadata"]["name"]],
+            "verbs": ["use"],
+        }
+    ]
+    (binding,) = [b for b in of_kind(docs, "RoleBinding") if b["roleRef"]["name"] == role["metadata"]["name"]]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "monitoring"}
+    ]
+    assert scc["users"] == [] and scc["groups"] == []
+    # The emulation refuses what the SCC does not allow.
+    root = {**pod, "securityContext": {**pod["securityContext"], "runAsUser": 0}}
+    assert scc_refusals(scc, root) == ["runAsUser 0"]
+    assert scc_refusals({**scc, "allowHostDirVolumePlugin": False}, pod)
+
+
+def test_no_scc_unless_asked(chart):
+    docs = render(chart, {"runtime": {"type": "crio"}})
+    assert of_kind(docs, "SecurityContextConstraints") == []
+    (ds,) = of_kind(docs, "DaemonSet")
+    assert "seLinuxOptions" not in ds["spec"]["template"]["spec"]["securityContext"]
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
