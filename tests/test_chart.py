@@ -357,14 +357,58 @@ def test_monitoring_objects_have_their_required_fields(chart):
                 assert r["labels"]["severity"] in {"critical", "warning", "info"}
 
 
+def _alerts(rule: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+
+
 def test_each_alert_can_be_switched_off(chart):
-    on = {"prometheusRule": {"enabled": True}}
+    on = {"prometheusRule": {"enabled": True}, "imageFilesystem": {"mountHostPath": True}}
     (rule,) = of_kind(render(chart, on), "PrometheusRule")
-    alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
-    assert len(alerts) == 6
-    off = {"prometheusRule": {"enabled": True, "alerts": {"LayerSharingRatioDropped": {"enabled": False}}}}
-    (rule,) = of_kind(render(chart, off), "PrometheusRule")
-    assert "LayerSharingRatioDropped" not in [r.get("alert") for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert len(_alerts(rule)) == 8
+    for name in _alerts(rule):
+        off = {**on, "prometheusRule": {"enabled": True, "alerts": {name: {"enabled": False}}}}
+        (rule,) = of_kind(render(chart, off), "PrometheusRule")
+        assert name not in _alerts(rule) and len(_alerts(rule)) == 7
+
+
+def test_image_filesystem_alerts_only_where_the_capacity_is_measured(chart):
+    """Without imageFilesystem.mountHostPath there is no layer_sharing_image_fs_capacity_bytes:
+    an alert on it could never fire."""
+    (rule,) = of_kind(render(chart, {"prometheusRule": {"enabled": True}}), "PrometheusRule")
+    assert not [a for a in _alerts(rule) if a.startswith("ImageFilesystem")]
+    assert not [a for a in _alerts(rule).values() if "image_fs_capacity_bytes" in a["expr"]]
+    on = {"prometheusRule": {"enabled": True}, "imageFilesystem": {"mountHostPath": True}}
+    (rule,) = of_kind(render(chart, on), "PrometheusRule")
+    alerts = _alerts(rule)
+    assert {"ImageFilesystemFillingUp", "ImageFilesystemFillingUpForecast"} <= set(alerts)
+    assert "predict_linear(" in alerts["ImageFilesystemFillingUpForecast"]["expr"]
+
+
+def test_severities_fit_a_capacity_exporter(chart):
+    (rule,) = of_kind(render(chart, {"prometheusRule": {"enabled": True}}), "PrometheusRule")
+    alerts = _alerts(rule)
+    assert alerts["LayerSharingExporterDown"]["labels"]["severity"] == "warning"
+    assert "critical" not in {a["labels"]["severity"] for a in alerts.values()}
+
+
+def test_ratio_drop_compares_nodes_not_exporter_pods(chart):
+    (rule,) = of_kind(render(chart, {"prometheusRule": {"enabled": True}}), "PrometheusRule")
+    expr = _alerts(rule)["LayerSharingRatioDropped"]["expr"]
+    assert expr.count("sum by (cluster, node) (") == 4
+    assert expr.count("offset 6h") == 2
+
+
+@pytest.mark.parametrize(("honor_labels", "label"), [(True, "namespace"), (False, "exported_namespace")])
+def test_namespace_showback_reads_the_measured_pods_namespace(chart, honor_labels, label):
+    values = {"prometheusRule": {"enabled": True}, "serviceMonitor": {"enabled": True, "honorLabels": honor_labels}}
+    (rule,) = of_kind(render(chart, values), "PrometheusRule")
+    (record,) = [
+        r
+        for g in rule["spec"]["groups"]
+        for r in g["rules"]
+        if r.get("record") == "namespace:layer_sharing_pod_attributed_bytes:sum"
+    ]
+    assert f"sum by (cluster, job, {label}) (layer_sharing_pod_attributed_bytes{{" in record["expr"]
 
 
 @pytest.mark.parametrize("monitor", ["serviceMonitor", "podMonitor"])
