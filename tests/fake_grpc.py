@@ -74,6 +74,13 @@ class FakeRuntime:
                 response_serializer=lambda m: m.SerializeToString(),
             ),
         }
+        # Content/Write streams both ways in containerd. It must never be reached;
+        # it is here so that a call which slipped past the guard would be counted.
+        stream["Write"] = grpc.stream_stream_rpc_method_handler(
+            self._wrap("content", "Write", lambda requests, c: (content_pb.ReadContentResponse() for _ in requests)),
+            request_deserializer=content_pb.ReadContentRequest.FromString,
+            response_serializer=lambda m: m.SerializeToString(),
+        )
         generic.append(grpc.method_handlers_generic_handler("containerd.services.content.v1.Content", stream))
         self._server.add_generic_rpc_handlers(tuple(generic))
         self._server.add_insecure_port(f"unix://{socket}")
