@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--config", metavar="FILE", help="YAML config file; every option can be set there")
     common.add_argument("--namespace", help="containerd namespace of the CRI plugin (default k8s.io)")
-    common.add_argument("--snapshotter", help="snapshotter holding the layers (default overlayfs)")
+    common.add_argument(
+        "--snapshotter", help="snapshotter holding the layers (default: the one the runtime's CRI plugin uses)"
+    )
     common.add_argument(
         "--rpc-timeout", type=float, dest="rpc_timeout_seconds", help="seconds per runtime call (default 5)"
     )
