@@ -51,6 +51,8 @@ class ReadOnlyGuard(
     def __init__(self, allowed: frozenset[str]) -> None:
         self.allowed = allowed
         self.calls: Counter[str] = Counter()
+        # Calls started, all methods together (read without the lock by the liveness probe).
+        self.started = 0
         self._lock = threading.Lock()
 
     def _check(self, details: Any) -> None:
@@ -61,6 +63,7 @@ class ReadOnlyGuard(
             raise MutationRefusedError(f"refusing to call {method}: the exporter only reads")
         with self._lock:
             self.calls[method] += 1
+            self.started += 1
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         self._check(details)

@@ -88,6 +88,11 @@ class RuntimeSource:
         """How many times each runtime method was called."""
         return self._guard.calls
 
+    @property
+    def progress(self) -> int:
+        """Runtime calls started so far (the liveness probe sees a long refresh progress)."""
+        return self._guard.started
+
     def close(self) -> None:
         self._channel.close()
 
