@@ -183,6 +183,9 @@ class ContainerdLayerStore:
             self._retry_later(wanted)
             return
         targets = list(dict.fromkeys(r.target.digest for r in records if r.target.digest))
+        if wanted & self._blob_retry.keys():
+            # A retry: a manifest found missing before may be there now.
+            self._manifests = {d: m for d, m in self._manifests.items() if m is not None}
         self._read_manifests(targets)
         # Indexes point at one manifest per platform; other platforms' are
         # usually not pulled and stay None.

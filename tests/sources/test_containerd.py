@@ -115,3 +115,22 @@ def test_manifest_retries_back_off_exponentially(fake):
             asked_at.append(second)
     assert asked_at == [0, 15, 45, 105]
     channel.close()
+
+
+def test_a_manifest_missing_from_the_content_store_is_found_once_it_is_back(fake):
+    image_id = digest("i1")
+    layer = b"layer"
+    manifest = _manifest_for(image_id, layer)
+    fake.image_targets = [_sha(manifest)]
+    fake.blobs = {_sha(layer): layer}  # the manifest blob is not there (yet)
+    channel, _ = read_only_channel(f"unix://{fake.socket}", READ_ONLY_METHODS)
+    now = [0.0]
+    store = ContainerdLayerStore(
+        RpcSession(channel, 1.0, (("containerd-namespace", "k8s.io"),)), ContainerdOptions(), clock=lambda: now[0]
+    )
+    images = [ImageFacts(image_id=image_id, diff_ids=(digest("a"),))]
+    assert store.read(images).layer_blobs[image_id] == ()
+    fake.blobs[_sha(manifest)] = manifest
+    now[0] += MANIFEST_RETRY_SECONDS
+    assert [b.digest for b in store.read(images).layer_blobs[image_id]] == [_sha(layer)]
+    channel.close()
