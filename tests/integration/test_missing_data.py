@@ -79,10 +79,11 @@ def test_the_snapshotter_the_runtime_uses_is_read_and_a_wrong_one_is_exported(se
         containerd.cleanup()
 
 
-@pytest.mark.parametrize("series", ["1.6", "2"], ids=lambda v: f"containerd-{v}")
+@pytest.mark.parametrize("series", ["1.6", "1.7", "2"], ids=lambda v: f"containerd-{v}")
 def test_an_old_pause_image_running_pods_use_is_not_reclaimable(series: str, tmp_path: Path):
     """`sandbox_image` changed and containerd restarted: pods started before
-    still run the old pause image. Before, it was counted as reclaimable."""
+    still run the old pause image. Before, 1.6 and 1.7 counted it as reclaimable
+    (2.x pins every sandbox image it was configured with, so it was in use there)."""
     old_ref, new_ref = "localhost/pause:old", "localhost/pause:new"
     containerd = Containerd(tmp_path / "containerd", binaries=binaries_for(series), sandbox_image=old_ref)
     try:
