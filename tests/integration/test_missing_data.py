@@ -82,8 +82,8 @@ def test_the_snapshotter_the_runtime_uses_is_read_and_a_wrong_one_is_exported(se
 @pytest.mark.parametrize("series", ["1.6", "1.7", "2"], ids=lambda v: f"containerd-{v}")
 def test_an_old_pause_image_running_pods_use_is_not_reclaimable(series: str, tmp_path: Path):
     """`sandbox_image` changed and containerd restarted: pods started before
-    still run the old pause image. Before, 1.6 and 1.7 counted it as reclaimable
-    (2.x pins every sandbox image it was configured with, so it was in use there)."""
+    still run the old pause image. Before, 1.6 counted it as reclaimable (1.7
+    and 2.x keep the pin they gave it, so there it was already in use)."""
     old_ref, new_ref = "localhost/pause:old", "localhost/pause:new"
     containerd = Containerd(tmp_path / "containerd", binaries=binaries_for(series), sandbox_image=old_ref)
     try:
