@@ -119,6 +119,7 @@ class CriClient:
         self._bad_images: dict[str, str] = {}
         self._sandbox_ref: str | None = None
         self._config_snapshotter = ""
+        self._known_snapshotter = ""
         # Sandbox ID -> the image it runs (a sandbox's image never changes).
         self._sandbox_images: dict[str, str] = {}
         self._writable: dict[str, int] = {}
@@ -145,8 +146,16 @@ class CriClient:
             containers=tuple(_containers(containers, sandboxes, ref_to_id, writable)),
             filesystems=filesystems,
             sandbox_image_ids=sandbox_image_ids,
-            snapshotter=self._config_snapshotter or _snapshotter_of_filesystems(filesystems),
+            snapshotter=self._runtime_snapshotter(filesystems),
         )
+
+    def _runtime_snapshotter(self, filesystems: Sequence[FilesystemFacts]) -> str:
+        """The CRI plugin's snapshotter; once known it is kept until the runtime
+        restarts, so one failed ImageFsInfo does not switch where layers are read."""
+        found = self._config_snapshotter or _snapshotter_of_filesystems(filesystems)
+        if found:
+            self._known_snapshotter = found
+        return self._known_snapshotter
 
     # -- images ------------------------------------------------------------
 
@@ -283,6 +292,7 @@ class CriClient:
         """After the runtime restarted its config may differ: ask again."""
         self._sandbox_ref = None
         self._config_snapshotter = ""
+        self._known_snapshotter = ""
         self._writable_at = float("-inf")
 
 

@@ -104,3 +104,15 @@ def test_without_any_hint_containerds_default_is_read(fake):
     assert (facts.snapshotter, facts.runtime_snapshotter) == ("overlayfs", "")
     assert not account(facts).snapshotter_mismatch
     runtime.close()
+
+
+def test_one_failed_image_filesystem_answer_does_not_switch_the_snapshotter(fake):
+    fake.snapshotter = "native"
+    fake.imagefs_mountpoint = "/var/lib/containerd/io.containerd.snapshotter.v1.native"
+    runtime = source_for(fake)
+    assert runtime.snapshot().snapshotter == "native"
+    fake.imagefs_mountpoint = ""  # ImageFsInfo says nothing this time
+    facts = runtime.snapshot()
+    assert facts.snapshotter == "native" and len(facts.layer_usage) == 3
+    assert runtime.errors["snapshot_usage"] == 0
+    runtime.close()
