@@ -31,7 +31,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 class Config:
     runtime_endpoint: str = DEFAULT_ENDPOINT
     namespace: str = "k8s.io"
-    snapshotter: str = "overlayfs"
+    # "" = the one the runtime's CRI plugin uses (read from CRI Status / ImageFsInfo).
+    snapshotter: str = ""
     listen_address: str = DEFAULT_LISTEN
     refresh_interval_seconds: float = 30.0
     rpc_timeout_seconds: float = 5.0
@@ -196,6 +197,4 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"metrics.{key}: must be >= 0")
     if not config.namespace:
         raise ConfigError("namespace: must not be empty")
-    if not config.snapshotter:
-        raise ConfigError("snapshotter: must not be empty")
     return dataclasses.replace(config, runtime_endpoint=endpoint)

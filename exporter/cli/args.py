@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--config", metavar="FILE", help="YAML config file; every option can be set there")
     common.add_argument("--namespace", help="containerd namespace of the CRI plugin (default k8s.io)")
-    common.add_argument("--snapshotter", help="snapshotter holding the layers (default overlayfs)")
+    common.add_argument(
+        "--snapshotter", help="snapshotter holding the layers (default: the one the runtime's CRI plugin uses)"
+    )
     common.add_argument(
         "--rpc-timeout", type=float, dest="rpc_timeout_seconds", help="seconds per runtime call (default 5)"
     )
@@ -85,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="label selector of the exporter pods",
     )
     report.add_argument("--port", type=int, default=9877, help="the exporters' metrics port")
+    report.add_argument(
+        "--scheme",
+        choices=("auto", "http", "https"),
+        default="auto",
+        help="how the exporters serve /metrics through the pod proxy (auto: as each pod's probes say; "
+        "https when the chart's webConfig.tls is on)",
+    )
     report.add_argument("--timeout", type=float, default=10.0, help="seconds per node (or per Prometheus query)")
     report.add_argument(
         "--view", default="nodes", help="table and csv: what to list: nodes (default), bases, workloads or images"

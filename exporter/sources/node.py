@@ -8,6 +8,7 @@ module that provides it, and nothing else changes.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Protocol
 from exporter.core.facts import ImageFacts, LayerFacts, NodeFacts
 from exporter.sources import containerd, cri
 from exporter.sources.grpc_client import RpcSession, read_only_channel
+
+logger = logging.getLogger(__name__)
 
 # Every method this process may call on the runtime socket: each one reads.
 READ_ONLY_METHODS = cri.METHODS | containerd.METHODS
@@ -28,6 +31,9 @@ class LayerStore(Protocol):
 
     def read(self, images: Sequence[ImageFacts]) -> LayerFacts: ...
 
+    def use_snapshotter(self, name: str) -> None:
+        """Where the runtime unpacks images, as CRI says (a store with one place ignores it)."""
+
     def forget_runtime_state(self) -> None: ...
 
 
@@ -35,7 +41,8 @@ class LayerStore(Protocol):
 class RuntimeOptions:
     endpoint: str = "unix:///run/containerd/containerd.sock"
     namespace: str = "k8s.io"
-    snapshotter: str = "overlayfs"
+    # "" = the one the runtime's CRI plugin uses (containerd's default overlayfs if it does not say).
+    snapshotter: str = ""
     rpc_timeout: float = 5.0
     node_name: str = ""
     # Where the host's filesystem is mounted, to measure the image filesystem's
@@ -63,6 +70,7 @@ class RuntimeSource:
                 keep_history=options.keep_history,
             ),
         )
+        self._mismatch_reported: tuple[str, str] | None = None
         self.layer_store: LayerStore = containerd.ContainerdLayerStore(
             self._session,
             containerd.ContainerdOptions(
@@ -80,12 +88,18 @@ class RuntimeSource:
         """How many times each runtime method was called."""
         return self._guard.calls
 
+    @property
+    def progress(self) -> int:
+        """Runtime calls started so far (the liveness probe sees a long refresh progress)."""
+        return self._guard.started
+
     def close(self) -> None:
         self._channel.close()
 
     def snapshot(self) -> NodeFacts:
         """One consistent view of the node. Raises RuntimeUnavailableError."""
         view = self.cri.read()
+        self.layer_store.use_snapshotter(self._snapshotter(view.snapshotter))
         layers = self.layer_store.read(view.images)
         return NodeFacts(
             images=view.images,
@@ -100,7 +114,27 @@ class RuntimeSource:
             runtime_name=view.runtime_name,
             runtime_version=view.runtime_version,
             snapshotter=layers.snapshotter,
+            runtime_snapshotter=view.snapshotter,
+            remote_layers=layers.remote_layers,
         )
+
+    def _snapshotter(self, runtime_snapshotter: str) -> str:
+        """The configured snapshotter, else the runtime's; a mismatch is said once
+        (and exported as layer_sharing_snapshotter_mismatch while it lasts)."""
+        configured = self.options.snapshotter
+        mismatch = (configured, runtime_snapshotter)
+        differs = bool(configured and runtime_snapshotter) and configured != runtime_snapshotter
+        if differs and mismatch != self._mismatch_reported:
+            self._mismatch_reported = mismatch
+            logger.error(
+                "snapshotter %r is configured but the runtime unpacks images with %r: layers read from %r "
+                "will be missing or 0 bytes; remove the setting (the runtime's is used then) or set it to %r",
+                configured,
+                runtime_snapshotter,
+                configured,
+                runtime_snapshotter,
+            )
+        return configured or runtime_snapshotter
 
     def forget_runtime_state(self) -> None:
         """After the runtime restarted its config may differ: ask again."""

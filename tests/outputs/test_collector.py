@@ -33,6 +33,8 @@ CONTRACT = {
     "layer_sharing_content_bytes": [],
     "layer_sharing_writable_bytes": [],
     "layer_sharing_missing_layers": [],
+    "layer_sharing_remote_layers": [],
+    "layer_sharing_snapshotter_mismatch": ["runtime_snapshotter", "snapshotter"],
     "layer_sharing_image_fs_used_bytes": ["mountpoint"],
     "layer_sharing_image_fs_inodes_used": ["mountpoint"],
     "layer_sharing_image_fs_capacity_bytes": ["mountpoint"],

@@ -7,9 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter.core.accounting import account
 from exporter.core.facts import history_per_layer
 from exporter.errors import ParseError
-from exporter.sources.cri import image_details_from_verbose_info, pod_identity, sandbox_image_from_status_info
+from exporter.sources.cri import (
+    image_details_from_verbose_info,
+    pod_identity,
+    sandbox_image_from_sandbox_info,
+    sandbox_image_from_status_info,
+    snapshotter_from_status_info,
+)
 from exporter.sources.oci import MAX_LAYERS
 from tests.fake_grpc import source_for
 from tests.fakes import digest
@@ -127,3 +134,43 @@ def test_image_deleted_between_list_and_status_is_simply_gone(fake):
     assert [i.image_id for i in facts.images] == [digest("i1")]
     assert sum(runtime.errors.values()) == 0
     runtime.close()
+
+
+def test_an_old_pause_image_a_running_sandbox_uses_stays_in_use(fake):
+    """After `sandbox_image` changes (containerd 1.6), pods started before still
+    run the old pause image: it is in use, not reclaimable."""
+    old, new = digest("i1"), digest("i2")
+    fake.tags = {old: ["localhost/pause:old"], new: ["localhost/pause:new"]}
+    fake.status_config = {"sandboxImage": "localhost/pause:new"}
+    fake.sandboxes = {"s-old": "localhost/pause:old"}
+    runtime = source_for(fake)
+    facts = runtime.snapshot()
+    assert facts.sandbox_image_ids == {old, new}
+    report = account(facts)
+    assert all(image.in_use for image in report.images)
+    assert report.totals.reclaimable == 0
+    asked = fake.calls["runtime.v1.RuntimeService/PodSandboxStatus"]
+    assert asked == 1
+    runtime.snapshot()
+    assert fake.calls["runtime.v1.RuntimeService/PodSandboxStatus"] == asked  # a sandbox's image never changes
+    fake.sandboxes = {}
+    assert runtime.snapshot().sandbox_image_ids == {new}  # that pod is gone: the old image is reclaimable
+    runtime.close()
+
+
+def test_sandbox_image_and_snapshotter_from_verbose_info_shapes():
+    # Literal shapes from containerd 1.6, 1.7 and 2.x (PodSandboxStatus verbose info["info"]).
+    info = {"info": json.dumps({"pid": 1, "image": "registry.k8s.io/pause:3.6", "snapshotter": "overlayfs"})}
+    assert sandbox_image_from_sandbox_info(info) == "registry.k8s.io/pause:3.6"
+    assert sandbox_image_from_sandbox_info({"info": "garbage"}) == sandbox_image_from_sandbox_info({}) == ""
+    config = {"containerd": {"snapshotter": "overlayfs", "runtimes": {"runc": {"snapshotter": ""}}}}
+    assert snapshotter_from_status_info({"config": json.dumps(config)}) == "overlayfs"
+    assert snapshotter_from_status_info({"config": json.dumps({"containerd": {"runtimes": {}}})}) == ""
+    assert snapshotter_from_status_info({"config": "[1]"}) == snapshotter_from_status_info({}) == ""
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["info", "config"]), st.text(max_size=200) | json_values.map(json.dumps)))
+def test_fuzz_sandbox_and_snapshotter_info(info):
+    assert isinstance(sandbox_image_from_sandbox_info(info), str)
+    assert isinstance(snapshotter_from_status_info(info), str)

@@ -1,9 +1,12 @@
 """The runtime source (CRI + layer store -> NodeFacts) and its fault handling, against an
 in-process fake gRPC server (tests/integration/ run it against a real containerd)."""
 
+import logging
+
 import grpc
 import pytest
 
+from exporter.core.accounting import account
 from exporter.errors import RuntimeUnavailableError
 from exporter.sources.node import RuntimeOptions, RuntimeSource
 from tests.fake_grpc import source_for
@@ -50,4 +53,66 @@ def test_slow_runtime_hits_the_deadline(fake):
     runtime = source_for(fake, rpc_timeout=0.2)
     with pytest.raises(RuntimeUnavailableError, match="DEADLINE_EXCEEDED"):
         runtime.snapshot()
+    runtime.close()
+
+
+def test_snapshotter_is_read_from_the_runtime_when_none_is_configured(fake):
+    # containerd 1.6 and 1.7 say it in Status(verbose) config.
+    fake.snapshotter = "native"
+    fake.status_config = {"containerd": {"snapshotter": "native"}, "sandboxImage": "p:1"}
+    runtime = source_for(fake)
+    facts = runtime.snapshot()
+    assert (facts.snapshotter, facts.runtime_snapshotter) == ("native", "native")
+    assert len(facts.layer_usage) == 3 and runtime.errors["snapshot_usage"] == 0
+    runtime.close()
+
+
+def test_snapshotter_from_the_image_filesystem_path_on_containerd_2(fake):
+    # containerd 2.x's Status(verbose) no longer shows it; ImageFsInfo names its directory.
+    fake.snapshotter = "native"
+    fake.status_config = {"containerd": {"runtimes": {"runc": {"snapshotter": ""}}}}
+    fake.imagefs_mountpoint = "/var/lib/containerd/io.containerd.snapshotter.v1.native"
+    runtime = source_for(fake)
+    facts = runtime.snapshot()
+    assert facts.snapshotter == "native" and len(facts.layer_usage) == 3
+    runtime.close()
+
+
+def test_a_configured_snapshotter_that_is_not_the_runtimes_is_said_once_and_exported(fake, caplog):
+    fake.snapshotter = "native"
+    fake.status_config = {"containerd": {"snapshotter": "native"}}
+    runtime = source_for(fake, snapshotter="overlayfs")
+    with caplog.at_level(logging.ERROR):
+        for _ in range(3):
+            facts = runtime.snapshot()
+    report = account(facts)
+    assert (report.snapshotter, report.runtime_snapshotter, report.snapshotter_mismatch) == (
+        "overlayfs",
+        "native",
+        True,
+    )
+    assert report.totals.missing_layers == report.totals.layers == 3
+    said = [r.getMessage() for r in caplog.records if "unpacks images with" in r.getMessage()]
+    assert len(said) == 1 and "'overlayfs'" in said[0] and "'native'" in said[0]
+    assert runtime.errors["snapshot_usage"] == 3  # once per layer, not per refresh
+    runtime.close()
+
+
+def test_without_any_hint_containerds_default_is_read(fake):
+    runtime = source_for(fake)
+    facts = runtime.snapshot()
+    assert (facts.snapshotter, facts.runtime_snapshotter) == ("overlayfs", "")
+    assert not account(facts).snapshotter_mismatch
+    runtime.close()
+
+
+def test_one_failed_image_filesystem_answer_does_not_switch_the_snapshotter(fake):
+    fake.snapshotter = "native"
+    fake.imagefs_mountpoint = "/var/lib/containerd/io.containerd.snapshotter.v1.native"
+    runtime = source_for(fake)
+    assert runtime.snapshot().snapshotter == "native"
+    fake.imagefs_mountpoint = ""  # ImageFsInfo says nothing this time
+    facts = runtime.snapshot()
+    assert facts.snapshotter == "native" and len(facts.layer_usage) == 3
+    assert runtime.errors["snapshot_usage"] == 0
     runtime.close()
