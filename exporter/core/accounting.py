@@ -125,6 +125,7 @@ class NodeReport:
     runtime_version: str
     snapshotter: str
     workloads: tuple[WorkloadReport, ...] | None = None
+    layer_store: str = "containerd"
 
     def image(self, ref: str) -> ImageReport | None:
         """Find an image by ID, tag, repo digest or unambiguous ID prefix."""
@@ -151,6 +152,7 @@ def merge_images(images: Sequence[ImageFacts]) -> dict[str, ImageFacts]:
             history=seen.history or image.history,
             compressed_size=max(seen.compressed_size, image.compressed_size),
             pinned=seen.pinned or image.pinned,
+            annotations=seen.annotations or image.annotations,
         )
     return merged
 
@@ -279,6 +281,7 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
         runtime_name=facts.runtime_name,
         runtime_version=facts.runtime_version,
         snapshotter=facts.snapshotter,
+        layer_store=facts.layer_store,
         workloads=None if facts.workloads is None else _workload_reports(pod_reports, pod_layers, size_of, bases),
     )
 

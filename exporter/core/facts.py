@@ -53,6 +53,9 @@ class ImageFacts:
     pinned: bool = False
     # Derived from diff_ids; the adapter passes the ones it cached per image.
     chain_ids: tuple[str, ...] = ()
+    # The image manifest's annotations where the runtime gives them (CRI-O's
+    # ImageStatus `spec.annotations`), e.g. org.opencontainers.image.base.name.
+    annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if len(self.chain_ids) != len(self.diff_ids):
@@ -145,12 +148,16 @@ class LayerFacts:
     whose snapshot does not exist (not unpacked for this snapshotter).
     `layer_blobs` maps an image ID to its manifest's layer blobs, and
     `present_blobs` says which blob digests the store holds (and their sizes).
+    `compressed_sizes` overrides CRI's `Image.size` per image ID where the
+    store knows the compressed size and CRI reports another figure (CRI-O
+    reports uncompressed bytes there).
     """
 
     layer_usage: Mapping[str, SnapshotUsage]
     layer_blobs: Mapping[str, tuple[LayerBlob, ...]]
     present_blobs: Mapping[str, int]
     snapshotter: str
+    compressed_sizes: Mapping[str, int] = field(default_factory=dict)
 
 
 def _frozen(mapping: Mapping[str, object] | None) -> Mapping[str, object]:
@@ -180,6 +187,8 @@ class NodeFacts:
     runtime_name: str = ""
     runtime_version: str = ""
     snapshotter: str = "overlayfs"
+    # Which layer store measured the layers (containerd, containers-storage).
+    layer_store: str = "containerd"
     # Pod (namespace, name) -> workload, from the Kubernetes API; None when
     # attribution is off (then no workload labels are exported at all).
     workloads: Mapping[tuple[str, str], Workload] | None = None

@@ -29,6 +29,7 @@ ERROR_STAGES = (
     "container_stats",
     "imagefs",
     "status",
+    "layer_store",
 )
 
 _DISK = "Unpacked snapshot bytes on disk"
@@ -149,10 +150,10 @@ class LayerSharingCollector(Collector):
         if report is not None:
             runtime = _gauge(
                 "runtime_info",
-                "The container runtime answering; always 1.",
-                ["runtime", "runtime_version", "snapshotter"],
+                "The container runtime answering, and the layer store measuring its layers; always 1.",
+                ["runtime", "runtime_version", "snapshotter", "layer_store"],
             )
-            runtime.add_metric([report.runtime_name, report.runtime_version, report.snapshotter], 1)
+            runtime.add_metric([report.runtime_name, report.runtime_version, report.snapshotter, report.layer_store], 1)
             yield runtime
 
     def _node(self, report: NodeReport) -> Iterator[Metric]:

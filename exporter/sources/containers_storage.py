@@ -320,6 +320,7 @@ class ContainersStorageLayerStore:
         usage: dict[str, SnapshotUsage] = {}
         blobs: dict[str, tuple[LayerBlob, ...]] = {}
         present: dict[str, int] = {}
+        compressed: dict[str, int] = {}
         for digest, size in _compressed_sizes(stored.values()):
             present[digest] = size
         unmatched: set[str] = set()
@@ -334,6 +335,9 @@ class ContainersStorageLayerStore:
                 if layer.compressed_digest in present:
                     image_blobs.append(LayerBlob(layer.compressed_digest, present[layer.compressed_digest]))
             blobs[image.image_id] = tuple(image_blobs)
+            if image_blobs and len(image_blobs) == len(layers):
+                # CRI-O's Image.size is uncompressed; the layers' records give what a pull transfers.
+                compressed[image.image_id] = sum(blob.size for blob in image_blobs)
             if any(layer is None for layer in layers):
                 unmatched.add(image.image_id)
         for image_id in sorted(unmatched - self._reported_unmatched):
@@ -350,6 +354,7 @@ class ContainersStorageLayerStore:
             layer_blobs=blobs,
             present_blobs={d: s for d, s in present.items() if d in wanted},
             snapshotter=DRIVER,
+            compressed_sizes=compressed,
         )
 
     def forget_runtime_state(self) -> None:
