@@ -306,16 +306,19 @@ class ContainersStorageLayerStore:
         self._volatile = _WatchedFile(root / f"{DRIVER}-layers" / "volatile-layers.json", parse_layers, optional=True)
         self._images = _WatchedFile(root / f"{DRIVER}-images" / "images.json", parse_images)
         self._formula_ids: dict[str, tuple[str, ...]] = {}
+        self._checked_from: tuple[ParsedRecords[StoredLayer], ParsedRecords[StoredLayer]] | None = None
+        self._stored: dict[str, StoredLayer] = {}
         self._reported_unmatched: set[str] = set()
 
     def read(self, images: Sequence[ImageFacts]) -> LayerFacts:
         """The layers of `images`, as the files say now (or as they last parsed well)."""
-        stored = self._valid_layers(
-            {
-                **self._volatile.read(self._report).records,
-                **self._layers.read(self._report).records,
-            }
-        )
+        volatile = self._volatile.read(self._report)
+        durable = self._layers.read(self._report)
+        if (volatile, durable) != self._checked_from:
+            # Checked once per change of the files, so each problem is counted once.
+            self._stored = self._valid_layers({**volatile.records, **durable.records})
+            self._checked_from = (volatile, durable)
+        stored = self._stored
         tops = self._images.read(self._report).records
         usage: dict[str, SnapshotUsage] = {}
         blobs: dict[str, tuple[LayerBlob, ...]] = {}
