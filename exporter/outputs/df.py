@@ -113,7 +113,12 @@ def report_dict(report: NodeReport) -> dict[str, Any]:
     """Everything, exact integers of bytes, for `--output json`."""
     return {
         "node": report.node_name,
-        "runtime": {"name": report.runtime_name, "version": report.runtime_version, "snapshotter": report.snapshotter},
+        "runtime": {
+            "name": report.runtime_name,
+            "version": report.runtime_version,
+            "snapshotter": report.snapshotter,
+            "layer_store": report.layer_store,
+        },
         "totals": asdict(report.totals),
         "images": [{**asdict(i), "chain": list(i.chain), "repo_tags": list(i.repo_tags)} for i in report.images],
         "pods": [{**asdict(p), "image_ids": list(p.image_ids)} for p in report.pods],
