@@ -227,7 +227,8 @@ class _WatchedFile(Generic[_Record]):
                 self.failed_stamp = _MISSING  # counted once, until the file appears
                 report.problem(f"{self.path} does not exist: is --storage-root right, and mounted?")
             # c/storage replaces these files by rename, so a missing one is gone, not being written.
-            self.stamp, self.good = None, ParsedRecords({})
+            if self.stamp is not None:
+                self.stamp, self.good = None, ParsedRecords({})
             return self.good
         except OSError as exc:
             report.problem(f"{self.path}: {exc.strerror or exc}; keeping the last good state")
@@ -306,26 +307,40 @@ class ContainersStorageLayerStore:
         self._volatile = _WatchedFile(root / f"{DRIVER}-layers" / "volatile-layers.json", parse_layers, optional=True)
         self._images = _WatchedFile(root / f"{DRIVER}-images" / "images.json", parse_images)
         self._formula_ids: dict[str, tuple[str, ...]] = {}
-        self._checked_from: tuple[ParsedRecords[StoredLayer], ParsedRecords[StoredLayer]] | None = None
+        # The parses the caches were built from.
+        self._checked_from: tuple[object, ...] | None = None
         self._stored: dict[str, StoredLayer] = {}
+        self._present: dict[str, int] = {}
+        self._last: tuple[tuple[object, ...], frozenset[str], LayerFacts] | None = None
         self._reported_unmatched: set[str] = set()
 
     def read(self, images: Sequence[ImageFacts]) -> LayerFacts:
         """The layers of `images`, as the files say now (or as they last parsed well)."""
         volatile = self._volatile.read(self._report)
         durable = self._layers.read(self._report)
-        if (volatile, durable) != self._checked_from:
+        tops = self._images.read(self._report)
+        # Parses are compared by identity: a file parsed again is a new object.
+        if self._checked_from is None or not _same(self._checked_from, (volatile, durable)):
             # Checked once per change of the files, so each problem is counted once.
             self._stored = self._valid_layers({**volatile.records, **durable.records})
+            self._present = dict(_compressed_sizes(self._stored.values()))
             self._checked_from = (volatile, durable)
-        stored = self._stored
-        tops = self._images.read(self._report).records
+        # The same files and the same images (an image ID names fixed diff IDs): the same facts.
+        image_ids = frozenset(image.image_id for image in images)
+        sources = (volatile, durable, tops)
+        if self._last is not None and _same(self._last[0], sources) and self._last[1] == image_ids:
+            return self._last[2]
+        facts = self._facts(images, self._stored, tops.records)
+        self._last = (sources, image_ids, facts)
+        return facts
+
+    def _facts(
+        self, images: Sequence[ImageFacts], stored: Mapping[str, StoredLayer], tops: Mapping[str, str]
+    ) -> LayerFacts:
         usage: dict[str, SnapshotUsage] = {}
         blobs: dict[str, tuple[LayerBlob, ...]] = {}
-        present: dict[str, int] = {}
+        present = self._present
         compressed: dict[str, int] = {}
-        for digest, size in _compressed_sizes(stored.values()):
-            present[digest] = size
         unmatched: set[str] = set()
         for image in images:
             layers = self._image_layers(image, stored, tops)
@@ -416,6 +431,10 @@ class ContainersStorageLayerStore:
             if found[i] is None and layer.diff_id in (diff_id, ""):
                 found[i] = layer
         return found
+
+
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def _walk_down(top: str, stored: Mapping[str, StoredLayer]) -> Iterator[StoredLayer]:
