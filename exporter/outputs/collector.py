@@ -57,7 +57,8 @@ _NODE_FAMILIES: tuple[tuple[str, str, Callable[[NodeReport], int]], ...] = (
     (
         "content_bytes",
         "Compressed layer blob bytes present in containerd's content store "
-        "(kept beside the unpacked snapshots unless discard_unpacked_layers is set).",
+        "(kept beside the unpacked snapshots unless discard_unpacked_layers is set); "
+        "on containers-storage, the compressed sizes recorded for the layers present.",
         lambda r: r.totals.content,
     ),
     (
