@@ -151,6 +151,8 @@ def _layer(entry: object, index: int) -> StoredLayer | None:
         diff_size = None  # a container's writable layer or an unfinished one: no image bytes
     compressed_digest = _digest(entry, "compressed-diff-digest", where)
     compressed_size = _size(entry, "compressed-size", where)
+    if compressed_size is not None and compressed_size <= 0:
+        compressed_size = None  # unset (c/storage omits 0) or nonsense: unknown, not 0
     compression = _size(entry, "compression", where) or 0
     return StoredLayer(
         layer_id=layer_id,
@@ -158,8 +160,8 @@ def _layer(entry: object, index: int) -> StoredLayer | None:
         diff_id=diff_id,
         diff_size=diff_size,
         # compressed-size means nothing without the digest it measures (c/storage docs).
-        compressed_digest=compressed_digest if compressed_size else "",
-        compressed_size=compressed_size if compressed_digest and compressed_size else None,
+        compressed_digest=compressed_digest if compressed_size is not None else "",
+        compressed_size=compressed_size if compressed_digest else None,
         compression=compression,
     )
 
@@ -206,6 +208,7 @@ def parse_images(data: bytes, what: str = "images.json") -> ParsedRecords[str]:
 
 _Stamp = tuple[int, int, int]  # (inode, size, mtime ns): c/storage replaces the file by rename
 _MISSING: _Stamp = (-1, -1, -1)
+_UNREADABLE: _Stamp = (-2, -2, -2)
 
 
 @dataclass
@@ -231,7 +234,9 @@ class _WatchedFile(Generic[_Record]):
                 self.stamp, self.good = None, ParsedRecords({})
             return self.good
         except OSError as exc:
-            report.problem(f"{self.path}: {exc.strerror or exc}; keeping the last good state")
+            if self.failed_stamp != _UNREADABLE:
+                self.failed_stamp = _UNREADABLE  # counted once, until it can be read
+                report.problem(f"{self.path}: {exc.strerror or exc}; keeping the last good state")
             return self.good
         if stamp in (self.stamp, self.failed_stamp):
             return self.good

@@ -339,3 +339,27 @@ def test_fuzzed_files_never_crash_and_every_figure_comes_from_a_good_record(
     assert store.read(cri_images()) == facts
     assert store.errors[STAGE] == errors
     assert not [r for r in caplog.records if r.name.endswith("containers_storage") and "layers.json" in r.getMessage()]
+
+
+def test_an_unreadable_file_is_counted_once_and_keeps_the_last_good_state(tmp_path, monkeypatch):
+    write_storage(tmp_path, PODMAN_LAYERS, PODMAN_IMAGES)
+    store = store_for(tmp_path)
+    good = store.read(cri_images())
+    real_stat = os.stat
+    layers_json = tmp_path / "overlay-layers" / "layers.json"
+
+    def denied(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if Path(path) == layers_json:
+            raise PermissionError(13, "Permission denied")
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr("exporter.sources.containers_storage.os.stat", denied)
+    for _ in range(3):
+        assert store.read(cri_images()).layer_usage == good.layer_usage
+    assert store.errors[STAGE] == 1
+
+
+def test_a_negative_compressed_size_is_unknown_not_counted():
+    parsed = parse_layers(json.dumps([{**PODMAN_LAYERS[0], "compressed-size": -3}]).encode())
+    layer = parsed.records[PODMAN_LAYERS[0]["id"]]
+    assert layer.compressed_size is None and layer.compressed_digest == ""
