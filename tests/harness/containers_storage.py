@@ -70,7 +70,10 @@ class Podman:
         return records
 
     def cleanup(self) -> None:
-        # Nothing is mounted (load and tag mount nothing); the files are podman's own.
+        # c/storage bind-mounts its overlay/ directory privately while it works,
+        # and a podman that failed midway can leave that mount behind.
+        for mount in reversed(_mounts_under(self.root)):
+            subprocess.run(["umount", "-l", mount], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(self.runroot, ignore_errors=True)
 
@@ -96,3 +99,9 @@ def write_single_ref_tar(image: BuiltImage, ref: str, path: Path) -> Path:
                 seen.add(blob.digest)
                 add("blobs/sha256/" + blob.digest.removeprefix("sha256:"), blob.data)
     return path
+
+
+def _mounts_under(path: Path) -> list[str]:
+    with open("/proc/self/mounts") as f:
+        targets = [line.split()[1].replace("\\040", " ") for line in f]
+    return [target for target in targets if target.startswith(str(path))]
