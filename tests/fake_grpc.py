@@ -44,6 +44,10 @@ class FakeRuntime:
         self.delay = 0.0
         self.calls: Counter[str] = Counter()
         self.metadata: list[dict[str, str]] = []
+        # CRI-O's shapes: Version says "cri-o", verbose info has labels and no
+        # chainID, and ImageStatus carries the manifest annotations.
+        self.runtime_name = "fake"
+        self.annotations: dict[str, dict[str, str]] = {}
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         handlers: dict[str, dict[str, tuple[Any, Any]]] = {
             "runtime.v1.RuntimeService": {
@@ -123,7 +127,7 @@ class FakeRuntime:
         self._server.stop(grace=None)
 
     def version(self, request: Any, context: Any) -> cri_pb.VersionResponse:
-        return cri_pb.VersionResponse(runtime_name="fake", runtime_version="0.0.1", runtime_api_version="v1")
+        return cri_pb.VersionResponse(runtime_name=self.runtime_name, runtime_version="0.0.1", runtime_api_version="v1")
 
     def list_images(self, request: Any, context: Any) -> cri_pb.ListImagesResponse:
         return cri_pb.ListImagesResponse(
@@ -137,9 +141,12 @@ class FakeRuntime:
         info = (
             "{broken"
             if image_id in self.broken_info
-            else json.dumps({"imageSpec": {"rootfs": {"type": "layers", "diff_ids": self.images[image_id]}}})
+            else json.dumps(
+                {"labels": {"a": "b"}, "imageSpec": {"rootfs": {"type": "layers", "diff_ids": self.images[image_id]}}}
+            )
         )
-        return cri_pb.ImageStatusResponse(image=cri_pb.Image(id=image_id), info={"info": info})
+        spec = cri_pb.ImageSpec(image=image_id, annotations=self.annotations.get(image_id, {}))
+        return cri_pb.ImageStatusResponse(image=cri_pb.Image(id=image_id, spec=spec), info={"info": info})
 
     def status(self, request: cri_pb.StatusRequest, context: Any) -> cri_pb.StatusResponse:
         info = {"config": json.dumps(self.status_config)} if self.status_config and request.verbose else {}

@@ -232,9 +232,14 @@ def test_openshift_scc_admits_exactly_the_rendered_pod(chart, values):
         {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "monitoring"}
     ]
     assert scc["users"] == [] and scc["groups"] == []
-    # The emulation refuses what the SCC does not allow.
-    root = {**pod, "securityContext": {**pod["securityContext"], "runAsUser": 0}}
-    assert scc_refusals(scc, root) == ["runAsUser 0"]
+    # The SCC admits exactly the pod's uid (CRI-O's metadata is root-only, so crio runs as uid 0,
+    # still without capabilities); the emulation refuses any other.
+    uid = pod["securityContext"]["runAsUser"]
+    assert scc["runAsUser"] == {"type": "MustRunAs", "uid": uid}
+    if values.get("runtime", {}).get("type") == "crio":
+        assert uid == 0
+    other = {**pod, "securityContext": {**pod["securityContext"], "runAsUser": uid + 1}}
+    assert scc_refusals(scc, other) == [f"runAsUser {uid + 1}"]
     assert scc_refusals({**scc, "allowHostDirVolumePlugin": False}, pod)
 
 
@@ -279,12 +284,17 @@ def test_probes_and_service_target_the_listening_port(chart, values_file):
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
 def test_pod_is_hardened(chart, values_file):
-    (ds,) = of_kind(render(chart, values_of(values_file)), "DaemonSet")
+    values = values_of(values_file)
+    (ds,) = of_kind(render(chart, values), "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    # Non-root by default: user 65534 in group 0 opens the root:root 0660 socket.
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (65534, 0)
+    if values.get("runtime", {}).get("type") == "crio":
+        # containers/storage keeps layers.json and images.json root-only (0600): uid 0, no capabilities.
+        assert pod["securityContext"]["runAsNonRoot"] is False and pod["securityContext"]["runAsUser"] == 0
+    else:
+        # Non-root by default: user 65534 in group 0 opens the root:root 0660 socket.
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (65534, 0)
     for container in pod["containers"]:
         sc = container["securityContext"]
         assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False

@@ -9,6 +9,8 @@ from typing import Any
 from exporter import __version__
 from exporter import config as config_mod
 from exporter.config import Config
+from exporter.sources.containers_storage import DEFAULT_STORAGE_ROOT
+from exporter.sources.node import LAYER_STORES
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
 
@@ -31,6 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--namespace", help="containerd namespace of the CRI plugin (default k8s.io)")
     common.add_argument(
         "--snapshotter", help="snapshotter holding the layers (default: the one the runtime's CRI plugin uses)"
+    )
+    common.add_argument(
+        "--layer-store",
+        choices=LAYER_STORES,
+        help="where layer sizes come from: containerd's snapshotter, or containers-storage (CRI-O) metadata files; "
+        "auto picks containers-storage when the CRI runtime is cri-o (default auto)",
+    )
+    common.add_argument(
+        "--storage-root",
+        metavar="DIR",
+        help="containers-storage graph root holding overlay-layers/ and overlay-images/ "
+        f"(default {DEFAULT_STORAGE_ROOT})",
     )
     common.add_argument(
         "--rpc-timeout", type=float, dest="rpc_timeout_seconds", help="seconds per runtime call (default 5)"
@@ -115,6 +129,8 @@ _FLAG_KEYS = (
     "runtime_endpoint",
     "namespace",
     "snapshotter",
+    "layer_store",
+    "storage_root",
     "rpc_timeout_seconds",
     "log_level",
     "listen_address",

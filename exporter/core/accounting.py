@@ -136,6 +136,8 @@ class NodeReport:
         """Layers were read from another snapshotter than the runtime's CRI plugin uses."""
         return bool(self.runtime_snapshotter) and self.runtime_snapshotter != self.snapshotter
 
+    layer_store: str = "containerd"
+
     def image(self, ref: str) -> ImageReport | None:
         """Find an image by ID, tag, repo digest or unambiguous ID prefix."""
         for image in self.images:
@@ -161,6 +163,7 @@ def merge_images(images: Sequence[ImageFacts]) -> dict[str, ImageFacts]:
             history=seen.history or image.history,
             compressed_size=max(seen.compressed_size, image.compressed_size),
             pinned=seen.pinned or image.pinned,
+            annotations=seen.annotations or image.annotations,
         )
     return merged
 
@@ -294,6 +297,7 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
         runtime_version=facts.runtime_version,
         snapshotter=facts.snapshotter,
         runtime_snapshotter=facts.runtime_snapshotter,
+        layer_store=facts.layer_store,
         workloads=None if facts.workloads is None else _workload_reports(pod_reports, pod_layers, size_of, bases),
     )
 

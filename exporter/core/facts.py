@@ -53,6 +53,9 @@ class ImageFacts:
     pinned: bool = False
     # Derived from diff_ids; the adapter passes the ones it cached per image.
     chain_ids: tuple[str, ...] = ()
+    # The image manifest's annotations where the runtime gives them (CRI-O's
+    # ImageStatus `spec.annotations`), e.g. org.opencontainers.image.base.name.
+    annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if len(self.chain_ids) != len(self.diff_ids):
@@ -147,6 +150,9 @@ class LayerFacts:
     `present_blobs` says which blob digests the store holds (and their sizes).
     `remote_layers` are chain IDs of lazily pulled layers (stargz, SOCI,
     nydus): their snapshot holds no bytes on this node by design.
+    `compressed_sizes` overrides CRI's `Image.size` per image ID where the
+    store knows the compressed size and CRI reports another figure (CRI-O
+    reports uncompressed bytes there).
     """
 
     layer_usage: Mapping[str, SnapshotUsage]
@@ -154,6 +160,7 @@ class LayerFacts:
     present_blobs: Mapping[str, int]
     snapshotter: str
     remote_layers: frozenset[str] = frozenset()
+    compressed_sizes: Mapping[str, int] = field(default_factory=dict)
 
 
 def _frozen(mapping: Mapping[str, object] | None) -> Mapping[str, object]:
@@ -190,6 +197,8 @@ class NodeFacts:
     # Chain IDs of lazily pulled layers (labelled containerd.io/snapshot/remote):
     # 0 bytes on disk by design, neither missing nor a quiet zero.
     remote_layers: frozenset[str] = frozenset()
+    # Which layer store measured the layers (containerd, containers-storage).
+    layer_store: str = "containerd"
     # Pod (namespace, name) -> workload, from the Kubernetes API; None when
     # attribution is off (then no workload labels are exported at all).
     workloads: Mapping[tuple[str, str], Workload] | None = None

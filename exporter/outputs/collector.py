@@ -29,6 +29,7 @@ ERROR_STAGES = (
     "container_stats",
     "imagefs",
     "status",
+    "layer_store",
 )
 
 _DISK = "Unpacked snapshot bytes on disk"
@@ -56,7 +57,8 @@ _NODE_FAMILIES: tuple[tuple[str, str, Callable[[NodeReport], int]], ...] = (
     (
         "content_bytes",
         "Compressed layer blob bytes present in containerd's content store "
-        "(kept beside the unpacked snapshots unless discard_unpacked_layers is set).",
+        "(kept beside the unpacked snapshots unless discard_unpacked_layers is set); "
+        "on containers-storage, the compressed sizes recorded for the layers present.",
         lambda r: r.totals.content,
     ),
     (
@@ -155,10 +157,10 @@ class LayerSharingCollector(Collector):
         if report is not None:
             runtime = _gauge(
                 "runtime_info",
-                "The container runtime answering; always 1.",
-                ["runtime", "runtime_version", "snapshotter"],
+                "The container runtime answering, and the layer store measuring its layers; always 1.",
+                ["runtime", "runtime_version", "snapshotter", "layer_store"],
             )
-            runtime.add_metric([report.runtime_name, report.runtime_version, report.snapshotter], 1)
+            runtime.add_metric([report.runtime_name, report.runtime_version, report.snapshotter, report.layer_store], 1)
             yield runtime
             mismatch = _gauge(
                 "snapshotter_mismatch",

@@ -129,6 +129,7 @@ def report_dict(report: NodeReport) -> dict[str, Any]:
             "version": report.runtime_version,
             "snapshotter": report.snapshotter,
             "runtime_snapshotter": report.runtime_snapshotter,
+            "layer_store": report.layer_store,
         },
         "totals": asdict(report.totals),
         "images": [{**asdict(i), "chain": list(i.chain), "repo_tags": list(i.repo_tags)} for i in report.images],

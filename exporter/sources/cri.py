@@ -117,6 +117,7 @@ class CriClient:
         # Caches of immutable facts, pruned to what the node still holds.
         self._details: dict[str, ImageDetails] = {}
         self._bad_images: dict[str, str] = {}
+        self._annotations: dict[str, Mapping[str, str]] = {}
         self._sandbox_ref: str | None = None
         self._config_snapshotter = ""
         self._known_snapshotter = ""
@@ -176,6 +177,7 @@ class CriClient:
                 compressed_size=image.size,
                 pinned=image.pinned,
                 chain_ids=details.chain_ids,
+                annotations=self._annotations.get(image.id, {}),
             )
             for image in listed
             if (details := self._details.get(image.id)) is not None
@@ -196,13 +198,15 @@ class CriClient:
             if not self.options.keep_history:
                 details = ImageDetails(details.diff_ids, (), details.chain_ids)
             self._details[image_id] = details
+            if result.image.spec.annotations:
+                self._annotations[image_id] = image_annotations(result.image)
         except ParseError as exc:
             # Same digest, same bytes: the failure would repeat, so remember it.
             self._bad_images[image_id] = str(exc)
             self.session.item_error("image_parse", "image %s skipped: %s", image_id, exc)
 
     def _prune(self, image_ids: set[str]) -> None:
-        for cache in (self._details, self._bad_images):
+        for cache in (self._details, self._bad_images, self._annotations):
             for stale in cache.keys() - image_ids:
                 del cache[stale]
 
@@ -303,7 +307,9 @@ def image_details_from_verbose_info(info: Mapping[str, str]) -> ImageDetails:
     """Diff IDs and history from CRI `ImageStatus(verbose=true).info`.
 
     containerd puts `{"chainID": ..., "imageSpec": <OCI image config>}` under
-    the key "info" (CRI-O puts the config there too, without chainID).
+    the key "info"; CRI-O puts `{"labels": ..., "imageSpec": ...}` there, with
+    no chainID (cri-o server/image_status.go `createImageInfo`). Only
+    imageSpec is read, so both shapes are the same here.
     """
     raw = info.get("info")
     if raw is None:
@@ -315,6 +321,15 @@ def image_details_from_verbose_info(info: Mapping[str, str]) -> ImageDetails:
     if not isinstance(spec, dict):
         raise ParseError("verbose image info has no imageSpec object")
     return image_details_from_config(spec)
+
+
+def image_annotations(image: cri_pb.Image) -> dict[str, str]:
+    """The image manifest's annotations, from ImageStatus's `Image.spec.annotations`.
+
+    CRI-O fills them from the stored OCI manifest (cri-o internal/storage/image.go
+    `buildImageCacheItem`; ListImages leaves `spec` empty); containerd gives none.
+    """
+    return dict(image.spec.annotations)
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,6 +163,7 @@ def test_health_and_the_exporter_only_reads(sample_node, served: ServedExporter)
             runtime="containerd",
             runtime_version=sample_node.containerd.binaries.version(),
             snapshotter="overlayfs",
+            layer_store="containerd",
         )
         == 1
     )

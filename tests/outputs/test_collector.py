@@ -19,7 +19,7 @@ CONTRACT = {
     "layer_sharing_errors_total": ["stage"],
     "layer_sharing_runtime_requests_total": ["method"],
     "layer_sharing_build_info": ["python_version", "version"],
-    "layer_sharing_runtime_info": ["runtime", "runtime_version", "snapshotter"],
+    "layer_sharing_runtime_info": ["layer_store", "runtime", "runtime_version", "snapshotter"],
     "layer_sharing_images": [],
     "layer_sharing_layers": [],
     "layer_sharing_unused_images": [],

@@ -1,6 +1,7 @@
 """The runtime source (CRI + layer store -> NodeFacts) and its fault handling, against an
 in-process fake gRPC server (tests/integration/ run it against a real containerd)."""
 
+import json
 import logging
 
 import grpc
@@ -10,6 +11,7 @@ from exporter.core.accounting import account
 from exporter.errors import RuntimeUnavailableError
 from exporter.sources.node import RuntimeOptions, RuntimeSource
 from tests.fake_grpc import source_for
+from tests.fakes import digest
 
 
 def test_steady_state_refresh_asks_only_list_calls(fake):
@@ -115,4 +117,50 @@ def test_one_failed_image_filesystem_answer_does_not_switch_the_snapshotter(fake
     facts = runtime.snapshot()
     assert facts.snapshotter == "native" and len(facts.layer_usage) == 3
     assert runtime.errors["snapshot_usage"] == 0
+
+
+def test_auto_reads_containers_storage_when_the_runtime_is_crio(fake, tmp_path):
+    from exporter.sources.containers_storage import storage_layer_ids
+    from exporter.sources.node import choose_layer_store
+
+    assert choose_layer_store("auto", "cri-o") == "containers-storage"
+    assert choose_layer_store("auto", "containerd") == "containerd"
+    assert choose_layer_store("containerd", "cri-o") == "containerd"
+    fake.runtime_name = "cri-o"
+    diffs = fake.images[next(iter(fake.images))]
+    ids = storage_layer_ids(diffs)
+    (tmp_path / "overlay-layers").mkdir()
+    (tmp_path / "overlay-images").mkdir()
+    (tmp_path / "overlay-layers" / "layers.json").write_text(
+        json.dumps(
+            [
+                {"id": ids[0], "diff-digest": diffs[0], "diff-size": 3, "compressed-diff-digest": digest("z0")},
+                {
+                    "id": ids[1],
+                    "parent": ids[0],
+                    "diff-digest": diffs[1],
+                    "diff-size": 5,
+                    "compressed-diff-digest": digest("z1"),
+                    "compressed-size": 2,
+                },
+            ]
+        )
+    )
+    (tmp_path / "overlay-images" / "images.json").write_text("[]")
+    runtime = source_for(fake, storage_root=str(tmp_path))
+    assert runtime.layer_store is None  # auto: not asked yet
+    facts = runtime.snapshot()
+    assert facts.layer_store == "containers-storage" and facts.snapshotter == "overlay"
+    assert sorted(u.size for u in facts.layer_usage.values()) == [3, 5]
+    # No containerd call: the layers came from the files.
+    assert not [m for m in fake.calls if m.startswith("containerd.")]
+    # Not every layer has a compressed size: CRI's size is kept, not a partial sum.
+    assert {i.compressed_size for i in facts.images} == {1}
+    runtime.close()
+
+
+def test_explicit_containerd_store_on_containerd(fake):
+    runtime = source_for(fake, layer_store="containerd")
+    assert runtime.layer_store is not None and runtime.layer_store.name == "containerd"
+    assert runtime.snapshot().layer_store == "containerd"
     runtime.close()

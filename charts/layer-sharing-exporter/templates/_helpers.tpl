@@ -181,7 +181,9 @@ labelLimit: {{ . }}
 
 {{- define "lse.config" -}}
 namespace: {{ .Values.runtime.namespace | quote }}
-snapshotter: {{ .Values.runtime.snapshotter | quote }}
+{{- with .Values.runtime.snapshotter }}
+snapshotter: {{ . | quote }}
+{{- end }}
 refresh_interval_seconds: {{ .Values.config.refreshIntervalSeconds }}
 rpc_timeout_seconds: {{ .Values.config.rpcTimeoutSeconds }}
 collect_writable_layers: {{ .Values.config.collectWritableLayers }}
@@ -203,4 +205,19 @@ bases: {{ toYaml .Values.config.bases | nindent 2 }}
 - sourceLabels: [__meta_kubernetes_pod_node_name]
   targetLabel: node
   action: replace
+{{- end }}
+
+{{/* The pod's security context: the values', except that CRI-O's containers/storage
+metadata (layers.json, images.json) is readable by root only (0600), so crio runs as uid 0,
+still without capabilities. */}}
+{{- define "lse.podSecurityContext" -}}
+{{- $podSecurity := deepCopy .Values.podSecurityContext }}
+{{- if eq .Values.runtime.type "crio" }}
+{{- $_ := set $podSecurity "runAsUser" 0 }}
+{{- $_ := set $podSecurity "runAsNonRoot" false }}
+{{- end }}
+{{- if .Values.openshift.securityContextConstraints.create }}
+{{- $_ := set $podSecurity "seLinuxOptions" (dict "type" .Values.openshift.securityContextConstraints.seLinuxType) }}
+{{- end }}
+{{- toYaml $podSecurity }}
 {{- end }}
