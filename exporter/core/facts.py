@@ -37,6 +37,18 @@ def history_per_layer(diff_ids: tuple[str, ...], history: tuple[HistoryEntry, ..
 
 
 @dataclass(frozen=True, slots=True)
+class DeclaredBase:
+    """The base an image says it was built on (OCI `org.opencontainers.image.base.*`).
+
+    `name` is the reference as written (it may carry a tag); `digest` the base
+    manifest's (or index's) digest; either may be "".
+    """
+
+    name: str
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ImageFacts:
     """One image on the node, identified by its config digest (`image_id`).
 
@@ -53,6 +65,11 @@ class ImageFacts:
     pinned: bool = False
     # Derived from diff_ids; the adapter passes the ones it cached per image.
     chain_ids: tuple[str, ...] = ()
+    # The config's `created`, in Unix seconds (None: absent or unreadable).
+    created: float | None = None
+    # The base declared in the config's labels (manifest annotations, which
+    # the layer store reads, take precedence).
+    declared_base: DeclaredBase | None = None
 
     def __post_init__(self) -> None:
         if len(self.chain_ids) != len(self.diff_ids):
@@ -151,6 +168,8 @@ class LayerFacts:
     layer_blobs: Mapping[str, tuple[LayerBlob, ...]]
     present_blobs: Mapping[str, int]
     snapshotter: str
+    # Image ID -> the base its manifest annotations declare (only images that declare one).
+    declared_bases: Mapping[str, DeclaredBase] = field(default_factory=dict)
 
 
 def _frozen(mapping: Mapping[str, object] | None) -> Mapping[str, object]:
@@ -183,9 +202,12 @@ class NodeFacts:
     # Pod (namespace, name) -> workload, from the Kubernetes API; None when
     # attribution is off (then no workload labels are exported at all).
     workloads: Mapping[tuple[str, str], Workload] | None = None
+    # Image ID -> the base its manifest annotations declare (see LayerFacts).
+    declared_bases: Mapping[str, DeclaredBase] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Facts are shared between threads; make the mappings read-only too.
         object.__setattr__(self, "layer_usage", _frozen(self.layer_usage))
         object.__setattr__(self, "layer_blobs", _frozen(self.layer_blobs))
         object.__setattr__(self, "present_blobs", _frozen(self.present_blobs))
+        object.__setattr__(self, "declared_bases", _frozen(self.declared_bases))

@@ -17,7 +17,7 @@ import grpc
 from exporter._generated import containerd_content_v1_pb2 as content_pb
 from exporter._generated import containerd_images_v1_pb2 as images_pb
 from exporter._generated import containerd_snapshots_v1_pb2 as snapshots_pb
-from exporter.core.facts import ImageFacts, LayerBlob, LayerFacts, SnapshotUsage
+from exporter.core.facts import DeclaredBase, ImageFacts, LayerBlob, LayerFacts, SnapshotUsage
 from exporter.errors import ParseError
 from exporter.sources.grpc_client import RpcSession, describe, stream_method, unary_method
 from exporter.sources.oci import Index, Manifest, parse_manifest_or_index
@@ -63,6 +63,8 @@ class ContainerdLayerStore:
         self._usage_cache: dict[str, SnapshotUsage] = {}
         self._missing_reported: set[str] = set()
         self._blobs: dict[str, tuple[LayerBlob, ...]] = {}
+        # Image ID -> the base its manifest annotations declare.
+        self._declared: dict[str, DeclaredBase] = {}
         self._manifests: dict[str, Manifest | Index | None] = {}
         self._present: dict[str, int] = {}
         self._present_at = float("-inf")
@@ -73,6 +75,8 @@ class ContainerdLayerStore:
         new_ids = [image_id for image_id in image_ids if image_id not in self._blobs]
         for stale in self._blobs.keys() - image_ids:
             del self._blobs[stale]
+        for stale in self._declared.keys() - image_ids:
+            del self._declared[stale]
         usage = self._layer_usage(images)
         self._layer_blobs(new_ids)
         self._content_presence(refresh=bool(new_ids))
@@ -81,6 +85,7 @@ class ContainerdLayerStore:
             layer_blobs={i.image_id: self._blobs.get(i.image_id, ()) for i in images},
             present_blobs=self._present,
             snapshotter=self.options.snapshotter,
+            declared_bases=dict(self._declared),
         )
 
     def forget_runtime_state(self) -> None:
@@ -140,6 +145,8 @@ class ContainerdLayerStore:
             manifest = self._manifests.get(digest)
             if isinstance(manifest, Manifest) and manifest.config_digest in wanted:
                 self._blobs[manifest.config_digest] = manifest.layers
+                if manifest.declared_base is not None:
+                    self._declared[manifest.config_digest] = manifest.declared_base
         for image_id in wanted - self._blobs.keys():
             self._blobs[image_id] = ()
         for stale in self._manifests.keys() - {*targets, *children}:

@@ -8,6 +8,7 @@ image ID, because what a digest names never changes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -156,6 +157,8 @@ class CriClient:
                 compressed_size=image.size,
                 pinned=image.pinned,
                 chain_ids=details.chain_ids,
+                created=details.created,
+                declared_base=details.declared_base,
             )
             for image in listed
             if (details := self._details.get(image.id)) is not None
@@ -174,7 +177,7 @@ class CriClient:
         try:
             details = image_details_from_verbose_info(result.info)
             if not self.options.keep_history:
-                details = ImageDetails(details.diff_ids, (), details.chain_ids)
+                details = dataclasses.replace(details, history=())
             self._details[image_id] = details
         except ParseError as exc:
             # Same digest, same bytes: the failure would repeat, so remember it.

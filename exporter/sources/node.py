@@ -100,6 +100,7 @@ class RuntimeSource:
             runtime_name=view.runtime_name,
             runtime_version=view.runtime_version,
             snapshotter=layers.snapshotter,
+            declared_bases=layers.declared_bases,
         )
 
     def forget_runtime_state(self) -> None:

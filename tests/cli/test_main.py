@@ -58,3 +58,16 @@ def test_serve_loads_only_what_it_runs():
     report_and_df = {m for m in loaded if m.startswith(("exporter.outputs.report", "exporter.cli.report"))}
     assert not report_and_df and "exporter.outputs.df" not in loaded and "exporter.cli.df" not in loaded
     assert not loaded & {"bcrypt", "kubernetes", "rich", "csv"}
+
+
+def test_two_catalog_entries_of_one_name_and_version_exit_2_naming_both(capsys, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "bases:\n"
+        "  - {name: debian, version: '12', image: debian:12}\n"
+        "  - {name: alpine, image: alpine:3}\n"
+        "  - {name: debian, version: '12', image: debian:12-slim}\n"
+    )
+    assert main(["df", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "bases[0] and bases[2] are both named 'debian' with version '12'" in err

@@ -200,6 +200,8 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 <div class="card">Without sharing<b>{human_bytes(report.logical)}</b></div>
 <div class="card">Saved by sharing<b>{human_bytes(saved)} ({ratio:.0%})</b></div>
 <div class="card">Held back by unused images<b>{human_bytes(report.reclaimable)}</b></div>
+<div class="card">Image GC assumes it frees<b>{human_bytes(report.unused_logical)}</b></div>
+<div class="card">Duplicate layer copies<b>{human_bytes(report.duplicate_bytes)}</b></div>
 <div class="card">Compressed layers kept<b>{human_bytes(report.content)}</b></div>
 </div>
 {f'<p class="warn">Unreachable nodes:</p><ul class="warn">{unreachable}</ul>' if unreachable else ""}
