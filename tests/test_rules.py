@@ -32,7 +32,7 @@ def test_rules_file_is_generated_from_the_chart():
 def test_promtool_check_rules(promtool):
     result = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 18 rules found" in result.stdout
+    assert "SUCCESS: 22 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_fire_every_alert_and_respect_boundaries(promtool):
@@ -55,3 +55,11 @@ def test_every_runbook_anchor_exists():
         if "runbook_url:" in line:
             anchor = line.rsplit("#", 1)[1].strip()
             assert f"## {anchor}" in runbook, anchor
+
+
+def test_promtool_unit_tests_of_the_base_cluster_sums(promtool):
+    result = subprocess.run(
+        [promtool, "test", "rules", "bases.test.yml"], cwd=ROOT / "rules" / "tests", capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
