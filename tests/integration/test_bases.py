@@ -110,13 +110,17 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BasesNode]:
         for key, image in images.items():
             repository, tag = key.rsplit(":", 1)
             assert maker.pull_image(registry.push(repository, tag, image)) == image.image_id
+        # The catalog from the registry: two versions of one family (never pulled), by `catalog`.
+        alpine = {
+            tag: ImageSpec([f"tools/alpine:{tag}"], [layer[name]]).build()
+            for tag, name in (("3.19", "alp19"), ("3.20", "alp20"))
+        }
+        refs = [f"alpine={registry.push('tools/alpine', tag, image)}" for tag, image in alpine.items()]
+        made = run_cli("catalog", *refs)
+        assert made.returncode == 0, made.stderr
         workdir = tmp_path_factory.mktemp("exporter")
         config = workdir / "config.yaml"
-        config.write_text(
-            "bases:\n"
-            f"  - {{name: alpine, version: '3.19', diff_ids: {list(images['tools/ml-a:1'].diff_ids[:1])}}}\n"
-            f"  - {{name: alpine, version: '3.20', diff_ids: {list(images['tools/ml-b:1'].diff_ids[:1])}}}\n"
-        )
+        config.write_text(made.stdout)
         exporter = start_exporter(containerd.endpoint, workdir, "--config", str(config), "--refresh-interval", "0.3")
         yield BasesNode(containerd, registry, images, created, exporter, str(config))
     finally:
