@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from exporter.core.chain import chain_ids
 from exporter.core.facts import DeclaredBase, ImageFacts
-from exporter.core.references import split_reference
+from exporter.core.references import normalize_repository, reference_index, resolve_reference, split_reference
 
 SOURCE_ANNOTATION = "annotation"
 SOURCE_CATALOG = "catalog"
@@ -119,9 +119,10 @@ def declared_base_from_labels(labels: Mapping[str, str]) -> DeclaredBase | None:
 
 
 def declared_family(declared: DeclaredBase) -> tuple[str, str]:
-    """(family, version) of a declared base: the name without tag or digest; its tag, else short digest.
+    """(family, version) of a declared base: the name without tag or digest (Docker Hub's short
+    names made whole, as containerd names them); its tag, else short digest.
 
-    >>> declared_family(DeclaredBase("docker.io/library/debian:12", "sha256:" + "ab" * 32))
+    >>> declared_family(DeclaredBase("debian:12", "sha256:" + "ab" * 32))
     ('docker.io/library/debian', '12')
     >>> declared_family(DeclaredBase("", "sha256:" + "ab" * 32))
     ('sha256:abababababab', 'abababababab')
@@ -130,7 +131,7 @@ def declared_family(declared: DeclaredBase) -> tuple[str, str]:
     digest = declared.digest or ref_digest
     if not repo:
         return ("sha256:" + short_digest(digest), short_digest(digest))
-    return (repo, tag or short_digest(digest))
+    return (normalize_repository(repo), tag or short_digest(digest))
 
 
 def image_repository(image: ImageFacts) -> str:
@@ -226,25 +227,24 @@ def _declared_chains(
 ) -> dict[str, tuple[str, ...]]:
     """Each declaring image's base chain (see the module doc, rule 1)."""
     by_digest: dict[str, list[str]] = defaultdict(list)
-    by_name: dict[str, list[str]] = defaultdict(list)
     for image_id, image in images.items():
         for ref in image.repo_digests:
             by_digest[split_reference(ref)[2]].append(image_id)
-        by_digest[image_id].append(image_id)
-        for ref in image.repo_tags:
-            by_name[ref].append(image_id)
+    ref_to_id = reference_index(images.values())
 
     # Images declaring the same base: same family and same digest (else tag).
     same_base: dict[tuple[str, str], list[str]] = defaultdict(list)
     for image_id, found in declarations.items():
-        repo, tag, ref_digest = split_reference(found.name)
-        same_base[(repo, found.digest or ref_digest or tag)].append(image_id)
+        family, version = declared_family(found)
+        same_base[(family, found.digest or split_reference(found.name)[2] or version)].append(image_id)
 
     chains: dict[str, tuple[str, ...]] = {}
-    for (_, _), members in same_base.items():
+    for members in same_base.values():
         found = declarations[members[0]]
         digest = found.digest or split_reference(found.name)[2]
-        candidates = [*by_digest.get(digest, ()), *by_name.get(found.name, ())] if digest else by_name[found.name]
+        # The base image on the node: by digest (a repo digest), else by its name as a tag.
+        named = resolve_reference(found.name, ref_to_id) if found.name else ""
+        candidates = [*(by_digest.get(digest, ()) if digest else ()), *([named] if named else [])]
         member_repos = {repo_of[m] for m in members}
         common = _common_prefix([images[m].chain_ids for m in members]) if len(member_repos) >= 2 else None
         for image_id in members:

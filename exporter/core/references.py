@@ -59,3 +59,15 @@ def repository(ref: str) -> str:
     'docker.io/library/debian'
     """
     return split_reference(ref)[0]
+
+
+def normalize_repository(repo: str) -> str:
+    """A repository as containerd names it: Docker Hub's short names made whole.
+
+    >>> normalize_repository("debian"), normalize_repository("team/app"), normalize_repository("localhost:5000/x")
+    ('docker.io/library/debian', 'docker.io/team/app', 'localhost:5000/x')
+    """
+    first, _, rest = repo.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return repo
+    return f"docker.io/{repo}" if rest else f"docker.io/library/{repo}"

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.core.references import split_reference
+from exporter.core.references import normalize_repository, split_reference
 from exporter.errors import ParseError
 from exporter.sources.oci import (
     DIGEST_RE,
@@ -108,11 +108,7 @@ def parse_reference(ref: str) -> ImageReference:
         raise ValueError(f"{ref!r} is not an image reference")
     if digest and not DIGEST_RE.match(digest):
         raise ValueError(f"{ref!r}: {digest!r} is not a sha256 digest")
-    first, _, rest = repo.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        registry, repository = first, rest
-    else:
-        registry, repository = "docker.io", repo if rest else f"library/{repo}"
+    registry, _, repository = normalize_repository(repo).partition("/")
     if not tag and not digest:
         tag = "latest"
     return ImageReference(registry, repository, tag, digest)

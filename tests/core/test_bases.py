@@ -195,7 +195,7 @@ def test_config_labels_declare_a_base_and_manifest_annotations_win():
 
 
 def test_declared_family_names():
-    assert declared_family(DeclaredBase("debian", "")) == ("debian", "")
+    assert declared_family(DeclaredBase("debian", "")) == ("docker.io/library/debian", "")
     assert declared_family(DeclaredBase("localhost:5000/base@" + digest(1))) == ("localhost:5000/base", "0" * 12)
 
 
@@ -276,3 +276,16 @@ def test_base_bytes_add_up_whatever_nests(chains: list[list[str]], repos: list[i
     assert sum(b.images for b in report.bases) == report.totals.images
     for family in report.families:
         assert 0 <= family.drift <= family.bytes
+
+
+def test_declared_short_name_finds_the_base_by_its_tag_on_the_node():
+    debian = image("debian", ["B", "OS"], tags=["docker.io/library/debian:12"])
+    app = image("app", ["B", "OS", "A"], declared_base=DeclaredBase("debian:12"))
+    moved = image("moved", ["B", "OS2", "M"], declared_base=DeclaredBase("debian:12"))
+    sizes = {("B",): 100, ("B", "OS"): 20, ("B", "OS", "A"): 3, ("B", "OS2"): 9, ("B", "OS2", "M"): 1}
+    report = account(facts_of(debian, app, moved, sizes=sizes))
+    assert base_of(report, app) == base_of(report, moved) == ("docker.io/library/debian", "12", "annotation")
+    # app stands on the debian image; moved was built on an older debian:12 (the tag moved on) and only shares B.
+    stacks = {b.chain_id: b.layers for b in report.bases if b.source == "annotation"}
+    assert stacks == {chain_ids([digest("B"), digest("OS")])[-1]: 2}
+    assert_additive(report)
