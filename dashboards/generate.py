@@ -551,12 +551,13 @@ def bases_dashboard() -> dashboard.Dashboard:
         lay,
         table_panel(
             "Bases",
-            "Per base: pods, images, nodes and the bytes of its own layers (summed over nodes).",
+            "Per base version: pods, images, nodes and the bytes attributed to it, summed over nodes (a layer "
+            "under nested bases counts toward the innermost one, so the bytes add up).",
             [
-                (f"sum by (base, source) (job_base:layer_sharing_base_pods:sum{{{CLUSTER}}})", "pods"),
-                (f"sum by (base, source) (job_base:layer_sharing_base_images:sum{{{CLUSTER}}})", "images"),
-                (f"sum by (base, source) (job_base:layer_sharing_base_nodes:count{{{CLUSTER}}})", "nodes"),
-                (f"sum by (base, source) (job_base:layer_sharing_base_bytes:sum{{{CLUSTER}}})", "bytes"),
+                (f"sum by (base, version, source) (job_base:layer_sharing_base_pods:sum{{{CLUSTER}}})", "pods"),
+                (f"sum by (base, version, source) (job_base:layer_sharing_base_images:sum{{{CLUSTER}}})", "images"),
+                (f"sum by (base, version, source) (job_base:layer_sharing_base_nodes:count{{{CLUSTER}}})", "nodes"),
+                (f"sum by (base, version, source) (job_base:layer_sharing_base_bytes:sum{{{CLUSTER}}})", "bytes"),
             ],
             "short",
         ),
@@ -613,8 +614,115 @@ def bases_dashboard() -> dashboard.Dashboard:
         lay,
         series_panel(
             "Base bytes over time",
-            "Bytes of each base's own layers, summed over the selected nodes.",
+            "Bytes attributed to each base family, summed over the selected nodes.",
             [(f"sum by (base) (layer_sharing_base_bytes{{{SEL}}})", "{{base}}")],
+        ),
+        24,
+        8,
+    )
+    return _versions_and_duplicates(board, lay)
+
+
+def _versions_and_duplicates(board: dashboard.Dashboard, lay: Layout) -> dashboard.Dashboard:
+    """How many versions of each base family, what the drift costs, content stored twice, and unused images."""
+    board = add_row(board, lay, "Versions, drift and duplicated content")
+    for title, desc, expr, unit in [
+        (
+            "Version drift",
+            "Per node and family: bytes of all its versions minus its largest version's (what converging on one "
+            "version would free), summed.",
+            f"sum(layer_sharing_base_drift_bytes{{{SEL}}})",
+            "bytes",
+        ),
+        (
+            "Families on several versions",
+            "Catalog or declared base families with more than one version on some selected node.",
+            f"count(max by (base) (layer_sharing_base_versions{{{SEL}}}) > 1) or vector(0)",
+            "short",
+        ),
+        (
+            "Duplicate layer bytes",
+            "Layer content unpacked more than once because it sits on different parents: all copies minus the "
+            "largest, summed over the selected nodes.",
+            f"sum(layer_sharing_duplicate_bytes{{{SEL}}})",
+            "bytes",
+        ),
+        (
+            "Image GC assumes it frees",
+            "Σ of the whole sizes of unused images; what deleting them really frees is the reclaimable figure.",
+            f"sum(layer_sharing_unused_logical_bytes{{{SEL}}})",
+            "bytes",
+        ),
+    ]:
+        board = add(board, lay, stat_panel(title, desc, expr, unit), 6, 4)
+    board = add(
+        board,
+        lay,
+        table_panel(
+            "Versions and drift per family",
+            "Distinct versions of each catalog or declared base family across the cluster, and its drift bytes "
+            "summed over nodes.",
+            [
+                (f"sum by (base) (job_base:layer_sharing_base_versions:count{{{CLUSTER}}})", "versions"),
+                (f"sum by (base) (job_base:layer_sharing_base_drift_bytes:sum{{{CLUSTER}}})", "drift"),
+            ],
+            "short",
+        ),
+        12,
+        9,
+    )
+    board = add(
+        board,
+        lay,
+        bars_panel(
+            "Drift bytes per family",
+            "What converging each family on its largest version would free, summed over the selected nodes.",
+            f"sum by (base) (layer_sharing_base_drift_bytes{{{SEL}}})",
+            "{{base}}",
+        ),
+        12,
+        9,
+    )
+    board = add(
+        board,
+        lay,
+        series_panel(
+            "Unused images: what image GC assumes vs what it frees",
+            "The kubelet's image GC counts each unused image's whole size; shared layers stay, so it frees only "
+            "the reclaimable bytes.",
+            [
+                (f"sum(layer_sharing_unused_logical_bytes{{{SEL}}})", "assumed (unused logical)"),
+                (f"sum(layer_sharing_reclaimable_bytes{{{SEL}}})", "really freed (reclaimable)"),
+            ],
+        ),
+        12,
+        8,
+    )
+    board = add(
+        board,
+        lay,
+        bars_panel(
+            "Duplicate layer bytes per node",
+            "Per node: layer content stored under several chain IDs (all copies minus the largest).",
+            f"sum by (node) (layer_sharing_duplicate_bytes{{{SEL}}})",
+            "{{node}}",
+        ),
+        12,
+        8,
+    )
+    board = add(
+        board,
+        lay,
+        table_panel(
+            "Oldest images",
+            "The 15 images built longest ago (their config's created), among the exported images.",
+            [
+                (
+                    f"bottomk(15, min by (image) (layer_sharing_image_created_timestamp_seconds{{{SEL}}}) * 1000)",
+                    "{{image}}",
+                )
+            ],
+            "dateTimeAsIso",
         ),
         24,
         8,

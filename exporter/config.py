@@ -82,11 +82,12 @@ _METRICS_TYPES: dict[str, type] = {
 }
 
 
-def _typed(key: str, value: Any, want: type) -> Any:
+def _typed(key: str, value: Any, want: type | tuple[type, ...]) -> Any:
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
-        raise ConfigError(f"{key}: expected {want.__name__}, got {type(value).__name__} {value!r}")
+        names = " or ".join(w.__name__ for w in (want if isinstance(want, tuple) else (want,)))
+        raise ConfigError(f"{key}: expected {names}, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -97,20 +98,36 @@ def _check_keys(where: str, given: Mapping[str, Any], allowed: set[str]) -> None
 
 
 def parse_bases(value: Any) -> tuple[BaseSpec, ...]:
-    """The base-image catalog: a list of {name, diff_ids | image}."""
+    """The base-image catalog: a list of {name, version?, diff_ids | image}.
+
+    Entries with the same name are versions of one family: each needs its own
+    non-empty version.
+    """
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise ConfigError("bases: expected a list of {name, diff_ids | image}")
+        raise ConfigError("bases: expected a list of {name, version, diff_ids | image}")
     specs = []
+    seen: dict[str, list[tuple[int, str]]] = {}
     for i, entry in enumerate(value):
         where = f"bases[{i}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where}: expected a mapping")
-        _check_keys(f"{where}: ", entry, {"name", "diff_ids", "image"})
+        _check_keys(f"{where}: ", entry, {"name", "version", "diff_ids", "image"})
         name = _typed(f"{where}.name", entry.get("name"), str)
         if not name:
             raise ConfigError(f"{where}.name: must not be empty")
+        version = entry.get("version")
+        # A YAML 3.10 is the float 3.1: versions must be strings (or integers).
+        version = "" if version is None else str(_typed(f"{where}.version", version, (str, int)))
+        for j, other in seen.get(name, ()):
+            if not version or not other or version == other:
+                raise ConfigError(
+                    f"bases[{j}] and {where} are both named {name!r}"
+                    + (f" with version {version!r}" if version and version == other else "")
+                    + ": entries of one name are versions of a family, each needs its own version"
+                )
+        seen.setdefault(name, []).append((i, version))
         diff_ids = entry.get("diff_ids") or []
         image = entry.get("image") or ""
         if not isinstance(diff_ids, list):
@@ -121,7 +138,7 @@ def parse_bases(value: Any) -> tuple[BaseSpec, ...]:
         _typed(f"{where}.image", image, str)
         if bool(diff_ids) == bool(image):
             raise ConfigError(f"{where}: give exactly one of diff_ids or image")
-        specs.append(BaseSpec(name=name, diff_ids=tuple(diff_ids), image=image))
+        specs.append(BaseSpec(name=name, diff_ids=tuple(diff_ids), image=image, version=version))
     return tuple(specs)
 
 

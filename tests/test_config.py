@@ -53,6 +53,19 @@ bases:
     assert config.storage_root == "/host/var/lib/containers/storage"
 
 
+def test_catalog_versions_of_one_family():
+    config = cfg.from_mapping(
+        {
+            "bases": [
+                {"name": "debian", "version": "11", "image": "debian:11"},
+                {"name": "debian", "version": 12, "image": "debian:12"},
+                {"name": "alpine", "image": "alpine:3"},
+            ]
+        }
+    )
+    assert [(b.name, b.version) for b in config.bases] == [("debian", "11"), ("debian", "12"), ("alpine", "")]
+
+
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
@@ -70,6 +83,13 @@ bases:
         ({"bases": [{"name": "x"}]}, "exactly one of diff_ids or image"),
         ({"bases": [{"name": "x", "diff_ids": ["sha256:zz"]}]}, "not a sha256"),
         ({"bases": "debian"}, "expected a list"),
+        ({"bases": [{"name": "d", "image": "a"}, {"name": "d", "image": "b"}]}, r"bases\[0\] and bases\[1\]"),
+        (
+            {"bases": [{"name": "d", "image": "a", "version": "12"}, {"name": "d", "image": "b", "version": "12"}]},
+            r"bases\[0\] and bases\[1\] are both named 'd' with version '12'",
+        ),
+        ({"bases": [{"name": "d", "image": "a", "version": "12"}, {"name": "d", "image": "b"}]}, "bases\\[1\\]"),
+        ({"bases": [{"name": "py", "image": "a", "version": 3.1}]}, "version: expected str or int"),
     ],
 )
 def test_bad_values_name_the_key(doc, message):

@@ -34,7 +34,7 @@ def test_rules_file_is_generated_from_the_chart():
 def test_promtool_check_rules(promtool):
     result = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 21 rules found" in result.stdout
+    assert "SUCCESS: 25 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_fire_every_alert_and_respect_boundaries(promtool):
@@ -100,3 +100,11 @@ def test_namespace_showback_without_honor_labels_uses_the_renamed_label(promtool
         [promtool, "test", "rules", "showback.test.yml"], cwd=tmp_path, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_of_the_base_cluster_sums(promtool):
+    result = subprocess.run(
+        [promtool, "test", "rules", "bases.test.yml"], cwd=ROOT / "rules" / "tests", capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout

@@ -122,6 +122,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FORMAT",
         help="table (default), json, csv, or html FILE (a self-contained page)",
     )
+    catalog = sub.add_parser(
+        "catalog",
+        help="resolve base image references to catalog entries (name, version, diff_ids) from their registries",
+    )
+    catalog.add_argument(
+        "refs",
+        nargs="+",
+        metavar="[NAME=]REF",
+        help="image references (tag or digest); NAME= names the family (default: the reference without tag)",
+    )
+    catalog.add_argument(
+        "--platform", default="", help="os/architecture[/variant] of an index to read (default: this machine's)"
+    )
+    catalog.add_argument(
+        "--registry-endpoint",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="where a registry's API is served (mirrors; Docker Hub's API is not at docker.io); repeatable",
+    )
+    catalog.add_argument("--timeout", type=float, default=30.0, help="seconds per registry request")
     return parser
 
 

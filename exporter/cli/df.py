@@ -36,7 +36,7 @@ def df(config: Config, args: argparse.Namespace) -> int:
             print(
                 f"{image.name} ({image.image_id}): size {human_bytes(image.size)}, "
                 f"shared {human_bytes(image.shared)}, unique {human_bytes(image.unique)}, "
-                f"base {image.base}\n"
+                f"base {image.base}{f':{image.base_version}' if image.base_version else ''} ({image.base_source})\n"
             )
             print(df_mod.image_layers_table(rows))
         return EXIT_OK
@@ -45,5 +45,8 @@ def df(config: Config, args: argparse.Namespace) -> int:
     elif args.pods:
         print(df_mod.summary(report) + "\n\n" + df_mod.pods_table(report))
     else:
-        print("\n\n".join((df_mod.summary(report), df_mod.images_table(report), df_mod.bases_table(report))))
+        tables = [df_mod.summary(report), df_mod.images_table(report), df_mod.bases_table(report)]
+        if report.duplicates:
+            tables.append(df_mod.duplicates_table(report))
+        print("\n\n".join(tables))
     return EXIT_OK

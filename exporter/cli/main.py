@@ -1,7 +1,7 @@
 """`layer-sharing-exporter`: parse the flags, then run one command.
 
-Exit codes: 0 ok, 1 runtime unreachable (df), 2 bad flags or config; the
-report has its own (exporter.cli.report).
+Exit codes: 0 ok, 1 runtime unreachable (df) or registry unreadable
+(catalog), 2 bad flags or config; the report has its own (exporter.cli.report).
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.cli.report import run_report
 
         return run_report(args)
+    if args.command == "catalog":
+        from exporter.cli.catalog import run_catalog
+
+        return run_catalog(args)
     try:
         config = resolve_config(args)
     except ConfigError as exc:

@@ -21,7 +21,16 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from exporter.core.bases import BaseMatch, BaseSpec, match_bases, resolve_catalog
+from exporter.core.bases import (
+    SOURCE_ANNOTATION,
+    SOURCE_CATALOG,
+    BaseKey,
+    BaseMatch,
+    BaseSpec,
+    attribute_layers,
+    match_bases,
+    resolve_catalog,
+)
 from exporter.core.facts import FilesystemFacts, ImageFacts, NodeFacts, Workload
 
 # Bytes of one layer (by chain ID) in this snapshot of facts.
@@ -56,6 +65,9 @@ class ImageReport:
     missing_layers: int
     base: str
     base_source: str
+    base_version: str = ""
+    # The config's `created`, Unix seconds (None: unknown).
+    created: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +94,19 @@ class WorkloadReport:
     pods: int
     bytes: int
     attributed: int
-    # (base, source, pods of this workload with a container on that base)
-    bases: tuple[tuple[str, str, int], ...] = ()
+    # (base, version, source, pods of this workload with a container on that base)
+    bases: tuple[tuple[str, str, str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class BaseReport:
+    """One base group (base, version, source) on the node.
+
+    `bytes` are the layers attributed to this base alone (additive over bases:
+    a layer of nested bases counts toward the innermost one); `stack_bytes` are
+    every layer under the base, the whole stack its images stand on.
+    """
+
     name: str
     source: str
     chain_id: str
@@ -95,6 +114,53 @@ class BaseReport:
     bytes: int
     images: int
     pods: int
+    version: str = ""
+    stack_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyReport:
+    """A base family (catalog or declared) and its versions on the node.
+
+    `bytes` = the distinct layers of all its versions' stacks; `largest` = the
+    bytes of its largest version's stack; `drift` = bytes - largest: what
+    converging on one version would free here.
+    """
+
+    name: str
+    versions: tuple[str, ...]
+    bytes: int
+    largest: int
+
+    @property
+    def drift(self) -> int:
+        return self.bytes - self.largest
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateCopy:
+    """One copy of a duplicated diff: the layer (chain ID) and the images holding it."""
+
+    chain_id: str
+    size: int
+    images: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateReport:
+    """Content (one diff ID) stored under several chain IDs: unpacked again on each parent.
+
+    `bytes` = all copies' bytes - the largest copy: what would be saved if the
+    content were stored once.
+    """
+
+    diff_id: str
+    copies: tuple[DuplicateCopy, ...]
+
+    @property
+    def bytes(self) -> int:
+        sizes = [c.size for c in self.copies]
+        return sum(sizes) - max(sizes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +179,12 @@ class NodeTotals:
     missing_layers: int
     # Lazily pulled layers (stargz, SOCI, nydus): 0 bytes here by design, not missing.
     remote_layers: int = 0
+    # Redundant copies of diff IDs stored under several chain IDs, and their bytes.
+    duplicate_layers: int = 0
+    duplicate_bytes: int = 0
+    # Σ whole sizes of unused images: what image GC assumes it frees
+    # (`reclaimable` is what it really frees).
+    unused_logical: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +209,8 @@ class NodeReport:
         return bool(self.runtime_snapshotter) and self.runtime_snapshotter != self.snapshotter
 
     layer_store: str = "containerd"
+    families: tuple[FamilyReport, ...] = ()
+    duplicates: tuple[DuplicateReport, ...] = ()
 
     def image(self, ref: str) -> ImageReport | None:
         """Find an image by ID, tag, repo digest or unambiguous ID prefix."""
@@ -164,6 +238,8 @@ def merge_images(images: Sequence[ImageFacts]) -> dict[str, ImageFacts]:
             compressed_size=max(seen.compressed_size, image.compressed_size),
             pinned=seen.pinned or image.pinned,
             annotations=seen.annotations or image.annotations,
+            created=seen.created if seen.created is not None else image.created,
+            declared_base=seen.declared_base or image.declared_base,
         )
     return merged
 
@@ -218,7 +294,7 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
     for used in pod_layers.values():
         pod_refcount.update(used)
 
-    bases = match_bases(chains, resolve_catalog(catalog, images.values()), image_refcount)
+    bases = match_bases(images, resolve_catalog(catalog, images.values()), facts.declared_bases)
 
     image_reports = tuple(
         _image_report(
@@ -264,6 +340,7 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
     in_use_layers = {layer for image_id in in_use for layer in chains[image_id]}
     physical = sum(layer.size for layer in layers.values())
     shared = sum(layer.size for layer in layers.values() if layer.images >= 2)
+    duplicates = _duplicates(layers, chains, images)
     present_blobs = {
         blob.digest: facts.present_blobs[blob.digest]
         for image_id in images
@@ -284,12 +361,17 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
         writable=sum(c.writable_bytes or 0 for c in facts.containers),
         missing_layers=sum(1 for layer in layers.values() if not layer.present),
         remote_layers=sum(1 for layer in layers.values() if layer.remote),
+        duplicate_layers=sum(len(d.copies) - 1 for d in duplicates),
+        duplicate_bytes=sum(d.bytes for d in duplicates),
+        unused_logical=sum(r.size for r in image_reports if not r.in_use),
     )
     return NodeReport(
         totals=totals,
         images=tuple(sorted(image_reports, key=lambda r: (-r.unique, -r.size, r.name))),
         pods=tuple(sorted(pod_reports, key=lambda r: (-r.attributed, r.namespace, r.name))),
         bases=_base_reports(bases, pod_images, size_of),
+        families=_family_reports(bases, size_of),
+        duplicates=duplicates,
         layers=layers,
         filesystems=facts.filesystems,
         node_name=facts.node_name,
@@ -328,12 +410,12 @@ def _workload_reports(
     return tuple(sorted(reports, key=lambda r: (-r.attributed, r.namespace, r.name)))
 
 
-def _bases_of(pods: Sequence[PodReport], bases: dict[str, BaseMatch]) -> tuple[tuple[str, str, int], ...]:
+def _bases_of(pods: Sequence[PodReport], bases: dict[str, BaseMatch]) -> tuple[tuple[str, str, str, int], ...]:
     """Pods per base (a pod counts once per base it has a container on)."""
-    counts: Counter[tuple[str, str]] = Counter()
+    counts: Counter[BaseKey] = Counter()
     for pod in pods:
-        counts.update({(bases[i].name, bases[i].source) for i in pod.image_ids})
-    return tuple((name, source, n) for (name, source), n in sorted(counts.items()))
+        counts.update({bases[i].key for i in pod.image_ids})
+    return tuple((name, version, source, n) for (name, version, source), n in sorted(counts.items()))
 
 
 def _image_report(
@@ -364,6 +446,8 @@ def _image_report(
         missing_layers=sum(1 for c in distinct if c not in present),
         base=base.name,
         base_source=base.source,
+        base_version=base.version,
+        created=image.created,
     )
 
 
@@ -423,22 +507,77 @@ def _base_reports(
     pod_images: dict[tuple[str, str], set[str]],
     size_of: _SizeOf,
 ) -> tuple[BaseReport, ...]:
-    grouped: dict[str, list[str]] = defaultdict(list)
+    """One report per (base, version, source); bytes attributed so they add up over bases."""
+    grouped: dict[BaseKey, list[str]] = defaultdict(list)
     for image_id, match in bases.items():
-        grouped[match.name].append(image_id)
+        grouped[match.key].append(image_id)
+    group_chains = {key: {bases[i].chain for i in image_ids} for key, image_ids in grouped.items()}
+    owner = attribute_layers(group_chains)
+    attributed: Counter[BaseKey] = Counter()
+    for chain_id, key in owner.items():
+        attributed[key] += size_of(chain_id)
     reports = []
-    for name, image_ids in grouped.items():
-        match = bases[image_ids[0]]
+    for key, image_ids in grouped.items():
+        name, version, source = key
+        longest = max(group_chains[key], key=lambda c: (len(c), c))
         members = set(image_ids)
         reports.append(
             BaseReport(
                 name=name,
-                source=match.source,
-                chain_id=match.chain[-1] if match.chain else "",
-                layers=len(match.chain),
-                bytes=sum(size_of(c) for c in set(match.chain)),
+                source=source,
+                chain_id=longest[-1] if longest else "",
+                layers=len(longest),
+                bytes=attributed[key],
                 images=len(members),
                 pods=sum(1 for ids in pod_images.values() if ids & members),
+                version=version,
+                stack_bytes=sum(size_of(c) for c in set().union(*group_chains[key])),
             )
         )
-    return tuple(sorted(reports, key=lambda r: (-r.bytes * r.images, r.name)))
+    return tuple(sorted(reports, key=lambda r: (-r.stack_bytes * r.images, r.name, r.version, r.source)))
+
+
+def _family_reports(bases: dict[str, BaseMatch], size_of: _SizeOf) -> tuple[FamilyReport, ...]:
+    """Catalog and declared families with their versions and drift (detected bases have no versions)."""
+    stacks: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for match in bases.values():
+        if match.source in (SOURCE_CATALOG, SOURCE_ANNOTATION):
+            stacks[match.name][match.version].update(match.chain)
+    reports = []
+    for name, versions in stacks.items():
+        every = set().union(*versions.values())
+        reports.append(
+            FamilyReport(
+                name=name,
+                versions=tuple(sorted(versions)),
+                bytes=sum(size_of(c) for c in every),
+                largest=max(sum(size_of(c) for c in layers) for layers in versions.values()),
+            )
+        )
+    return tuple(sorted(reports, key=lambda f: (-f.bytes, f.name)))
+
+
+def _duplicates(
+    layers: dict[str, LayerReport], chains: dict[str, tuple[str, ...]], images: dict[str, ImageFacts]
+) -> tuple[DuplicateReport, ...]:
+    """Diff IDs stored (present on disk) under more than one chain ID."""
+    by_diff: dict[str, list[LayerReport]] = defaultdict(list)
+    for layer in layers.values():
+        if layer.present:
+            by_diff[layer.diff_id].append(layer)
+    holders: dict[str, list[str]] = defaultdict(list)
+    for image_id, chain in chains.items():
+        for chain_id in dict.fromkeys(chain):
+            holders[chain_id].append(images[image_id].name)
+    reports = [
+        DuplicateReport(
+            diff_id=diff_id,
+            copies=tuple(
+                DuplicateCopy(layer.chain_id, layer.size, tuple(sorted(holders[layer.chain_id])))
+                for layer in sorted(copies, key=lambda layer: (-layer.size, layer.chain_id))
+            ),
+        )
+        for diff_id, copies in by_diff.items()
+        if len(copies) >= 2
+    ]
+    return tuple(sorted(reports, key=lambda d: (-d.bytes, d.diff_id)))

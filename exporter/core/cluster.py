@@ -37,6 +37,9 @@ class NodeRow:
     unique: int
     reclaimable: int
     content: int
+    duplicate_bytes: int = 0
+    duplicate_layers: int = 0
+    unused_logical: int = 0
 
     @property
     def saved(self) -> int:
@@ -45,12 +48,26 @@ class NodeRow:
 
 @dataclass(frozen=True, slots=True)
 class BaseRow:
+    """One (base, version, source) summed over nodes; `versions` and `drift` are its family's."""
+
     base: str
     source: str
     nodes: int
     images: int
     pods: int
     bytes: int
+    version: str = ""
+    versions: int = 0
+    drift: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyRow:
+    """A base family across the cluster: its distinct versions, and drift bytes summed over nodes."""
+
+    base: str
+    versions: tuple[str, ...]
+    drift: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +98,7 @@ class ClusterReport:
     workloads: list[WorkloadRow] = field(default_factory=list)
     images: list[ImageRow] = field(default_factory=list)
     unreachable: list[tuple[str, str]] = field(default_factory=list)
+    families: list[FamilyRow] = field(default_factory=list)
 
     @property
     def physical(self) -> int:
@@ -97,6 +115,18 @@ class ClusterReport:
     @property
     def content(self) -> int:
         return sum(n.content for n in self.nodes)
+
+    @property
+    def duplicate_bytes(self) -> int:
+        return sum(n.duplicate_bytes for n in self.nodes)
+
+    @property
+    def duplicate_layers(self) -> int:
+        return sum(n.duplicate_layers for n in self.nodes)
+
+    @property
+    def unused_logical(self) -> int:
+        return sum(n.unused_logical for n in self.nodes)
 
 
 def _scalar(samples: Iterable[Sample], name: str) -> int:
@@ -141,19 +171,31 @@ def _node_row(node: NodeSamples) -> NodeRow:
         unique=_scalar(s, "layer_sharing_unique_bytes"),
         reclaimable=_scalar(s, "layer_sharing_reclaimable_bytes"),
         content=_scalar(s, "layer_sharing_content_bytes"),
+        duplicate_bytes=_scalar(s, "layer_sharing_duplicate_bytes"),
+        duplicate_layers=_scalar(s, "layer_sharing_duplicate_layers"),
+        unused_logical=_scalar(s, "layer_sharing_unused_logical_bytes"),
     )
 
 
 def build_report(nodes: Sequence[NodeSamples], unreachable: Sequence[tuple[str, str]] = ()) -> ClusterReport:
     """Sum the exporters' per-node figures into the cluster view."""
-    bases: dict[tuple[str, str], _BaseAcc] = defaultdict(_BaseAcc)
+    bases: dict[tuple[str, str, str], _BaseAcc] = defaultdict(_BaseAcc)
+    family_versions: dict[str, set[str]] = defaultdict(set)
+    family_drift: dict[str, int] = defaultdict(int)
     workloads: dict[tuple[str, str, str], _WorkloadAcc] = defaultdict(_WorkloadAcc)
     images: dict[str, _ImageAcc] = defaultdict(_ImageAcc)
     for node in nodes:
         for sample in node.samples:
             labels, value = sample.labels, int(sample.value)
-            if sample.name.startswith("layer_sharing_base_"):
-                base = bases[(labels["base"], labels["source"])]
+            if sample.name == "layer_sharing_base_drift_bytes":
+                family_drift[labels["base"]] += value
+            elif sample.name == "layer_sharing_base_versions":
+                family_drift.setdefault(labels["base"], 0)
+            elif sample.name.startswith("layer_sharing_base_"):
+                source = labels["source"]
+                if source in ("catalog", "annotation"):
+                    family_versions[labels["base"]].add(labels.get("version", ""))
+                base = bases[(labels["base"], labels.get("version", ""), source)]
                 if sample.name == "layer_sharing_base_images":
                     base.nodes += 1
                     base.images += value
@@ -181,8 +223,28 @@ def build_report(nodes: Sequence[NodeSamples], unreachable: Sequence[tuple[str, 
     return ClusterReport(
         nodes=sorted((_node_row(n) for n in nodes), key=lambda n: (-n.physical, n.node)),
         bases=sorted(
-            (BaseRow(base, source, a.nodes, a.images, a.pods, a.bytes) for (base, source), a in bases.items()),
-            key=lambda b: (-b.bytes * max(b.images, 1), b.base),
+            (
+                BaseRow(
+                    base,
+                    source,
+                    a.nodes,
+                    a.images,
+                    a.pods,
+                    a.bytes,
+                    version,
+                    len(family_versions.get(base, ())),
+                    family_drift.get(base, 0),
+                )
+                for (base, version, source), a in bases.items()
+            ),
+            key=lambda b: (-b.bytes * max(b.images, 1), b.base, b.version),
+        ),
+        families=sorted(
+            (
+                FamilyRow(base, tuple(sorted(family_versions.get(base, ()))), drift)
+                for base, drift in family_drift.items()
+            ),
+            key=lambda f: (-f.drift, f.base),
         ),
         workloads=sorted(
             (

@@ -37,6 +37,18 @@ def history_per_layer(diff_ids: tuple[str, ...], history: tuple[HistoryEntry, ..
 
 
 @dataclass(frozen=True, slots=True)
+class DeclaredBase:
+    """The base an image says it was built on (OCI `org.opencontainers.image.base.*`).
+
+    `name` is the reference as written (it may carry a tag); `digest` the base
+    manifest's (or index's) digest; either may be "".
+    """
+
+    name: str
+    digest: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ImageFacts:
     """One image on the node, identified by its config digest (`image_id`).
 
@@ -56,6 +68,11 @@ class ImageFacts:
     # The image manifest's annotations where the runtime gives them (CRI-O's
     # ImageStatus `spec.annotations`), e.g. org.opencontainers.image.base.name.
     annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # The config's `created`, in Unix seconds (None: absent or unreadable).
+    created: float | None = None
+    # The base declared in the config's labels (manifest annotations, which
+    # the layer store reads, take precedence).
+    declared_base: DeclaredBase | None = None
 
     def __post_init__(self) -> None:
         if len(self.chain_ids) != len(self.diff_ids):
@@ -161,6 +178,8 @@ class LayerFacts:
     snapshotter: str
     remote_layers: frozenset[str] = frozenset()
     compressed_sizes: Mapping[str, int] = field(default_factory=dict)
+    # Image ID -> the base its manifest annotations declare (only images that declare one).
+    declared_bases: Mapping[str, DeclaredBase] = field(default_factory=dict)
 
 
 def _frozen(mapping: Mapping[str, object] | None) -> Mapping[str, object]:
@@ -202,9 +221,12 @@ class NodeFacts:
     # Pod (namespace, name) -> workload, from the Kubernetes API; None when
     # attribution is off (then no workload labels are exported at all).
     workloads: Mapping[tuple[str, str], Workload] | None = None
+    # Image ID -> the base its manifest annotations declare (see LayerFacts).
+    declared_bases: Mapping[str, DeclaredBase] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Facts are shared between threads; make the mappings read-only too.
         object.__setattr__(self, "layer_usage", _frozen(self.layer_usage))
         object.__setattr__(self, "layer_blobs", _frozen(self.layer_blobs))
         object.__setattr__(self, "present_blobs", _frozen(self.present_blobs))
+        object.__setattr__(self, "declared_bases", _frozen(self.declared_bases))

@@ -42,3 +42,39 @@ def resolve_reference(ref: str, ref_to_id: dict[str, str]) -> str:
         if candidate in ref_to_id:
             return ref_to_id[candidate]
     return ""
+
+
+def split_reference(ref: str) -> tuple[str, str, str]:
+    """(repository, tag, digest) of an image reference; tag and digest may be "".
+
+    >>> split_reference("localhost:5000/team/app:1.2@sha256:ab")
+    ('localhost:5000/team/app', '1.2', 'sha256:ab')
+    >>> split_reference("localhost:5000/app")
+    ('localhost:5000/app', '', '')
+    """
+    name, _, digest = ref.partition("@")
+    colon = name.rfind(":")
+    if colon > name.rfind("/"):
+        return name[:colon], name[colon + 1 :], digest
+    return name, "", digest
+
+
+def repository(ref: str) -> str:
+    """The reference without tag or digest.
+
+    >>> repository("docker.io/library/debian:12")
+    'docker.io/library/debian'
+    """
+    return split_reference(ref)[0]
+
+
+def normalize_repository(repo: str) -> str:
+    """A repository as containerd names it: Docker Hub's short names made whole.
+
+    >>> normalize_repository("debian"), normalize_repository("team/app"), normalize_repository("localhost:5000/x")
+    ('docker.io/library/debian', 'docker.io/team/app', 'localhost:5000/x')
+    """
+    first, _, rest = repo.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return repo
+    return f"docker.io/{repo}" if rest else f"docker.io/library/{repo}"

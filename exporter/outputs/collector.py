@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.core.accounting import NodeReport
+from exporter.core.bases import SOURCE_NONE, UNSHARED
 from exporter.core.state import ExporterState
 
 # Error stages are exported at 0 from the start, so rate() works at once.
@@ -76,6 +77,25 @@ _NODE_FAMILIES: tuple[tuple[str, str, Callable[[NodeReport], int]], ...] = (
         "Lazily pulled image layers (stargz, SOCI, nydus: labelled containerd.io/snapshot/remote); "
         "they take 0 bytes on this node by design and are not counted as missing.",
         lambda r: r.totals.remote_layers,
+    ),
+    # Base-image standardisation: content stored twice, and what image GC expects to free.
+    (
+        "duplicate_layers",
+        "Redundant copies of layer content: for each diff ID unpacked under several chain IDs "
+        "(the same layer on different parents), its copies minus one.",
+        lambda r: r.totals.duplicate_layers,
+    ),
+    (
+        "duplicate_bytes",
+        f"{_DISK} of redundant layer copies: for each diff ID unpacked under several chain IDs, "
+        "all copies' bytes minus the largest copy.",
+        lambda r: r.totals.duplicate_bytes,
+    ),
+    (
+        "unused_logical_bytes",
+        f"{_DISK} summed over the whole size of every unused image: what the kubelet's image GC "
+        "assumes deleting them frees (reclaimable_bytes is what it really frees).",
+        lambda r: r.totals.unused_logical,
     ),
 )
 
@@ -211,8 +231,13 @@ class LayerSharingCollector(Collector):
         info = _gauge(
             "image_info",
             "Join labels for the image; image_ref is the kubelet's imageID "
-            "(kube_pod_container_info image_id). Always 1.",
-            [*labels, "image_ref", "base"],
+            "(kube_pod_container_info image_id); base, base_version and base_source its base. Always 1.",
+            [*labels, "image_ref", "base", "base_version", "base_source"],
+        )
+        created = _gauge(
+            "image_created_timestamp_seconds",
+            "Unix time the image was built (its config's created); absent when the config has none.",
+            labels,
         )
         top_n = self._options.images_top_n
         for image in report.images[:top_n] if top_n else report.images:
@@ -222,8 +247,10 @@ class LayerSharingCollector(Collector):
             unique.add_metric(key, image.unique)
             compressed.add_metric(key, image.compressed_size)
             containers.add_metric(key, image.containers)
-            info.add_metric([*key, image.image_ref, image.base], 1)
-        yield from (size, shared, unique, compressed, containers, info)
+            info.add_metric([*key, image.image_ref, image.base, image.base_version, image.base_source], 1)
+            if image.created is not None:
+                created.add_metric(key, image.created)
+        yield from (size, shared, unique, compressed, containers, info, created)
 
     def _pods(self, report: NodeReport) -> Iterator[Metric]:
         # With workload attribution on, every pod series carries its workload.
@@ -266,30 +293,61 @@ class LayerSharingCollector(Collector):
         on_base = _gauge(
             "workload_base_pods",
             "Pods of the workload on this node with a container on an image "
-            "of the base (source: catalog, detected or none).",
-            [*labels, "base", "source"],
+            "of the base (source: catalog, annotation, detected or none).",
+            [*labels, "base", "version", "source"],
         )
         for workload in report.workloads or ():
             key = [workload.namespace, workload.name, workload.kind]
             pods.add_metric(key, workload.pods)
             size.add_metric(key, workload.bytes)
             attributed.add_metric(key, workload.attributed)
-            for base, source, count in workload.bases:
-                on_base.add_metric([*key, base, source], count)
+            for base, version, source, count in workload.bases:
+                on_base.add_metric([*key, base, version, source], count)
         yield from (pods, size, attributed, on_base)
 
     def _bases(self, report: NodeReport) -> Iterator[Metric]:
-        labels = ["base", "source"]
-        images = _gauge("base_images", "Images standing on the base (source: catalog, detected or none).", labels)
+        # Base groups: every image has exactly one (base, version, source).
+        labels = ["base", "version", "source"]
+        images = _gauge(
+            "base_images", "Images standing on the base (source: catalog, annotation, detected or none).", labels
+        )
         pods = _gauge("base_pods", "Pods with a container on an image of the base.", labels)
-        size = _gauge("base_bytes", f"{_DISK} of the base's own layers, stored once on the node.", labels)
+        size = _gauge(
+            "base_bytes",
+            f"{_DISK} attributed to the base: a layer under several (nested) bases counts toward "
+            "the innermost one, so the sum over bases never exceeds physical_bytes.",
+            labels,
+        )
+        stack = _gauge(
+            "base_stack_bytes",
+            f"{_DISK} of every layer under the base, nested bases included (not additive over bases).",
+            labels,
+        )
         top_n = self._options.bases_top_n
-        for base in report.bases[:top_n] if top_n else report.bases:
-            key = [base.name, base.source]
+        shown = list(report.bases[:top_n] if top_n else report.bases)
+        # The unshared group is always exported: it is what no base covers.
+        shown += [b for b in report.bases if b.name == UNSHARED and b.source == SOURCE_NONE and b not in shown]
+        for base in shown:
+            key = [base.name, base.version, base.source]
             images.add_metric(key, base.images)
             pods.add_metric(key, base.pods)
             size.add_metric(key, base.bytes)
-        yield from (images, pods, size)
+            stack.add_metric(key, base.stack_bytes)
+        yield from (images, pods, size, stack)
+        # Families (catalog and declared bases) and their versions.
+        versions = _gauge(
+            "base_versions", "Distinct versions of the base family (catalog or annotation) on the node.", ["base"]
+        )
+        drift = _gauge(
+            "base_drift_bytes",
+            f"{_DISK} of the family's layers minus those of its largest version: "
+            "what converging on one version would free on the node.",
+            ["base"],
+        )
+        for family in report.families[:top_n] if top_n else report.families:
+            versions.add_metric([family.name], len(family.versions))
+            drift.add_metric([family.name], family.drift)
+        yield from (versions, drift)
 
     def _layers(self, report: NodeReport) -> Iterator[Metric]:
         labels = ["chain_id"]

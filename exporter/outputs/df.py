@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from exporter.core.accounting import ImageReport, NodeReport
@@ -37,9 +38,23 @@ def summary(report: NodeReport) -> str:
         f"(sharing saves {human_bytes(saved)}); shared {human_bytes(t.shared)}, unique {human_bytes(t.unique)}, "
         f"reclaimable {human_bytes(t.reclaimable)}\n"
         f"Compressed layers in the content store: {human_bytes(t.content)}; "
-        f"container writable layers: {human_bytes(t.writable)}"
+        f"container writable layers: {human_bytes(t.writable)}\n"
+        f"Unused images: {human_bytes(t.unused_logical)} by their sizes (what image GC assumes it frees), "
+        f"{human_bytes(t.reclaimable)} really freed; duplicate layer copies: {t.duplicate_layers} "
+        f"({human_bytes(t.duplicate_bytes)})"
         f"{warnings}"
     )
+
+
+def created_text(created: float | None) -> str:
+    """An image's build time in UTC to the minute ("" when unknown).
+
+    >>> created_text(1704164645.5)
+    '2024-01-02 03:04'
+    """
+    if created is None:
+        return ""
+    return datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def images_table(report: NodeReport) -> str:
@@ -51,11 +66,12 @@ def images_table(report: NodeReport) -> str:
             human_bytes(i.shared),
             human_bytes(i.unique),
             i.containers,
-            i.base,
+            created_text(i.created),
+            i.base + (f":{i.base_version}" if i.base_version else ""),
         )
         for i in report.images
     ]
-    return table(("IMAGE", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS", "BASE"), rows)
+    return table(("IMAGE", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS", "CREATED", "BASE"), rows)
 
 
 def pods_table(report: NodeReport) -> str:
@@ -78,8 +94,41 @@ def pods_table(report: NodeReport) -> str:
 
 
 def bases_table(report: NodeReport) -> str:
-    rows = [(b.name, b.source, b.layers, human_bytes(b.bytes), b.images, b.pods) for b in report.bases]
-    return table(("BASE", "SOURCE", "LAYERS", "SIZE", "IMAGES", "PODS"), rows)
+    """Bases with their versions; SIZE adds up over bases, STACK is everything under the base;
+    VERSIONS and DRIFT are the family's."""
+    families = {f.name: f for f in report.families}
+    rows = [
+        (
+            b.name,
+            b.version,
+            b.source,
+            b.layers,
+            human_bytes(b.bytes),
+            human_bytes(b.stack_bytes),
+            b.images,
+            b.pods,
+            len(families[b.name].versions) if b.name in families else "",
+            human_bytes(families[b.name].drift) if b.name in families else "",
+        )
+        for b in report.bases
+    ]
+    return table(("BASE", "VERSION", "SOURCE", "LAYERS", "SIZE", "STACK", "IMAGES", "PODS", "VERSIONS", "DRIFT"), rows)
+
+
+def duplicates_table(report: NodeReport) -> str:
+    """Layer content stored more than once: each copy, and the images holding it."""
+    rows = [
+        (
+            short_digest(d.diff_id) if i == 0 else "",
+            human_bytes(d.bytes) if i == 0 else "",
+            short_digest(copy.chain_id),
+            human_bytes(copy.size),
+            ", ".join(copy.images),
+        )
+        for d in report.duplicates
+        for i, copy in enumerate(d.copies)
+    ]
+    return table(("DIFF ID", "DUPLICATE", "CHAIN ID", "SIZE", "IMAGES"), rows)
 
 
 def image_layers(report: NodeReport, facts: NodeFacts, image: ImageReport) -> list[dict[str, Any]]:
@@ -135,6 +184,15 @@ def report_dict(report: NodeReport) -> dict[str, Any]:
         "images": [{**asdict(i), "chain": list(i.chain), "repo_tags": list(i.repo_tags)} for i in report.images],
         "pods": [{**asdict(p), "image_ids": list(p.image_ids)} for p in report.pods],
         "bases": [asdict(b) for b in report.bases],
+        "families": [{**asdict(f), "versions": list(f.versions), "drift": f.drift} for f in report.families],
+        "duplicates": [
+            {
+                "diff_id": d.diff_id,
+                "bytes": d.bytes,
+                "copies": [{**asdict(c), "images": list(c.images)} for c in d.copies],
+            }
+            for d in report.duplicates
+        ],
         "filesystems": [asdict(f) for f in report.filesystems],
     }
 

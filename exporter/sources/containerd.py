@@ -17,7 +17,7 @@ import grpc
 from exporter._generated import containerd_content_v1_pb2 as content_pb
 from exporter._generated import containerd_images_v1_pb2 as images_pb
 from exporter._generated import containerd_snapshots_v1_pb2 as snapshots_pb
-from exporter.core.facts import ImageFacts, LayerBlob, LayerFacts, SnapshotUsage
+from exporter.core.facts import DeclaredBase, ImageFacts, LayerBlob, LayerFacts, SnapshotUsage
 from exporter.errors import ParseError
 from exporter.sources.grpc_client import RpcSession, describe, stream_method, unary_method
 from exporter.sources.oci import Index, Manifest, parse_manifest_or_index
@@ -83,6 +83,8 @@ class ContainerdLayerStore:
         self._blobs: dict[str, tuple[LayerBlob, ...]] = {}
         # Images whose manifest could not be found yet: image ID -> (failures, next attempt).
         self._blob_retry: dict[str, tuple[int, float]] = {}
+        # Image ID -> the base its manifest annotations declare.
+        self._declared: dict[str, DeclaredBase] = {}
         self._manifests: dict[str, Manifest | Index | None] = {}
         self._present: dict[str, int] = {}
         self._present_at = float("-inf")
@@ -99,6 +101,8 @@ class ContainerdLayerStore:
         for cache in (self._blobs, self._blob_retry):
             for stale in cache.keys() - image_ids:
                 del cache[stale]
+        for stale in self._declared.keys() - image_ids:
+            del self._declared[stale]
         usage = self._layer_usage(images)
         self._layer_blobs(new_ids)
         self._content_presence(refresh=bool(new_ids))
@@ -108,6 +112,7 @@ class ContainerdLayerStore:
             present_blobs=self._present,
             snapshotter=self.snapshotter,
             remote_layers=frozenset(self._remote),
+            declared_bases=dict(self._declared),
         )
 
     def use_snapshotter(self, name: str) -> None:
@@ -196,6 +201,8 @@ class ContainerdLayerStore:
             if isinstance(manifest, Manifest) and manifest.config_digest in wanted:
                 self._blobs[manifest.config_digest] = manifest.layers
                 self._blob_retry.pop(manifest.config_digest, None)
+                if manifest.declared_base is not None:
+                    self._declared[manifest.config_digest] = manifest.declared_base
         # Not found (a read failed, or the record is not there yet): ask again
         # later rather than report its compressed bytes as 0 until a restart.
         self._retry_later(wanted - self._blobs.keys())

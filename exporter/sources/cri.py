@@ -8,6 +8,7 @@ image ID, because what a digest names never changes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import grpc
 
 from exporter._generated import cri_runtime_v1_pb2 as cri_pb
+from exporter.core.bases import declared_base_from_labels
 from exporter.core.facts import ContainerFacts, FilesystemFacts, ImageFacts, PodFacts
 from exporter.core.references import reference_index, resolve_reference
 from exporter.errors import ParseError
@@ -177,7 +179,10 @@ class CriClient:
                 compressed_size=image.size,
                 pinned=image.pinned,
                 chain_ids=details.chain_ids,
-                annotations=self._annotations.get(image.id, {}),
+                annotations=(annotations := self._annotations.get(image.id, {})),
+                created=details.created,
+                # CRI-O hands over the manifest's annotations; they win over the config's labels.
+                declared_base=declared_base_from_labels(annotations) or details.declared_base,
             )
             for image in listed
             if (details := self._details.get(image.id)) is not None
@@ -196,7 +201,7 @@ class CriClient:
         try:
             details = image_details_from_verbose_info(result.info)
             if not self.options.keep_history:
-                details = ImageDetails(details.diff_ids, (), details.chain_ids)
+                details = dataclasses.replace(details, history=())
             self._details[image_id] = details
             if result.image.spec.annotations:
                 self._annotations[image_id] = image_annotations(result.image)

@@ -173,6 +173,7 @@ class RuntimeSource:
             runtime_snapshotter=view.snapshotter,
             remote_layers=layers.remote_layers,
             layer_store=store.name,
+            declared_bases=layers.declared_bases,
         )
 
     def _snapshotter(self, runtime_snapshotter: str) -> str:

@@ -12,10 +12,12 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from exporter.core.bases import declared_base_from_labels
 from exporter.core.chain import chain_ids
-from exporter.core.facts import HistoryEntry, LayerBlob
+from exporter.core.facts import DeclaredBase, HistoryEntry, LayerBlob
 from exporter.errors import ParseError
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -39,6 +41,10 @@ class ImageDetails:
     diff_ids: tuple[str, ...]
     history: tuple[HistoryEntry, ...]
     chain_ids: tuple[str, ...] = ()
+    # `created` in Unix seconds (None: absent or not RFC 3339).
+    created: float | None = None
+    # The base declared in the config's labels (org.opencontainers.image.base.*).
+    declared_base: DeclaredBase | None = None
 
     def __post_init__(self) -> None:
         if len(self.chain_ids) != len(self.diff_ids):
@@ -51,6 +57,8 @@ class Manifest:
 
     config_digest: str
     layers: tuple[LayerBlob, ...]
+    # The base its annotations declare (org.opencontainers.image.base.*), if any.
+    declared_base: DeclaredBase | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +92,44 @@ def image_details_from_config(config: Mapping[str, Any]) -> ImageDetails:
     if len(diff_ids) > MAX_LAYERS:
         raise ParseError(f"image config has {len(diff_ids)} layers, more than {MAX_LAYERS}")
     parsed = tuple(_digest(d, "rootfs.diff_ids entry") for d in diff_ids)
-    return ImageDetails(diff_ids=parsed, history=_history(config.get("history")))
+    # Both are informational: malformed values are left out, not fatal.
+    inner = config.get("config")
+    labels = inner.get("Labels") if isinstance(inner, dict) else None
+    return ImageDetails(
+        diff_ids=parsed,
+        history=_history(config.get("history")),
+        created=parse_created(config.get("created")),
+        declared_base=declared_base_from_labels(_string_map(labels)),
+    )
+
+
+def parse_created(value: object) -> float | None:
+    """RFC 3339 time (Go's, with up to nanoseconds) as Unix seconds; None if absent or malformed.
+
+    >>> parse_created("2024-01-02T03:04:05.123456789Z")
+    1704164645.123456
+    >>> parse_created("yesterday") is None
+    True
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    # Python takes at most 6 fractional digits: cut Go's nanoseconds to microseconds.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    # No zone is not RFC 3339; before 1970 is Go's zero time (unset), not a build time.
+    if parsed.tzinfo is None or parsed.timestamp() < 0:
+        return None
+    return parsed.timestamp()
+
+
+def _string_map(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {k: _text(v) for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def _history(value: object) -> tuple[HistoryEntry, ...]:
@@ -132,7 +177,11 @@ def parse_manifest_or_index(blob: bytes) -> Manifest | Index:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise ParseError(f"manifest layer size is not a non-negative integer: {size!r}")
         blobs.append(LayerBlob(_digest(_field(layer, "digest"), "manifest layer digest"), size))
-    return Manifest(_digest(config.get("digest"), "manifest config digest"), tuple(blobs))
+    return Manifest(
+        _digest(config.get("digest"), "manifest config digest"),
+        tuple(blobs),
+        declared_base_from_labels(_string_map(doc.get("annotations"))),
+    )
 
 
 def _field(obj: object, key: str) -> object:

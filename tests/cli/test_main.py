@@ -71,3 +71,16 @@ def test_layer_store_flags_override_the_config_file(tmp_path):
     config = resolve_config(args)
     assert (config.layer_store, config.storage_root) == ("containers-storage", "/b")
     assert resolve_config(build_parser().parse_args(["df"])).layer_store == "auto"
+
+
+def test_two_catalog_entries_of_one_name_and_version_exit_2_naming_both(capsys, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "bases:\n"
+        "  - {name: debian, version: '12', image: debian:12}\n"
+        "  - {name: alpine, image: alpine:3}\n"
+        "  - {name: debian, version: '12', image: debian:12-slim}\n"
+    )
+    assert main(["df", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "bases[0] and bases[2] are both named 'debian' with version '12'" in err

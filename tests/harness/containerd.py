@@ -226,6 +226,18 @@ state = "{self.state}"
                 args.append("--local")
         self.ctr(*args, str(tar_path))
 
+    def remove_image(self, repository: str, tag: str) -> None:
+        """`ctr images rm --sync` of an image's tag and of the other records CRI made when it pulled
+        it (repository@digest, and its ID sha256:config) so the image and its layers are gone."""
+        listed = [line.split() for line in self.ctr("images", "ls").splitlines()[1:] if line.strip()]
+        target = next(parts[2] for parts in listed if parts[0] == f"{repository}:{tag}")
+        refs = [
+            parts[0]
+            for parts in listed
+            if parts[2] == target and (parts[0].startswith(repository + "@") or parts[0].startswith("sha256:"))
+        ]
+        self.ctr("images", "rm", "--sync", f"{repository}:{tag}", *refs)
+
     def snapshot_usage(self) -> dict[str, tuple[int, int]]:
         """The oracle: `ctr snapshots usage` as {key: (bytes, inodes)}."""
         out = self.ctr("snapshots", "--snapshotter", self.snapshotter, "usage", "-b")

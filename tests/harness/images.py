@@ -109,6 +109,10 @@ class ImageSpec:
     entrypoint: Sequence[str] = ("/bin/sleep", "100000")
     architecture: str = "amd64"
     extra_history: Sequence[dict[str, object]] = field(default_factory=list)
+    # The config's `created` (RFC 3339) and `config.Labels`; the manifest's annotations.
+    created: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     def build(self) -> BuiltImage:
         layer_blobs = []
@@ -122,19 +126,22 @@ class ImageSpec:
             history.append({"created_by": layer.created_by or "layer"})
         # An empty_layer history entry between layers (like ENV), to prove it is skipped.
         history.insert(min(1, len(history)), {"created_by": "ENV APP=1", "empty_layer": True})
-        config = {
+        config: dict[str, object] = {
             "architecture": self.architecture,
             "os": "linux",
-            "config": {"Entrypoint": list(self.entrypoint)},
+            "config": {"Entrypoint": list(self.entrypoint), **({"Labels": dict(self.labels)} if self.labels else {})},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
             "history": history,
         }
+        if self.created:
+            config["created"] = self.created
         config_blob = Blob("application/vnd.oci.image.config.v1+json", json.dumps(config, sort_keys=True).encode())
         manifest = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": config_blob.descriptor(),
             "layers": [b.descriptor() for b in layer_blobs],
+            **({"annotations": dict(self.annotations)} if self.annotations else {}),
         }
         manifest_blob = Blob(
             "application/vnd.oci.image.manifest.v1+json", json.dumps(manifest, sort_keys=True).encode()

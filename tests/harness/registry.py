@@ -1,14 +1,18 @@
 """A minimal OCI distribution registry on loopback, serving images the harness
 built, so CRI's real pull path (PullImage) can be tested: unpacking,
-discard_unpacked_layers, multi-platform indexes. Read-only; no auth.
+discard_unpacked_layers, multi-platform indexes. Read-only. Optionally
+protected: basic auth (`auth=(user, password)`), or the bearer-token flow
+(`bearer=True`: a token from its /token endpoint, which takes those credentials).
 
 containerd treats `localhost:<port>` registries as plain HTTP by default.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import secrets
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -21,11 +25,19 @@ INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 
 
 class Registry(LoopbackServer):
-    def __init__(self) -> None:
+    def __init__(self, auth: tuple[str, str] | None = None, bearer: bool = False) -> None:
         self.blobs: dict[str, Blob] = {}
         self.tags: dict[tuple[str, str], str] = {}  # (repository, tag) -> manifest or index digest
         self.requests: list[str] = []
+        self.auth = auth
+        self.bearer = bearer
+        self.tokens: set[str] = set()
         super().__init__(_handler(self))
+
+    def basic_ok(self, header: str) -> bool:
+        if self.auth is None:
+            return True
+        return header == "Basic " + base64.b64encode(f"{self.auth[0]}:{self.auth[1]}".encode()).decode()
 
     @property
     def host(self) -> str:
@@ -69,6 +81,28 @@ def _handler(registry: Registry) -> type[BaseHTTPRequestHandler]:
         def _serve(self, body: bool) -> None:
             registry.requests.append(f"{self.command} {self.path}")
             blob = None
+            header = self.headers.get("Authorization", "")
+            if self.path.startswith("/token?"):
+                if not registry.basic_ok(header):
+                    self._send(401, b"{}", "application/json", None, body)
+                    return
+                token = secrets.token_hex(16)
+                registry.tokens.add(token)
+                self._send(200, json.dumps({"token": token}).encode(), "application/json", None, body)
+                return
+            allowed = (
+                header.removeprefix("Bearer ") in registry.tokens if registry.bearer else registry.basic_ok(header)
+            )
+            if not allowed:
+                self.send_response(401)
+                if registry.bearer:
+                    realm = f"http://{registry.host}/token"
+                    self.send_header("WWW-Authenticate", f'Bearer realm="{realm}",service="loopback"')
+                else:
+                    self.send_header("WWW-Authenticate", 'Basic realm="loopback"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.path in ("/v2/", "/v2"):
                 self._send(200, b"{}", "application/json", None, body)
                 return

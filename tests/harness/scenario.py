@@ -23,15 +23,28 @@ def sample_images() -> dict[str, ImageSpec]:
     base_os = data_layer("base-os", 300 * KIB)
     other_os = data_layer("other-os", 250 * KIB)
     app_a = data_layer("app-a", 200 * KIB)
+    # Build times (config `created`), as real builds record them.
     return {
-        "pause": ImageSpec([PAUSE_REF], [bb], entrypoint=("/bin/sleep", "1000000")),
-        "base": ImageSpec(["localhost/base:1"], [bb, base_os]),
-        "app-a": ImageSpec(["localhost/app-a:1", "localhost/app-a:latest"], [bb, base_os, app_a]),
-        "app-b": ImageSpec(["localhost/app-b:1"], [bb, base_os, data_layer("app-b", 400 * KIB)]),
+        "pause": ImageSpec(
+            [PAUSE_REF], [bb], entrypoint=("/bin/sleep", "1000000"), created="2023-06-01T00:00:00.000000001Z"
+        ),
+        "base": ImageSpec(["localhost/base:1"], [bb, base_os], created="2024-01-15T10:00:00Z"),
+        "app-a": ImageSpec(
+            ["localhost/app-a:1", "localhost/app-a:latest"], [bb, base_os, app_a], created="2024-02-01T09:30:00Z"
+        ),
+        "app-b": ImageSpec(
+            ["localhost/app-b:1"], [bb, base_os, data_layer("app-b", 400 * KIB)], created="2024-02-02T09:30:00Z"
+        ),
         # app-a's top diff again, on another parent: a different layer on disk.
-        "app-c": ImageSpec(["localhost/app-c:1"], [bb, other_os, app_a]),
-        "tool": ImageSpec(["localhost/tool:1"], [bb, base_os, empty_layer(), data_layer("tool", 100 * KIB)]),
-        "job": ImageSpec(["localhost/job:1"], [bb, other_os, data_layer("job", 50 * KIB)]),
+        "app-c": ImageSpec(["localhost/app-c:1"], [bb, other_os, app_a], created="2024-03-01T00:00:00Z"),
+        "tool": ImageSpec(
+            ["localhost/tool:1"],
+            [bb, base_os, empty_layer(), data_layer("tool", 100 * KIB)],
+            created="2022-12-31T23:59:59Z",
+        ),
+        "job": ImageSpec(
+            ["localhost/job:1"], [bb, other_os, data_layer("job", 50 * KIB)], created="2024-04-01T00:00:00Z"
+        ),
     }
 
 

@@ -66,3 +66,25 @@ def expected(node: SampleNode) -> Expected:
             k: sum(committed[c][0] for c in layers if pod_refcount[c] == 1) for k, layers in pod_layers.items()
         },
     )
+
+
+def stack_bytes(usage: dict[str, tuple[int, int]], diff_ids: tuple[str, ...]) -> int:
+    """`ctr snapshots usage` bytes of every layer of a chain of diff IDs."""
+    return sum(usage[c][0] for c in _chains(diff_ids))
+
+
+def top_layer_bytes(usage: dict[str, tuple[int, int]], diff_ids: tuple[str, ...]) -> int:
+    """`ctr snapshots usage` bytes of the top layer of a chain of diff IDs."""
+    return usage[_chains(diff_ids)[-1]][0]
+
+
+def duplicates(usage: dict[str, tuple[int, int]], images: list[tuple[str, ...]]) -> tuple[int, int]:
+    """(redundant copies, their bytes) of diff IDs unpacked under several chain IDs, from ctr usage."""
+    copies: dict[str, set[str]] = {}
+    for diff_ids in images:
+        for diff_id, chain_id in zip(diff_ids, _chains(diff_ids), strict=True):
+            if chain_id in usage:
+                copies.setdefault(diff_id, set()).add(chain_id)
+    layers = sum(len(c) - 1 for c in copies.values())
+    wasted = sum(sum(usage[c][0] for c in cs) - max(usage[c][0] for c in cs) for cs in copies.values())
+    return layers, wasted

@@ -17,7 +17,7 @@ import pytest
 from tests.harness.kube_api import KubeApiStandIn, exporter_pod, owned, pod
 from tests.harness.scenario import SampleNode
 from tests.integration.conftest import ServedExporter, start_with_catalog, stop_exporter
-from tests.integration.oracle import expected
+from tests.integration.oracle import duplicates, expected
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE = "itest-node"
@@ -87,6 +87,13 @@ def test_report_through_the_pod_proxy_matches_the_exporter(sample_node: SampleNo
         want.reclaimable,
     )
     assert doc["nodes"][0]["content"] == want.content
+    # Duplicated content and what image GC assumes, exact against ctr.
+    dups = duplicates(want.usage, [image.diff_ids for image in sample_node.images.values()])
+    assert (doc["totals"]["duplicate_layers"], doc["totals"]["duplicate_bytes"]) == dups
+    unused = {"base", "tool"}
+    assert doc["totals"]["unused_logical"] == sum(want.image_size[sample_node.images[k].image_id] for k in unused)
+    base_os = next(b for b in doc["bases"] if b["base"] == "base-os")
+    assert (base_os["version"], base_os["versions"], base_os["drift"]) == ("", 1, 0)
     assert doc["unreachable"][0]["node"] == "ghost" and "503" in doc["unreachable"][0]["error"]
     web = next(w for w in doc["workloads"] if w["name"] == "web")
     assert (web["kind"], web["pods"], web["on_catalog"]) == ("Deployment", 2, True)
@@ -97,6 +104,9 @@ def test_report_tables_and_csv(cluster):
     _, _, kubeconfig = cluster
     table = report(kubeconfig, "--view", "bases", "--top", "2")
     assert table.returncode == 1 and "base-os" in table.stdout and "BYTES" in table.stdout
+    assert "in 1 duplicate layer copies" in " ".join(table.stdout.split())
+    bases_csv = report(kubeconfig, "--output", "csv", "--view", "bases")
+    assert bases_csv.stdout.splitlines()[0] == "base,version,source,nodes,images,pods,bytes,versions,drift"
     csv_out = report(kubeconfig, "--output", "csv", "--view", "workloads", "--sort", "pods")
     assert csv_out.stdout.splitlines()[0] == "namespace,kind,workload,nodes,pods,attributed,bases,on_catalog"
     assert report(kubeconfig, "--output", "yaml").returncode == 2

@@ -82,7 +82,9 @@ def test_pods_carry_their_workload_and_workloads_are_summed(
             for p in ("web-1", "web-2")
         ]
         assert exporter.value("layer_sharing_workload_attributed_bytes", **web) == sum(a or 0 for a in attributed)
-        assert exporter.value("layer_sharing_workload_base_pods", **web, base="base-os", source="catalog") == 2
+        assert (
+            exporter.value("layer_sharing_workload_base_pods", **web, base="base-os", version="", source="catalog") == 2
+        )
         assert "workload attribution on" in exporter.log()
     finally:
         assert stop_exporter(exporter) == 0

@@ -35,6 +35,9 @@ CONTRACT = {
     "layer_sharing_missing_layers": [],
     "layer_sharing_remote_layers": [],
     "layer_sharing_snapshotter_mismatch": ["runtime_snapshotter", "snapshotter"],
+    "layer_sharing_duplicate_layers": [],
+    "layer_sharing_duplicate_bytes": [],
+    "layer_sharing_unused_logical_bytes": [],
     "layer_sharing_image_fs_used_bytes": ["mountpoint"],
     "layer_sharing_image_fs_inodes_used": ["mountpoint"],
     "layer_sharing_image_fs_capacity_bytes": ["mountpoint"],
@@ -44,15 +47,22 @@ CONTRACT = {
     "layer_sharing_image_unique_bytes": ["image", "image_id"],
     "layer_sharing_image_compressed_bytes": ["image", "image_id"],
     "layer_sharing_image_containers": ["image", "image_id"],
-    "layer_sharing_image_info": ["base", "image", "image_id", "image_ref"],
+    "layer_sharing_image_info": ["base", "base_source", "base_version", "image", "image_id", "image_ref"],
     "layer_sharing_pod_bytes": ["namespace", "pod"],
     "layer_sharing_pod_shared_bytes": ["namespace", "pod"],
     "layer_sharing_pod_unique_bytes": ["namespace", "pod"],
     "layer_sharing_pod_attributed_bytes": ["namespace", "pod"],
     "layer_sharing_pod_writable_bytes": ["namespace", "pod"],
-    "layer_sharing_base_images": ["base", "source"],
-    "layer_sharing_base_pods": ["base", "source"],
-    "layer_sharing_base_bytes": ["base", "source"],
+    "layer_sharing_base_images": ["base", "source", "version"],
+    "layer_sharing_base_pods": ["base", "source", "version"],
+    "layer_sharing_base_bytes": ["base", "source", "version"],
+    "layer_sharing_base_stack_bytes": ["base", "source", "version"],
+}
+# Families only present with a catalog or declared base, and with configs that say when they were built.
+CONTRACT_WITH_FAMILIES = {
+    "layer_sharing_base_versions": ["base"],
+    "layer_sharing_base_drift_bytes": ["base"],
+    "layer_sharing_image_created_timestamp_seconds": ["image", "image_id"],
 }
 
 
@@ -135,7 +145,13 @@ def test_optional_layer_family_and_knobs():
     text = generate_latest(registry).decode()
     assert text.count("layer_sharing_image_size_bytes{") == 2
     assert "layer_sharing_pod_bytes" not in text
+    # The top base, and the unshared group that is never cut.
     assert text.count("layer_sharing_base_bytes{") == 1
+    lone = ImageFacts(image_id=digest("lone"), repo_tags=("localhost/lone:1",), diff_ids=(digest("lone-layer"),))
+    facts = dataclasses.replace(sample_facts(), images=(*sample_facts().images, lone))
+    text = generate_latest(registry_for(up_state(facts), options)).decode()
+    assert text.count("layer_sharing_base_bytes{") == 2
+    assert 'layer_sharing_base_images{base="unshared",source="none",version=""} 1.0' in text
     assert text.count("layer_sharing_layer_bytes{") == 3
 
 
@@ -231,3 +247,33 @@ def test_a_thousand_images_of_125_layers_are_accounted():
     assert report.totals.layers == 5 + 1000 * 120
     registry = registry_for(up_state(NodeFacts(images=images)))
     assert registry.get_sample_value("layer_sharing_layers") == 120005
+
+
+def test_base_families_versions_drift_and_created():
+    from exporter.core.bases import BaseSpec
+    from exporter.core.facts import DeclaredBase
+
+    facts = sample_facts()
+    stamped = tuple(
+        dataclasses.replace(i, created=1_700_000_000.5 + n, declared_base=DeclaredBase("docker.io/library/busybox:1"))
+        if i.name == "localhost/app-c:1"
+        else dataclasses.replace(i, created=1_700_000_000.5 + n)
+        for n, i in enumerate(facts.images)
+    )
+    facts = dataclasses.replace(facts, images=stamped)
+    catalog = [BaseSpec("debian", diff_ids=(digest("B"), digest("OS")), version="12")]
+    state = dataclasses.replace(up_state(facts), report=account(facts, catalog))
+    found = samples(registry_for(state))
+    assert {name: sorted(next(iter(found[name]))) for name in CONTRACT_WITH_FAMILIES} == CONTRACT_WITH_FAMILIES
+    registry = registry_for(state)
+    assert registry.get_sample_value("layer_sharing_base_versions", {"base": "debian"}) == 1
+    assert registry.get_sample_value("layer_sharing_base_drift_bytes", {"base": "debian"}) == 0
+    labels = {"base": "debian", "version": "12", "source": "catalog"}
+    assert registry.get_sample_value("layer_sharing_base_images", labels) == 4
+    assert registry.get_sample_value("layer_sharing_base_stack_bytes", labels) == 1300
+    app_c = {"base": "docker.io/library/busybox", "version": "1", "source": "annotation"}
+    assert registry.get_sample_value("layer_sharing_base_images", app_c) == 1
+    created = registry.get_sample_value(
+        "layer_sharing_image_created_timestamp_seconds", {"image_id": APP_A.image_id, "image": "localhost/app-a:1"}
+    )
+    assert created == 1_700_000_002.5

@@ -35,3 +35,45 @@ def test_json_is_exact_integers():
     data = json.loads(df.to_json(df.report_dict(account(sample_facts()))))
     assert data["totals"]["physical"] == 2450
     assert {p["name"]: p["attributed"] for p in data["pods"]}["web-2"] in (583, 584)
+
+
+def test_bases_duplicates_and_created_in_the_tables():
+    import dataclasses
+
+    from exporter.core.bases import BaseSpec
+    from tests.fakes import digest
+
+    facts = sample_facts()
+    facts = dataclasses.replace(facts, images=tuple(dataclasses.replace(i, created=1704164645.0) for i in facts.images))
+    catalog = [
+        BaseSpec("debian", diff_ids=(digest("B"), digest("OS")), version="12"),
+        BaseSpec("debian", diff_ids=(digest("B"), digest("O2")), version="11"),
+    ]
+    report = account(facts, catalog)
+    images = df.images_table(report)
+    assert "CREATED" in images.splitlines()[0] and "2024-01-02 03:04" in images and "debian:12" in images
+    bases = df.bases_table(report).splitlines()
+    assert bases[0].split() == [
+        "BASE",
+        "VERSION",
+        "SOURCE",
+        "LAYERS",
+        "SIZE",
+        "STACK",
+        "IMAGES",
+        "PODS",
+        "VERSIONS",
+        "DRIFT",
+    ]
+    # Family debian: 12 is B+OS (1300), 11 is B+O2 (1250): drift = 1550 - 1300 = 250.
+    assert bases[1].split()[:3] == ["debian", "12", "catalog"] and bases[1].split()[-2:] == ["2", "250B"]
+    dups = df.duplicates_table(report).splitlines()
+    assert dups[0].split()[:2] == ["DIFF", "ID"] and len(dups) == 3
+    assert "localhost/app-a:1, localhost/app-b:1" not in "\n".join(dups)  # A is in app-a and app-c only
+    assert "localhost/app-a:1" in dups[1] + dups[2] and "localhost/app-c:1" in dups[1] + dups[2]
+    data = json.loads(df.to_json(df.report_dict(report)))
+    assert data["totals"]["duplicate_bytes"] == 200 and data["totals"]["unused_logical"] == 2700
+    assert data["families"] == [
+        {"name": "debian", "versions": ["11", "12"], "bytes": 1550, "largest": 1300, "drift": 250}
+    ]
+    assert data["duplicates"][0]["bytes"] == 200 and len(data["duplicates"][0]["copies"]) == 2

@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter.core.facts import DeclaredBase
 from exporter.errors import ParseError
-from exporter.sources.oci import Index, Manifest, parse_manifest_or_index
+from exporter.sources.oci import Index, Manifest, image_details_from_config, parse_manifest_or_index
 from tests.fakes import digest
 
 # Property-based: whatever the runtime hands over, the parsers return or raise
@@ -51,3 +52,37 @@ def test_malformed_manifests_are_parse_errors(blob):
 def test_fuzz_manifests(blob):
     with contextlib.suppress(ParseError):
         parse_manifest_or_index(blob)
+
+
+def test_manifest_annotations_declare_the_base():
+    manifest = {
+        "config": {"digest": digest(5)},
+        "layers": [],
+        "annotations": {
+            "org.opencontainers.image.base.name": "docker.io/library/debian:12",
+            "org.opencontainers.image.base.digest": digest(8),
+            "other": "x",
+        },
+    }
+    parsed = parse_manifest_or_index(json.dumps(manifest).encode())
+    assert isinstance(parsed, Manifest)
+    assert parsed.declared_base == DeclaredBase("docker.io/library/debian:12", digest(8))
+    plain = parse_manifest_or_index(json.dumps({**manifest, "annotations": {"a": "b"}}).encode())
+    assert isinstance(plain, Manifest) and plain.declared_base is None
+    odd = parse_manifest_or_index(json.dumps({**manifest, "annotations": ["not", "a", "map"]}).encode())
+    assert isinstance(odd, Manifest) and odd.declared_base is None
+
+
+def test_config_created_and_labels():
+    config = {
+        "created": "2024-01-02T03:04:05.123456789Z",
+        "config": {"Labels": {"org.opencontainers.image.base.name": "alpine:3.20", "n": 1}},
+        "rootfs": {"diff_ids": [digest(1)]},
+    }
+    details = image_details_from_config(config)
+    assert details.created == 1704164645.123456
+    assert details.declared_base == DeclaredBase("alpine:3.20", "")
+    for created in ("0001-01-01T00:00:00Z", "2024-01-02 03:04", "", 17, None):
+        assert image_details_from_config({**config, "created": created}).created is None
+    assert image_details_from_config({**config, "created": "1970-01-01T00:00:00Z"}).created == 0
+    assert image_details_from_config({**config, "config": {"Labels": None}}).declared_base is None

@@ -173,6 +173,9 @@ def to_html(report: ClusterReport, title: str = "Layer sharing report") -> str:
     node_headers, node_rows = rows(report, "nodes")
     base_headers, base_rows = rows(report, "bases")
     off_rows = [[w.namespace, w.kind, w.name, w.pods, w.attributed, " ".join(w.bases) or "(none)"] for w in off]
+    family_rows = [
+        [f.base, len(f.versions), " ".join(v or "(none)" for v in f.versions), f.drift] for f in report.families
+    ]
     unreachable = "".join(f"<li>{_esc(n)}: {_esc(e)}</li>" for n, e in report.unreachable)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>
@@ -200,6 +203,8 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 <div class="card">Without sharing<b>{human_bytes(report.logical)}</b></div>
 <div class="card">Saved by sharing<b>{human_bytes(saved)} ({ratio:.0%})</b></div>
 <div class="card">Held back by unused images<b>{human_bytes(report.reclaimable)}</b></div>
+<div class="card">Image GC assumes it frees<b>{human_bytes(report.unused_logical)}</b></div>
+<div class="card">Duplicate layer copies<b>{human_bytes(report.duplicate_bytes)}</b></div>
 <div class="card">Compressed layers kept<b>{human_bytes(report.content)}</b></div>
 </div>
 {f'<p class="warn">Unreachable nodes:</p><ul class="warn">{unreachable}</ul>' if unreachable else ""}
@@ -217,5 +222,11 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 {_html_table(node_headers, node_rows)}
 <h2>Bases</h2>
 {_html_table(base_headers, base_rows)}
+<h2>Base versions and drift</h2>
+{
+        _html_table(["BASE", "VERSIONS", "SEEN", "DRIFT"], family_rows)
+        if family_rows
+        else "<p>No catalog or declared base family on these nodes.</p>"
+    }
 </body></html>
 """

@@ -17,7 +17,9 @@ def print_table(report: ClusterReport, view: str, sort: str = "", top: int = 0) 
     console.print(
         f"[bold]{len(report.nodes)} nodes[/bold]: {human_bytes(report.physical)} of image layers on disk for "
         f"{human_bytes(report.logical)} without sharing (saves {human_bytes(saved)}); "
-        f"{human_bytes(report.reclaimable)} held by unused images; {human_bytes(report.content)} compressed kept"
+        f"{human_bytes(report.reclaimable)} held by unused images (image GC assumes "
+        f"{human_bytes(report.unused_logical)}); {human_bytes(report.duplicate_bytes)} in "
+        f"{report.duplicate_layers} duplicate layer copies; {human_bytes(report.content)} compressed kept"
     )
     headers, data = rows(report, view, sort, top)
     table = Table(title=view)

@@ -9,11 +9,36 @@ from exporter.core.cluster import BaseRow, ClusterReport, ImageRow, NodeRow, Wor
 VIEWS = ("nodes", "bases", "workloads", "images")
 # Columns holding bytes (printed human-readable in tables and HTML, raw in JSON and CSV).
 BYTE_HEADERS = frozenset(
-    {"PHYSICAL", "LOGICAL", "SAVED", "SHARED", "UNIQUE", "RECLAIMABLE", "COMPRESSED", "BYTES", "ATTRIBUTED", "SIZE"}
+    {
+        "PHYSICAL",
+        "LOGICAL",
+        "SAVED",
+        "SHARED",
+        "UNIQUE",
+        "RECLAIMABLE",
+        "UNUSED LOGICAL",
+        "DUPLICATE",
+        "COMPRESSED",
+        "BYTES",
+        "DRIFT",
+        "ATTRIBUTED",
+        "SIZE",
+    }
 )
 SORT_KEYS = {
-    "nodes": ("physical", "logical", "saved", "reclaimable", "content", "images", "pods", "node"),
-    "bases": ("bytes", "pods", "images", "nodes", "base"),
+    "nodes": (
+        "physical",
+        "logical",
+        "saved",
+        "reclaimable",
+        "unused_logical",
+        "duplicate_bytes",
+        "content",
+        "images",
+        "pods",
+        "node",
+    ),
+    "bases": ("bytes", "pods", "images", "nodes", "drift", "versions", "base"),
     "workloads": ("attributed", "pods", "nodes", "name"),
     "images": ("size", "unique", "nodes", "image"),
 }
@@ -46,6 +71,8 @@ def rows(report: ClusterReport, view: str, sort: str = "", top: int = 0) -> tupl
             "SHARED",
             "UNIQUE",
             "RECLAIMABLE",
+            "UNUSED LOGICAL",
+            "DUPLICATE",
             "COMPRESSED",
         ]
         return headers, [
@@ -60,14 +87,19 @@ def rows(report: ClusterReport, view: str, sort: str = "", top: int = 0) -> tupl
                 n.shared,
                 n.unique,
                 n.reclaimable,
+                n.unused_logical,
+                n.duplicate_bytes,
                 n.content,
             ]
             for n in cut(report.nodes)
             if isinstance(n, NodeRow)
         ]
     if view == "bases":
-        return ["BASE", "SOURCE", "NODES", "IMAGES", "PODS", "BYTES"], [
-            [b.base, b.source, b.nodes, b.images, b.pods, b.bytes] for b in cut(report.bases) if isinstance(b, BaseRow)
+        # VERSIONS and DRIFT are the family's (every version row repeats them).
+        return ["BASE", "VERSION", "SOURCE", "NODES", "IMAGES", "PODS", "BYTES", "VERSIONS", "DRIFT"], [
+            [b.base, b.version, b.source, b.nodes, b.images, b.pods, b.bytes, b.versions, b.drift]
+            for b in cut(report.bases)
+            if isinstance(b, BaseRow)
         ]
     if view == "workloads":
         return ["NAMESPACE", "KIND", "WORKLOAD", "NODES", "PODS", "ATTRIBUTED", "BASES", "ON CATALOG"], [

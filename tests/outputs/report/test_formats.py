@@ -28,7 +28,10 @@ def test_json_and_csv(cluster: ClusterReport):
         "saved": 11800,
         "reclaimable": 200,
         "content": 0,
+        "unused_logical": 5400,
+        "duplicate_bytes": 400,
+        "duplicate_layers": 2,
     }
     assert doc["unreachable"] == [{"node": "node-c", "error": "503 Service Unavailable"}]
     table = list(csv.reader(io.StringIO(to_csv(*rows(cluster, "bases")))))
-    assert table[0] == ["base", "source", "nodes", "images", "pods", "bytes"]
+    assert table[0] == ["base", "version", "source", "nodes", "images", "pods", "bytes", "versions", "drift"]

@@ -19,6 +19,7 @@ def test_html_is_self_contained_with_charts(cluster: ClusterReport):
     assert page.count("<svg") == 2 and page.count('class="shared"') >= 2 and page.count('class="image"') >= 5
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "<script" not in page and "node-c" in page
+    assert "Base versions and drift" in page and "Duplicate layer copies" in page
 
 
 def test_squarify_fills_the_rectangle():

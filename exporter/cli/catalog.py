@@ -1,0 +1,75 @@
+"""`layer-sharing-exporter catalog REF...`: base image references to catalog YAML.
+
+Reads each image's config from its registry (read-only, for the node's
+platform unless --platform says otherwise) and prints catalog entries
+`{name, version, diff_ids}` to paste under `bases:`. Exit codes: 0 ok, 1 a
+registry could not be read, 2 bad arguments or entries that would not make a
+valid catalog.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from exporter.cli.args import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from exporter.config import parse_bases
+from exporter.core.bases import short_digest
+from exporter.errors import ConfigError
+from exporter.sources.registry import (
+    RegistryClient,
+    RegistryError,
+    docker_config_path,
+    load_credentials,
+    node_platform,
+    parse_platform,
+    parse_reference,
+)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"layer-sharing-exporter catalog: {message}", file=sys.stderr)
+    return code
+
+
+def run_catalog(args: argparse.Namespace) -> int:
+    try:
+        wanted = parse_platform(args.platform) if args.platform else node_platform()
+        endpoints = dict(_endpoint(e) for e in args.registry_endpoint)
+        # NAME=REF names the family; a bare REF is named by its repository.
+        specs = [
+            (s.partition("=")[0], parse_reference(s.partition("=")[2])) if "=" in s else ("", parse_reference(s))
+            for s in args.refs
+        ]
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        client = RegistryClient(load_credentials(docker_config_path()), args.timeout, endpoints)
+        entries = []
+        for name, ref in specs:
+            details, _ = client.image_config(ref, wanted)
+            entries.append(
+                {
+                    "name": name or ref.name,
+                    "version": ref.tag or short_digest(ref.digest),
+                    "diff_ids": list(details.diff_ids),
+                }
+            )
+    except RegistryError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    try:
+        parse_bases(entries)
+    except ConfigError as exc:
+        return _fail(f"these references do not make a valid catalog: {exc}", EXIT_USAGE)
+    print(f"# layer-sharing-exporter catalog, platform {wanted}")
+    print(yaml.safe_dump({"bases": entries}, sort_keys=False, width=200), end="")
+    return EXIT_OK
+
+
+def _endpoint(text: str) -> tuple[str, str]:
+    name, sep, url = text.partition("=")
+    if not sep or not name or not url.startswith(("http://", "https://")):
+        raise ValueError(f"--registry-endpoint {text!r} is not NAME=http(s)://HOST[:PORT]")
+    return name, url

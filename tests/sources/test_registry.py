@@ -1,0 +1,126 @@
+"""The registry adapter against the loopback OCI registry: tags, digests, a multi-arch
+index, basic auth and the bearer-token flow from a docker config, and refusals."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.sources.registry import (
+    Platform,
+    RegistryClient,
+    RegistryError,
+    docker_config_path,
+    load_credentials,
+    parse_reference,
+)
+from tests.harness.images import Blob, BuiltImage, ImageSpec, data_layer
+from tests.harness.registry import Registry
+
+AMD64 = Platform("linux", "amd64")
+
+
+def _image(name: str, architecture: str = "amd64") -> BuiltImage:
+    return ImageSpec(
+        [f"x/{name}:1"],
+        [data_layer(f"reg-{name}-a", 1000), data_layer(f"reg-{name}-b", 500)],
+        architecture=architecture,
+        created="2024-05-06T07:08:09Z",
+    ).build()
+
+
+@pytest.fixture
+def registry() -> Iterator[Registry]:
+    served = Registry().start()
+    yield served
+    served.stop()
+
+
+def test_config_by_tag_and_by_digest(registry: Registry):
+    image = _image("base")
+    ref = registry.push("team/base", "12", image)
+    client = RegistryClient()
+    details, manifest_digest = client.image_config(parse_reference(ref), AMD64)
+    assert details.diff_ids == image.diff_ids and details.created == 1714979289.0
+    assert manifest_digest == image.manifest.digest
+    by_digest = parse_reference(f"{registry.host}/team/base@{image.manifest.digest}")
+    assert client.image_config(by_digest, AMD64)[0].diff_ids == image.diff_ids
+    assert all(r.startswith("GET ") for r in registry.requests)  # read-only
+
+
+def test_index_is_resolved_for_the_platform(registry: Registry):
+    amd, arm = _image("multi"), _image("multi-arm", "arm64")
+    ref, index = registry.push_index("team/multi", "1", {"amd64": amd, "arm64": arm})
+    client = RegistryClient()
+    assert client.image_config(parse_reference(ref), AMD64)[0].diff_ids == amd.diff_ids
+    details, digest = client.image_config(parse_reference(ref), Platform("linux", "arm64", "v8"))
+    assert details.diff_ids == arm.diff_ids and digest == arm.manifest.digest
+    with pytest.raises(RegistryError, match=r"no image for linux/s390x \(it has: linux/amd64, linux/arm64\)"):
+        client.image_config(parse_reference(ref), Platform("linux", "s390x"))
+    assert client.image_config(parse_reference(f"{registry.host}/team/multi@{index.digest}"), AMD64)[0].diff_ids == (
+        amd.diff_ids
+    )
+
+
+def test_bytes_not_matching_their_digest_are_refused(registry: Registry):
+    image = _image("tampered")
+    ref = registry.push("team/tampered", "1", image)
+    registry.blobs[image.config.digest] = Blob(image.config.media_type, image.config.data.replace(b"linux", b"Linux"))
+    with pytest.raises(RegistryError, match="do not match the digest"):
+        RegistryClient().image_config(parse_reference(ref), AMD64)
+
+
+def test_not_found_and_unreachable_say_so(registry: Registry):
+    with pytest.raises(RegistryError, match="404"):
+        RegistryClient().image_config(parse_reference(f"{registry.host}/team/absent:1"), AMD64)
+    with pytest.raises(RegistryError, match="127.0.0.1:9/v2/x/manifests/1"):
+        RegistryClient(timeout=2).image_config(parse_reference("127.0.0.1:9/x:1"), AMD64)
+
+
+def _docker_config(tmp_path: Path, host: str, user: str, password: str) -> Path:
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"auths": {f"http://{host}/v1/": {"auth": auth}}, "credsStore": "desktop"}))
+    return path
+
+
+@pytest.mark.parametrize("bearer", [False, True], ids=["basic", "bearer"])
+def test_protected_registry_with_docker_config_credentials(tmp_path: Path, bearer: bool):
+    registry = Registry(auth=("robot", "s3cret"), bearer=bearer).start()
+    try:
+        image = _image("private")
+        ref = parse_reference(registry.push("team/private", "1", image))
+        credentials = load_credentials(_docker_config(tmp_path, registry.host, "robot", "s3cret"))
+        assert credentials == {registry.host: ("robot", "s3cret")}
+        assert RegistryClient(credentials).image_config(ref, AMD64)[0].diff_ids == image.diff_ids
+        with pytest.raises(RegistryError, match=f"no credentials for {registry.host}"):
+            RegistryClient().image_config(ref, AMD64)
+        wrong = load_credentials(_docker_config(tmp_path, registry.host, "robot", "wrong"))
+        with pytest.raises(RegistryError, match="401"):
+            RegistryClient(wrong).image_config(ref, AMD64)
+    finally:
+        registry.stop()
+
+
+def test_docker_config_location_and_shapes(tmp_path: Path):
+    assert docker_config_path({"DOCKER_CONFIG": "/etc/d"}) == Path("/etc/d/config.json")
+    assert docker_config_path({"HOME": "/home/u"}) == Path("/home/u/.docker/config.json")
+    assert load_credentials(tmp_path / "absent.json") == {}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"auths": {"reg.example:5000": {"username": "u", "password": "p"}, "bad": 3}}))
+    assert load_credentials(path) == {"reg.example:5000": ("u", "p")}
+    path.write_text("{not json")
+    with pytest.raises(RegistryError, match="docker config"):
+        load_credentials(path)
+
+
+def test_references():
+    assert parse_reference("alpine").name == "docker.io/library/alpine"
+    assert parse_reference("alpine").tag == "latest"
+    assert parse_reference("team/app@sha256:" + "a" * 64).repository == "team/app"
+    with pytest.raises(ValueError, match="not a sha256"):
+        parse_reference("x/y@md5:abc")
