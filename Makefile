@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup setup-test demo test unit lint bench protos dashboards rules docs lock clean
+.PHONY: setup setup-test demo test unit lint bench bench-report protos dashboards rules docs lock clean
 
 setup:
 	@scripts/setup.sh
@@ -27,6 +27,9 @@ lint: setup-test
 
 bench: setup
 	$(PY) -m benchmarks.busy_node
+
+bench-report: setup  ## the cluster report against a real Prometheus holding 1,000 nodes' series (backfilled)
+	$(PY) -m benchmarks.report_prometheus
 
 protos: setup
 	$(PY) scripts/gen_protos.py
