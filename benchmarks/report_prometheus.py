@@ -47,7 +47,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.core.accounting import account
-from exporter.core.facts import ImageFacts, NodeFacts, SnapshotUsage, Workload
+from exporter.core.facts import ImageFacts, LayerBlob, NodeFacts, SnapshotUsage, Workload
 from exporter.core.state import ExporterState
 from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
 from tests.fakes import container, digest, pod
@@ -72,6 +72,8 @@ def busy_node_facts(seed: int, images: int = 300, pods: int = 110, workloads: in
     runtimes = [bases[r % 5] + [f"rt-{r}-{k}" for k in range(2)] for r in range(15)]
     image_facts = []
     usage: dict[str, SnapshotUsage] = {}
+    blobs: dict[str, tuple[LayerBlob, ...]] = {}
+    present: dict[str, int] = {}
     for i in range(images):
         app_layers = rng.choice([4, 4, 5, 5, 5, 5, 6, 6, 7, 8, 9, 10])
         names = runtimes[rng.randrange(15)] + [f"app-{seed}-{i}-{k}" for k in range(app_layers)]
@@ -82,6 +84,8 @@ def busy_node_facts(seed: int, images: int = 300, pods: int = 110, workloads: in
             compressed_size=rng.randrange(10_000_000, 400_000_000),
         )
         image_facts.append(image)
+        blobs[image.image_id] = tuple(LayerBlob(digest(f"blob-{n}"), len(n) * 1_000_003) for n in names)
+        present.update((blob.digest, blob.size) for blob in blobs[image.image_id])
         for chain_id in image.chain_ids:
             if chain_id not in usage:
                 usage[chain_id] = SnapshotUsage(size=rng.randrange(4096, 300_000_000), inodes=rng.randrange(1, 5000))
@@ -101,6 +105,8 @@ def busy_node_facts(seed: int, images: int = 300, pods: int = 110, workloads: in
         containers=tuple(containers),
         pods=tuple(pod_facts),
         layer_usage=usage,
+        layer_blobs=blobs,
+        present_blobs=present,
         sandbox_image_ids=frozenset({pause.image_id}),
         node_name=f"template-{seed}",
         runtime_name="containerd",
@@ -176,7 +182,8 @@ def write_openmetrics(templates: list[Template], nodes: int, path: Path, timesta
     return written
 
 
-def expected_totals(templates: list[Template], nodes: int) -> dict[str, int]:
+def node_figures(templates: list[Template]) -> list[dict[str, int]]:
+    """Each template node's own figures (physical, logical, reclaimable, content)."""
     per_template: list[dict[str, int]] = []
     for template in templates:
         figures: dict[str, int] = defaultdict(int)
@@ -186,6 +193,11 @@ def expected_totals(templates: list[Template], nodes: int) -> dict[str, int]:
                     if name == metric and not labels:
                         figures[key] = int(value)
         per_template.append(figures)
+    return per_template
+
+
+def expected_totals(templates: list[Template], nodes: int) -> dict[str, int]:
+    per_template = node_figures(templates)
     totals = {key: sum(per_template[i % len(templates)][key] for i in range(nodes)) for key in NODE_FIGURES}
     totals["nodes"] = nodes
     totals["saved"] = totals["logical"] - totals["physical"]
@@ -224,14 +236,22 @@ def start_prometheus(data: Path, workdir: Path) -> tuple[subprocess.Popen[bytes]
     raise SystemExit("Prometheus never became ready:\n" + (workdir / "prometheus.log").read_text()[-3000:])
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _cap_memory() -> None:
     # The download-every-series approach can take gigabytes: stop it at 8 GiB
     # (a MemoryError) rather than starve the machine.
     resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
 
 
-def run_report(url: str, cwd: Path, timeout: float) -> dict[str, Any]:
-    """One report as a subprocess: its wall time, peak RSS (os.wait4, this process alone) and output."""
+def run_report(url: str, cwd: Path, timeout: float, prometheus_pid: int) -> dict[str, Any]:
+    """One report as a subprocess: its wall time, peak RSS (os.wait4, this process alone), the
+    CPU Prometheus spent answering it, and its output."""
+    prometheus_before = cpu_seconds(prometheus_pid)
     command = [sys.executable, "-m", "exporter", "report", "--prometheus-url", url, "--output", "json"]
     command += ["--timeout", f"{timeout:g}"]
     started = time.perf_counter()
@@ -240,6 +260,7 @@ def run_report(url: str, cwd: Path, timeout: float) -> dict[str, Any]:
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - started
+        prometheus_cpu = cpu_seconds(prometheus_pid) - prometheus_before
         stdout.seek(0)
         stderr.seek(0)
         out, err = stdout.read().decode(), stderr.read().decode()
@@ -248,13 +269,19 @@ def run_report(url: str, cwd: Path, timeout: float) -> dict[str, Any]:
         "wall_seconds": round(wall, 3),
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is KiB on Linux
         "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+        "prometheus_cpu_seconds": round(prometheus_cpu, 2),
         "stdout": out,
         "stderr": err[-2000:],
     }
 
 
-def check(doc: dict[str, Any], want: dict[str, int], nodes: int) -> list[str]:
-    problems = []
+def check(doc: dict[str, Any], want: dict[str, int], templates: list[Template], nodes: int) -> list[str]:
+    per_template = node_figures(templates)
+    problems = [
+        f"{row['node']}: {row['physical']} physical"
+        for row in doc["nodes"]
+        if row["physical"] != per_template[int(row["node"].removeprefix("node-")) % len(templates)]["physical"]
+    ][:5]
     for key, value in want.items():
         if doc["totals"].get(key) != value:
             problems.append(f"totals.{key}: {doc['totals'].get(key)} != {value}")
@@ -305,19 +332,22 @@ def main() -> int:
 
         want = expected_totals(templates, args.nodes)
         runs: dict[str, dict[str, Any]] = {}
-        runs["aggregated (this tree)"] = run_report(url, ROOT, args.timeout)
+        # The first report reads the freshly opened block from disk; a live
+        # Prometheus holds these series in its head, so the second is the usual case.
+        runs["aggregated, first query"] = run_report(url, ROOT, args.timeout, prometheus.pid)
+        runs["aggregated, again"] = run_report(url, ROOT, args.timeout, prometheus.pid)
         if args.old_ref:
             old_tree = workdir / "old"
             old_tree.mkdir()
             archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.old_ref, "exporter"], capture_output=True)
             subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive.stdout, check=True)
-            runs[f"every series ({args.old_ref})"] = run_report(url, old_tree, args.timeout)
+            runs[f"every series ({args.old_ref})"] = run_report(url, old_tree, args.timeout, prometheus.pid)
 
         rows = []
         for name, run in runs.items():
             problems = [f"exit {run['exit_code']}: {run['stderr'].strip()[-300:]}"] if run["exit_code"] != 0 else []
             if not problems:
-                problems = check(json.loads(run["stdout"]), want, args.nodes)
+                problems = check(json.loads(run["stdout"]), want, templates, args.nodes)
             run["exact"] = not problems
             run["problems"] = problems
             del run["stdout"]
@@ -344,14 +374,17 @@ def main() -> int:
         (RESULTS / "report.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         targets = f"targets: ≤ {TARGET_SECONDS:g} s, ≤ {TARGET_RSS_MIB:g} MiB"
         print(f"\n{args.nodes:,} nodes, {series:,} series in Prometheus ({targets})")
-        print(f"{'report':32s} {'wall s':>8s} {'peak RSS MiB':>13s} {'CPU s':>7s}  exact")
+        print(f"{'report':32s} {'wall s':>8s} {'peak RSS MiB':>13s} {'CPU s':>7s} {'Prometheus CPU s':>17s}  exact")
         for name, run in rows:
             print(
-                f"{name:32s} {run['wall_seconds']:8.2f} {run['peak_rss_mib']:13.1f} {run['cpu_seconds']:7.2f}  "
+                f"{name:32s} {run['wall_seconds']:8.2f} {run['peak_rss_mib']:13.1f} {run['cpu_seconds']:7.2f} "
+                f"{run['prometheus_cpu_seconds']:17.2f}  "
                 f"{'yes' if run['exact'] else 'NO: ' + '; '.join(run['problems'])}"
             )
-        ours = rows[0][1]
-        ok = ours["exact"] and ours["wall_seconds"] <= TARGET_SECONDS and ours["peak_rss_mib"] <= TARGET_RSS_MIB
+        ok = all(
+            run["exact"] and run["wall_seconds"] <= TARGET_SECONDS and run["peak_rss_mib"] <= TARGET_RSS_MIB
+            for _, run in rows[:2]
+        )
         return 0 if ok else 1
     finally:
         if prometheus is not None:

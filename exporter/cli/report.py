@@ -62,10 +62,13 @@ def _collect(args: argparse.Namespace) -> ClusterReport:
 
         # Prometheus ranks the images (topk): by the column the images view sorts on.
         rank = args.sort if args.view == "images" and args.sort in prometheus_api.IMAGE_RANKS else "size"
+        # A table or CSV shows one view (and the node totals): ask only for that.
+        table_only = args.output[0] in ("table", "csv")
         aggregates = prometheus_api.fetch(
             args.prometheus_url,
             args.prometheus_selector,
             args.timeout,
+            views=(args.view,) if table_only else prometheus_api.VIEWS,
             images_cap=max(args.top, prometheus_api.IMAGES_CAP),
             image_rank=rank,
         )

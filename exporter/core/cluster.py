@@ -140,7 +140,7 @@ class ClusterAggregates:
     workload_nodes: Sequence[Aggregate] = ()  # by namespace, workload_kind, workload
     workload_pods: Sequence[Aggregate] = ()  # by namespace, workload_kind, workload
     workload_attributed: Sequence[Aggregate] = ()  # by namespace, workload_kind, workload
-    workload_bases: Sequence[Aggregate] = ()  # by namespace, workload_kind, workload, base, source (pods > 0)
+    workload_bases: Sequence[Aggregate] = ()  # by namespace, workload_kind, workload, base, source: > 0 if pods
     image_nodes: Sequence[Aggregate] = ()  # by image, base: nodes holding the image
     image_size: Sequence[Aggregate] = ()  # by image
     image_unique: Sequence[Aggregate] = ()  # by image

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -31,8 +33,14 @@ IMAGE_RANKS = {
 }
 QUERY_THREADS = 4
 
+# The images figure the rank already is (ranking by nodes counts images, not (image, base) pairs).
+RANKED_FIELD = {"size": "image_size", "unique": "image_unique"}
+VIEWS = ("nodes", "bases", "workloads", "images")
 BASE = ("base", "source")
-WORKLOAD = ("namespace", "workload_kind", "workload")
+# Without honor_labels the exporter's own `namespace` arrives as exported_namespace
+# (the target's namespace took its place): grouping by both keeps it, and
+# _labels takes it back (with honor_labels, as the chart sets, there is none).
+WORKLOAD = ("namespace", "exported_namespace", "workload_kind", "workload")
 
 
 class PrometheusError(Exception):
@@ -49,49 +57,80 @@ def _series(metric: str, selector: str, by: tuple[str, ...]) -> str:
     series = (
         f'({metric}{{node!=""{extra}}} or label_replace({metric}{{node=""{extra}}}, "node", "$1", "instance", "(.+)"))'
     )
-    if "namespace" in by:
-        # Without honor_labels the exporter's own `namespace` arrives as
-        # exported_namespace (the target's namespace took its place): take it back.
-        series = f'label_replace({series}, "namespace", "$1", "exported_namespace", "(.+)")'
     return f"max by ({', '.join(('node', *by))}) ({series})"
 
 
-def queries(selector: str = "", images_cap: int = IMAGES_CAP, image_rank: str = "size") -> dict[str, str]:
-    """The PromQL for every figure, keyed as ClusterAggregates fields (node figures as `node:<field>`)."""
+def _summed(metric: str, selector: str, by: tuple[str, ...]) -> str:
+    return f"sum by ({', '.join(by)}) ({_series(metric, selector, by)})"
 
-    def summed(metric: str, by: tuple[str, ...]) -> str:
-        return f"sum by ({', '.join(by)}) ({_series(metric, selector, by)})"
 
-    def counted(metric: str, by: tuple[str, ...]) -> str:
-        return f"count by ({', '.join(by)}) ({_series(metric, selector, by)})"
+def _counted(metric: str, selector: str, by: tuple[str, ...]) -> str:
+    return f"count by ({', '.join(by)}) ({_series(metric, selector, by)})"
 
-    rank_metric = IMAGE_RANKS.get(image_rank, IMAGE_RANKS["size"])
-    rank_of = counted if rank_metric == IMAGE_RANKS["nodes"] else summed
-    ranked = f"topk({images_cap}, {rank_of(rank_metric, ('image',))})"
-    return {
-        **{f"node:{figure}": _series(metric, selector, ()) for figure, metric in NODE_FIGURES.items()},
-        "base_nodes": counted("layer_sharing_base_images", BASE),
-        "base_images": summed("layer_sharing_base_images", BASE),
-        "base_pods": summed("layer_sharing_base_pods", BASE),
-        "base_bytes": summed("layer_sharing_base_bytes", BASE),
-        "workload_nodes": counted("layer_sharing_workload_pods", WORKLOAD),
-        "workload_pods": summed("layer_sharing_workload_pods", WORKLOAD),
-        "workload_attributed": summed("layer_sharing_workload_attributed_bytes", WORKLOAD),
-        "workload_bases": (
-            f"count by ({', '.join((*WORKLOAD, *BASE))}) "
-            f"({_series('layer_sharing_workload_base_pods', selector, (*WORKLOAD, *BASE))} > 0)"
-        ),
-        "image_nodes": f"{counted('layer_sharing_image_info', ('image', 'base'))} and on (image) {ranked}",
-        "image_size": f"{summed('layer_sharing_image_size_bytes', ('image',))} and on (image) {ranked}",
-        "image_unique": f"{summed('layer_sharing_image_unique_bytes', ('image',))} and on (image) {ranked}",
+
+def queries(
+    selector: str = "", views: Collection[str] = VIEWS, images_cap: int = IMAGES_CAP, image_rank: str = "size"
+) -> dict[str, str]:
+    """The PromQL for the figures `views` need, keyed as ClusterAggregates fields.
+
+    Node figures (always asked: the totals come from them) are keyed
+    `node:<field>`. For the images view this asks only `image_rank`: the
+    largest images by the ranked figure (`topk`); `image_queries` then asks
+    the other figures of just those images.
+    """
+    exprs = {f"node:{figure}": _series(metric, selector, ()) for figure, metric in NODE_FIGURES.items()}
+    if "bases" in views:
+        exprs["base_nodes"] = _counted("layer_sharing_base_images", selector, BASE)
+        exprs["base_images"] = _summed("layer_sharing_base_images", selector, BASE)
+        exprs["base_pods"] = _summed("layer_sharing_base_pods", selector, BASE)
+        exprs["base_bytes"] = _summed("layer_sharing_base_bytes", selector, BASE)
+    if "workloads" in views:
+        exprs["workload_nodes"] = _counted("layer_sharing_workload_pods", selector, WORKLOAD)
+        exprs["workload_pods"] = _summed("layer_sharing_workload_pods", selector, WORKLOAD)
+        exprs["workload_attributed"] = _summed("layer_sharing_workload_attributed_bytes", selector, WORKLOAD)
+        # Only which bases a workload stands on: no nodes to count, so no per-node reduction.
+        series = f"layer_sharing_workload_base_pods{{{selector}}}"
+        exprs["workload_bases"] = f"group by ({', '.join((*WORKLOAD, *BASE))}) ({series} > 0)"
+    if "images" in views:
+        metric = IMAGE_RANKS.get(image_rank, IMAGE_RANKS["size"])
+        rank_of = _counted if metric == IMAGE_RANKS["nodes"] else _summed
+        exprs["image_rank"] = f"topk({images_cap}, {rank_of(metric, selector, ('image',))})"
+    return exprs
+
+
+def _regex_literal(values: Collection[str]) -> str:
+    """A PromQL string holding an (anchored, RE2) regex matching exactly these values."""
+    alternatives = "|".join(re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", v) for v in sorted(values))
+    return json.dumps(alternatives)  # a JSON string is a valid PromQL double-quoted string
+
+
+def image_queries(selector: str, images: Collection[str], image_rank: str = "size") -> dict[str, str]:
+    """The images view's figures for just these (ranked) images; the ranked figure is known already."""
+    narrowed = ", ".join(m for m in (selector, f"image=~{_regex_literal(images)}") if m)
+    exprs = {
+        "image_nodes": _counted("layer_sharing_image_info", narrowed, ("image", "base")),
+        "image_size": _summed("layer_sharing_image_size_bytes", narrowed, ("image",)),
+        "image_unique": _summed("layer_sharing_image_unique_bytes", narrowed, ("image",)),
     }
+    exprs.pop(RANKED_FIELD.get(image_rank, ""), None)
+    return exprs
+
+
+def _labels(metric: dict[str, str]) -> dict[str, str]:
+    exported = metric.pop("exported_namespace", "")
+    return metric | {"namespace": exported} if exported else metric
 
 
 def _query(url: str, expr: str, at: float, timeout: float) -> list[Aggregate]:
-    params = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}", "timeout": f"{timeout:g}s"})
-    endpoint = url.rstrip("/") + "/api/v1/query?" + params
+    # POST: the images' regex can be longer than a URL should be.
+    form = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}", "timeout": f"{timeout:g}s"}).encode()
+    request = urllib.request.Request(
+        url.rstrip("/") + "/api/v1/query",
+        data=form,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     try:
-        with urllib.request.urlopen(endpoint, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             body: dict[str, Any] = json.load(response)
     except urllib.error.HTTPError as exc:
         detail = exc.read()[:300].decode(errors="replace")
@@ -108,7 +147,7 @@ def _query(url: str, expr: str, at: float, timeout: float) -> list[Aggregate]:
         value = float(result["value"][1])
         if not math.isfinite(value) or not value.is_integer():
             raise PrometheusError(f"{url}: {expr!r} gave {result['value'][1]} for {result['metric']}, not a count")
-        rows.append(Aggregate(dict(result["metric"]), int(value)))
+        rows.append(Aggregate(_labels(result["metric"]), int(value)))
     return rows
 
 
@@ -116,26 +155,42 @@ def fetch(
     url: str,
     selector: str = "",
     timeout: float = 30.0,
+    views: Collection[str] = VIEWS,
     images_cap: int = IMAGES_CAP,
     image_rank: str = "size",
     at: float | None = None,
 ) -> ClusterAggregates:
-    """Every figure the report needs, aggregated by Prometheus at one instant (`at`, default now)."""
+    """The figures `views` need, aggregated by Prometheus at one instant (`at`, default now)."""
     instant = time.time() if at is None else at
-    exprs = queries(selector, images_cap, image_rank)
+
+    def ask(expr: str) -> list[Aggregate]:
+        return _query(url, expr, instant, timeout)
+
     with ThreadPoolExecutor(max_workers=QUERY_THREADS) as pool:
-        answers = dict(zip(exprs, pool.map(lambda e: _query(url, e, instant, timeout), exprs.values()), strict=True))
+        pending = {
+            key: pool.submit(ask, expr) for key, expr in queries(selector, views, images_cap, image_rank).items()
+        }
+        answers: dict[str, list[Aggregate]] = {}
+        if "image_rank" in pending:
+            ranked = pending.pop("image_rank").result()
+            names = {row.labels.get("image", "") for row in ranked}
+            if names:
+                for key, expr in image_queries(selector, names, image_rank).items():
+                    pending[key] = pool.submit(ask, expr)
+            if image_rank in RANKED_FIELD:
+                answers[RANKED_FIELD[image_rank]] = ranked
+        answers.update((key, future.result()) for key, future in pending.items())
     return ClusterAggregates(
-        node_figures={figure: answers[f"node:{figure}"] for figure in NODE_FIGURES},
-        base_nodes=answers["base_nodes"],
-        base_images=answers["base_images"],
-        base_pods=answers["base_pods"],
-        base_bytes=answers["base_bytes"],
-        workload_nodes=answers["workload_nodes"],
-        workload_pods=answers["workload_pods"],
-        workload_attributed=answers["workload_attributed"],
-        workload_bases=answers["workload_bases"],
-        image_nodes=answers["image_nodes"],
-        image_size=answers["image_size"],
-        image_unique=answers["image_unique"],
+        node_figures={figure: answers.get(f"node:{figure}", []) for figure in NODE_FIGURES},
+        base_nodes=answers.get("base_nodes", []),
+        base_images=answers.get("base_images", []),
+        base_pods=answers.get("base_pods", []),
+        base_bytes=answers.get("base_bytes", []),
+        workload_nodes=answers.get("workload_nodes", []),
+        workload_pods=answers.get("workload_pods", []),
+        workload_attributed=answers.get("workload_attributed", []),
+        workload_bases=answers.get("workload_bases", []),
+        image_nodes=answers.get("image_nodes", []),
+        image_size=answers.get("image_size", []),
+        image_unique=answers.get("image_unique", []),
     )

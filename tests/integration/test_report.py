@@ -172,6 +172,7 @@ def test_html_page_renders_in_headless_chromium(cluster, tmp_path: Path):
 # cluster "east", one in cluster "west" (all three read the same real
 # containerd; Prometheus tells them apart by their `node` target label).
 OPERATOR_NODES = {"node-a": "east", "node-b": "east", "node-c": "west"}
+HONOR_LABELS_OFF = "node-c"
 
 
 def operator_target_labels(node: str, cluster: str) -> dict[str, str]:
@@ -229,16 +230,20 @@ def operator_scrape(sample_node: SampleNode, tmp_path_factory: pytest.TempPathFa
             "global": {"scrape_interval": "1s"},
             "scrape_configs": [
                 {
-                    "job_name": "serviceMonitor/monitoring/layer-sharing-exporter/0",
-                    "honor_labels": True,  # what the chart's ServiceMonitor sets
+                    "job_name": f"serviceMonitor/monitoring/layer-sharing-exporter/{honor}",
+                    # What the chart's ServiceMonitor sets; node-c is scraped by a
+                    # hand-written job without it (its namespace label is then the target's).
+                    "honor_labels": honor,
                     "static_configs": [
                         {
                             "targets": [exporters[node].base_url.removeprefix("http://")],
                             "labels": operator_target_labels(node, cluster),
                         }
                         for node, cluster in OPERATOR_NODES.items()
+                        if (node != HONOR_LABELS_OFF) == honor
                     ],
                 }
+                for honor in (True, False)
             ],
         }
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -291,7 +296,8 @@ def prometheus_report(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_prometheus_adds_operator_target_labels(operator_scrape: OperatorScrape):
     # The premise: node-level series carry every target label; the exporter's
-    # own pod series keep their namespace and pod (honor_labels).
+    # own pod series keep their namespace and pod with honor_labels, and
+    # become exported_namespace and exported_pod without.
     physical = operator_scrape.query("layer_sharing_physical_bytes")
     assert len(physical) == 3
     assert all(
@@ -299,8 +305,18 @@ def test_prometheus_adds_operator_target_labels(operator_scrape: OperatorScrape)
         <= set(series["metric"])
         for series in physical
     )
-    pods = operator_scrape.query('layer_sharing_pod_bytes{pod="web-1"}')
-    assert {series["metric"]["namespace"] for series in pods} == {"default"}
+    pods = {
+        series["metric"]["node"]: series["metric"]
+        for series in operator_scrape.query(
+            'layer_sharing_pod_bytes{pod="web-1"} or layer_sharing_pod_bytes{exported_pod="web-1"}'
+        )
+    }
+    assert {node: labels["namespace"] for node, labels in pods.items()} == {
+        "node-a": "default",
+        "node-b": "default",
+        "node-c": "monitoring",
+    }
+    assert pods["node-c"]["exported_namespace"] == "default"
 
 
 def test_report_behind_the_operator_is_exact(sample_node: SampleNode, operator_scrape: OperatorScrape):

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from exporter.core.cluster import NODE_FIGURES, build_report_from_aggregates
-from exporter.sources.prometheus_api import PrometheusError, fetch, queries
+from exporter.sources.prometheus_api import PrometheusError, fetch, image_queries, queries
 from tests.harness.loopback import LoopbackServer
 
 # The target labels a ServiceMonitor scrape adds, and an external label.
@@ -36,7 +36,9 @@ class StandIn:
     """Answers each query with the canned rows of the figure it asks for."""
 
     def __init__(self, answers: dict[str, list[dict[str, Any]]], selector: str = "") -> None:
-        self.by_expr = {expr: answers.get(key, []) for key, expr in queries(selector).items()}
+        names = {row["metric"]["image"] for row in answers.get("image_rank", [])}
+        exprs = queries(selector) | image_queries(selector, names)
+        self.by_expr = {expr: answers.get(key, []) for key, expr in exprs.items()}
         self.seen: list[dict[str, str]] = []
         self.status = 200
         self.body: dict[str, Any] | None = None
@@ -44,9 +46,10 @@ class StandIn:
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urllib.parse.urlsplit(self.path)
-                params = dict(urllib.parse.parse_qsl(url.query))
+            def do_POST(self) -> None:
+                assert urllib.parse.urlsplit(self.path).path == "/api/v1/query"
+                length = int(self.headers["Content-Length"])
+                params = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 with lock:
                     stand_in.seen.append(params)
                 body = stand_in.body or {
@@ -98,7 +101,7 @@ ANSWERS = {
         row(2, namespace="default", workload_kind="Deployment", workload="web", base="debian", source="catalog")
     ],
     "image_nodes": [row(2, image="localhost/app:1", base="debian")],
-    "image_size": [row(9007199254740991, image="localhost/app:1")],  # 2**53 - 1: still exact
+    "image_rank": [row(9007199254740991, image="localhost/app:1")],  # 2**53 - 1: still exact
     "image_unique": [row(10, image="localhost/app:1")],
 }
 
@@ -112,36 +115,59 @@ def stand_in() -> Iterator[StandIn]:
 
 
 def test_every_query_groups_by_the_labels_its_view_needs():
-    exprs = queries('cluster="east"')
+    exprs = queries('cluster="east"') | image_queries('cluster="east"', ["localhost/app:1"], "nodes")
     for figure in NODE_FIGURES:
         assert exprs[f"node:{figure}"].startswith("max by (node) (")
     assert exprs["base_bytes"].startswith("sum by (base, source) (max by (node, base, source) (")
     assert exprs["base_nodes"].startswith("count by (base, source) (")
-    assert exprs["workload_pods"].startswith(
-        "sum by (namespace, workload_kind, workload) (max by (node, namespace, workload_kind, workload) ("
-    )
-    assert "topk(500, " in exprs["image_size"] and "and on (image)" in exprs["image_unique"]
+    workload = "namespace, exported_namespace, workload_kind, workload"
+    assert exprs["workload_pods"].startswith(f"sum by ({workload}) (max by (node, {workload}) (")
+    assert exprs["workload_bases"].startswith(f"group by ({workload}, base, source) (")
+    assert exprs["image_rank"].startswith("topk(500, sum by (image) (max by (node, image) (")
+    assert exprs["image_unique"].startswith("sum by (image) (max by (node, image) (")
     # The selector narrows every series the queries read.
     for expr in exprs.values():
-        selectors = re.findall(r"layer_sharing_\w+\{([^}]*)\}", expr)
+        selectors = re.findall(r"layer_sharing_\w+\{(.*?)\}", expr)
         assert selectors and all('cluster="east"' in s for s in selectors), expr
 
 
+def test_a_table_asks_only_for_its_view():
+    assert set(queries(views=("nodes",))) == {f"node:{figure}" for figure in NODE_FIGURES}
+    assert set(queries(views=("bases",))) - set(queries(views=("nodes",))) == {
+        "base_nodes",
+        "base_images",
+        "base_pods",
+        "base_bytes",
+    }
+
+
 def test_images_ranked_by_the_sorted_column_and_capped():
-    assert "topk(20, count by (image)" in queries(images_cap=20, image_rank="nodes")["image_size"]
-    assert (
-        "topk(500, sum by (image) (max by (node, image) ((layer_sharing_image_unique_bytes"
-        in (queries(image_rank="unique")["image_nodes"])
-    )
+    assert queries(images_cap=20, image_rank="nodes")["image_rank"].startswith("topk(20, count by (image) (")
+    assert "layer_sharing_image_unique_bytes" in queries(image_rank="unique")["image_rank"]
+    # The ranked figure is not asked twice; ranking by nodes counts images, not (image, base) pairs.
+    assert set(image_queries("", ["a"], "unique")) == {"image_nodes", "image_size"}
+    assert set(image_queries("", ["a"], "nodes")) == {"image_nodes", "image_size", "image_unique"}
+
+
+def test_ranked_images_are_matched_exactly_whatever_their_characters():
+    names = ["registry.example/app:1.2+build", "a|b", "x(y)[z]{1}^$*?", "back\\slash", 'quote"d', "plain"]
+    expr = image_queries("", names)["image_unique"]
+    literal = re.search(r'image=~("(?:[^"\\]|\\.)*")', expr)
+    assert literal is not None
+    pattern = json.loads(literal.group(1))  # PromQL double-quoted strings unescape as JSON ones here
+    assert all(re.fullmatch(pattern, name) for name in names)
+    assert not any(re.fullmatch(pattern, other) for other in ["registry.example/app:1.2build", "a", "plai", "ab"])
 
 
 def test_fetch_asks_every_query_at_one_instant(stand_in: StandIn):
     aggregates = fetch(stand_in.url, timeout=5, at=1_700_000_000.0)
-    assert sorted(p["query"] for p in stand_in.seen) == sorted(queries().values())
+    assert sorted(p["query"] for p in stand_in.seen) == sorted(stand_in.by_expr)
     assert {p["time"] for p in stand_in.seen} == {"1700000000.000"}
     report = build_report_from_aggregates(aggregates)
     assert [(n.node, n.up, n.physical) for n in report.nodes] == [("node-a", True, 7184384), ("node-b", False, 2450)]
-    assert report.images[0].size == 9007199254740991
+    assert [(i.image, i.base, i.nodes, i.size, i.unique) for i in report.images] == [
+        ("localhost/app:1", "debian", 2, 9007199254740991, 10)
+    ]
     assert (report.workloads[0].pods, report.workloads[0].on_catalog) == (4, True)
 
 
@@ -151,6 +177,10 @@ def test_extra_labels_in_answers_are_ignored():
         "node:up": [row(1, node="node-a", **TARGET)],
         "node:physical": [row(500, node="node-a", **TARGET)],
         "base_bytes": [row(70, base="debian", source="catalog", **TARGET)],
+        # Scraped without honor_labels: the exporter's namespace is exported_namespace.
+        "workload_pods": [
+            row(3, namespace="monitoring", exported_namespace="default", workload_kind="Deployment", workload="web")
+        ],
     }
     server = StandIn(answers)
     server.server.start()
@@ -160,6 +190,7 @@ def test_extra_labels_in_answers_are_ignored():
         server.server.stop()
     assert [(n.node, n.up, n.physical) for n in report.nodes] == [("node-a", True, 500)]
     assert [(b.base, b.source, b.bytes) for b in report.bases] == [("debian", "catalog", 70)]
+    assert [(w.namespace, w.kind, w.name, w.pods) for w in report.workloads] == [("default", "Deployment", "web", 3)]
 
 
 def test_prometheus_errors_are_one_clear_line(stand_in: StandIn):
