@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -121,12 +120,12 @@ def _labels(metric: dict[str, str]) -> dict[str, str]:
     return metric | {"namespace": exported} if exported else metric
 
 
-def _query(url: str, expr: str, at: float, timeout: float) -> list[Aggregate]:
+def _post(url: str, params: dict[str, str], timeout: float) -> dict[str, Any]:
+    """One instant query's `data`; a failure raises PrometheusError saying why."""
     # POST: the images' regex can be longer than a URL should be.
-    form = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}", "timeout": f"{timeout:g}s"}).encode()
     request = urllib.request.Request(
         url.rstrip("/") + "/api/v1/query",
-        data=form,
+        data=urllib.parse.urlencode(params | {"timeout": f"{timeout:g}s"}).encode(),
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     try:
@@ -139,7 +138,20 @@ def _query(url: str, expr: str, at: float, timeout: float) -> list[Aggregate]:
         raise PrometheusError(f"cannot query {url}: {exc}") from None
     if body.get("status") != "success":
         raise PrometheusError(f"{url}: {body.get('errorType')}: {body.get('error')}")
-    data = body.get("data") or {}
+    data: dict[str, Any] = body.get("data") or {}
+    return data
+
+
+def _server_time(url: str, timeout: float) -> float:
+    """Prometheus's own "now": this machine's clock may be off by more than the lookback."""
+    data = _post(url, {"query": "time()"}, timeout)
+    if data.get("resultType") != "scalar":
+        raise PrometheusError(f"{url}: expected a scalar for time(), got {data.get('resultType')}")
+    return float(data["result"][0])
+
+
+def _query(url: str, expr: str, at: float, timeout: float) -> list[Aggregate]:
+    data = _post(url, {"query": expr, "time": f"{at:.3f}"}, timeout)
     if data.get("resultType") != "vector":
         raise PrometheusError(f"{url}: expected an instant vector for {expr!r}, got {data.get('resultType')}")
     rows = []
@@ -160,8 +172,8 @@ def fetch(
     image_rank: str = "size",
     at: float | None = None,
 ) -> ClusterAggregates:
-    """The figures `views` need, aggregated by Prometheus at one instant (`at`, default now)."""
-    instant = time.time() if at is None else at
+    """The figures `views` need, aggregated by Prometheus at one instant (`at`, default its now)."""
+    instant = _server_time(url, timeout) if at is None else at
 
     def ask(expr: str) -> list[Aggregate]:
         return _query(url, expr, instant, timeout)

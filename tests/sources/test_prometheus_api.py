@@ -32,6 +32,9 @@ TARGET = {
 }
 
 
+SERVER_NOW = 1_600_000_000.25  # the stand-in Prometheus's clock, far from this machine's
+
+
 class StandIn:
     """Answers each query with the canned rows of the figure it asks for."""
 
@@ -52,16 +55,24 @@ class StandIn:
                 params = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 with lock:
                     stand_in.seen.append(params)
-                body = stand_in.body or {
-                    "status": "success",
-                    "data": {
-                        "resultType": "vector",
-                        "result": [
-                            {"metric": labels, "value": [float(params["time"]), value]}
-                            for labels, value in stand_in.rows(params["query"])
-                        ],
-                    },
-                }
+                if params["query"] == "time()" and stand_in.body is None:
+                    self.reply({"status": "success", "data": {"resultType": "scalar", "result": [SERVER_NOW, "x"]}})
+                    return
+                self.reply(
+                    stand_in.body
+                    or {
+                        "status": "success",
+                        "data": {
+                            "resultType": "vector",
+                            "result": [
+                                {"metric": labels, "value": [float(params["time"]), value]}
+                                for labels, value in stand_in.rows(params["query"])
+                            ],
+                        },
+                    }
+                )
+
+            def reply(self, body: dict[str, Any]) -> None:
                 payload = json.dumps(body).encode()
                 self.send_response(stand_in.status)
                 self.send_header("Content-Type", "application/json")
@@ -171,6 +182,13 @@ def test_fetch_asks_every_query_at_one_instant(stand_in: StandIn):
     assert (report.workloads[0].pods, report.workloads[0].on_catalog) == (4, True)
 
 
+def test_the_instant_is_prometheus_own_now(stand_in: StandIn):
+    fetch(stand_in.url, timeout=5, views=("nodes",))
+    assert stand_in.seen[0] == {"query": "time()", "timeout": "5s"}
+    assert {p["time"] for p in stand_in.seen[1:]} == {"1600000000.250"}
+    assert len(stand_in.seen) == 1 + len(NODE_FIGURES)
+
+
 def test_extra_labels_in_answers_are_ignored():
     # A remote store may keep external labels on aggregated rows it answers; only the grouping labels count.
     answers = {
@@ -200,8 +218,10 @@ def test_prometheus_errors_are_one_clear_line(stand_in: StandIn):
         fetch(stand_in.url, 'cluster=="east', timeout=5)
     stand_in.status = 200
     stand_in.body = {"status": "success", "data": {"resultType": "matrix", "result": []}}
-    with pytest.raises(PrometheusError, match="expected an instant vector"):
+    with pytest.raises(PrometheusError, match="expected a scalar for time"):
         fetch(stand_in.url, timeout=5)
+    with pytest.raises(PrometheusError, match="expected an instant vector"):
+        fetch(stand_in.url, timeout=5, at=SERVER_NOW)
     with pytest.raises(PrometheusError, match="cannot query"):
         fetch("http://127.0.0.1:9", timeout=2)
 
