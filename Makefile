@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup setup-test demo test unit lint bench bench-report protos dashboards rules docs lock clean
+.PHONY: setup setup-test demo test unit lint bench bench-report bench-crio protos dashboards rules docs lock clean
 
 setup:
 	@scripts/setup.sh
@@ -31,6 +31,9 @@ bench: setup
 bench-report: setup  ## the cluster report against a real Prometheus holding 1,000 nodes' series (backfilled)
 	$(PY) -m benchmarks.report_prometheus
 
+bench-crio: setup-test  ## the containers-storage (CRI-O) layer store on the busy node's images, vs podman system df
+	$(PY) -m benchmarks.containers_storage
+
 protos: setup
 	$(PY) scripts/gen_protos.py
 
@@ -44,8 +47,9 @@ lock: setup  ## requirements.lock (hashes) for the image, from pyproject.toml
 	.venv/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
 	  --no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
-docs: setup  ## the chart values table in the README
+docs: setup  ## the chart values table in the README, the metric table in docs/metrics.md
 	$(PY) -m scripts.gen_chart_docs
+	$(PY) -m scripts.gen_metrics_docs
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache build dist

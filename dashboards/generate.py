@@ -83,7 +83,8 @@ def stat_panel(title: str, description: str, expr: str, unit: str = "bytes") -> 
         .datasource(DS)
         .with_target(query(expr, instant=True))
         .unit(unit)
-        .no_value("0")
+        # Never 0 for no data: a missing recording rule or a down exporter must show.
+        .no_value("No data")
     )
 
 
@@ -380,8 +381,9 @@ def cluster_dashboard() -> dashboard.Dashboard:
         ),
         (
             "Sharing ratio",
-            "1 - physical / logical over the cluster.",
-            f"avg(job:layer_sharing_sharing:ratio{{{CLUSTER}}})",
+            "1 - total physical / total logical bytes over the cluster's nodes (not an average of node ratios).",
+            f"1 - sum(job:layer_sharing_physical_bytes:sum{{{CLUSTER}}})"
+            f" / sum(job:layer_sharing_logical_bytes:sum{{{CLUSTER}}})",
             "percentunit",
         ),
         (
@@ -475,12 +477,26 @@ def cluster_dashboard() -> dashboard.Dashboard:
         board,
         lay,
         bars_panel(
+            "Image bytes by namespace (showback)",
+            "Disk each namespace's pods use, fairly shared: each layer's bytes divided by the pods using it on its "
+            "node, summed over nodes (recording rule namespace:layer_sharing_pod_attributed_bytes:sum). "
+            "The namespaces add up to the bytes pods use.",
+            f"topk(20, sum by (namespace) (namespace:layer_sharing_pod_attributed_bytes:sum{{{CLUSTER}}}))",
+            "{{namespace}}",
+        ),
+        12,
+        8,
+    )
+    board = add(
+        board,
+        lay,
+        bars_panel(
             "Largest pulls (compressed image sizes)",
             "Compressed size each exported image's manifest declares: what pulling it transfers.",
             f"topk(15, max by (image) (layer_sharing_image_compressed_bytes{{{SEL}}}))",
             "{{image}}",
         ),
-        24,
+        12,
         8,
     )
     return board

@@ -19,7 +19,9 @@ import yaml
 from exporter.core.bases import BaseSpec
 from exporter.errors import ConfigError, ParseError
 from exporter.outputs.collector import MetricsOptions
+from exporter.sources.containers_storage import DEFAULT_STORAGE_ROOT
 from exporter.sources.grpc_client import normalize_endpoint
+from exporter.sources.node import LAYER_STORES
 from exporter.sources.oci import DIGEST_RE
 
 DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
@@ -31,7 +33,11 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 class Config:
     runtime_endpoint: str = DEFAULT_ENDPOINT
     namespace: str = "k8s.io"
-    snapshotter: str = "overlayfs"
+    # "" = the one the runtime's CRI plugin uses (read from CRI Status / ImageFsInfo).
+    snapshotter: str = ""
+    # Where layer sizes come from: auto (by the CRI runtime's name), containerd or containers-storage.
+    layer_store: str = "auto"
+    storage_root: str = DEFAULT_STORAGE_ROOT
     listen_address: str = DEFAULT_LISTEN
     refresh_interval_seconds: float = 30.0
     rpc_timeout_seconds: float = 5.0
@@ -53,6 +59,8 @@ _SCALAR_TYPES: dict[str, type] = {
     "runtime_endpoint": str,
     "namespace": str,
     "snapshotter": str,
+    "layer_store": str,
+    "storage_root": str,
     "listen_address": str,
     "refresh_interval_seconds": float,
     "rpc_timeout_seconds": float,
@@ -196,6 +204,8 @@ def validate(config: Config) -> Config:
             raise ConfigError(f"metrics.{key}: must be >= 0")
     if not config.namespace:
         raise ConfigError("namespace: must not be empty")
-    if not config.snapshotter:
-        raise ConfigError("snapshotter: must not be empty")
+    if config.layer_store not in LAYER_STORES:
+        raise ConfigError(f"layer_store: expected one of {', '.join(LAYER_STORES)}, got {config.layer_store!r}")
+    if not config.storage_root.startswith("/"):
+        raise ConfigError(f"storage_root: expected an absolute path, got {config.storage_root!r}")
     return dataclasses.replace(config, runtime_endpoint=endpoint)

@@ -6,17 +6,25 @@ from collections.abc import Sequence
 
 
 def human_bytes(n: int) -> str:
-    """Sizes the way `docker system df` prints them (SI units).
+    """Sizes the way `docker system df` prints them (SI units, 3 significant digits).
 
-    >>> human_bytes(0), human_bytes(999), human_bytes(1_500_000)
-    ('0B', '999B', '1.5MB')
+    Rounding can carry into the next unit (999_950 bytes is 1.00MB, not
+    "1e+03kB"), so a unit is chosen after rounding, not before.
+
+    >>> human_bytes(0), human_bytes(999), human_bytes(1_500_000), human_bytes(999_950)
+    ('0B', '999B', '1.5MB', '1MB')
     """
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(value) < 1000 or unit == "TB":
-            return f"{int(value)}{unit}" if unit == "B" else f"{value:.3g}{unit}"
+    if abs(n) < 1000:
+        return f"{n}B"
+    value = n / 1000
+    for unit in ("kB", "MB", "GB"):
+        text = f"{value:.3g}"
+        if abs(float(text)) < 1000:
+            return text + unit
         value /= 1000
-    return f"{n}B"
+    text = f"{value:.3g}"
+    # Beyond 999TB: whole terabytes rather than an exponent.
+    return (text if abs(float(text)) < 1000 else str(round(value))) + "TB"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

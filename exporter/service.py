@@ -34,6 +34,11 @@ class FactSource(Protocol):
     @property
     def calls(self) -> Counter[str]: ...
 
+    @property
+    def progress(self) -> int:
+        """Runtime calls started so far: it grows while a refresh is working."""
+        ...
+
     def snapshot(self) -> NodeFacts: ...
 
     def forget_runtime_state(self) -> None: ...
@@ -50,6 +55,7 @@ class Refresher:
         clock: Callable[[], float] = time.time,
         after_refresh: Callable[[], None] = lambda: None,
         workloads: Callable[[], Mapping[tuple[str, str], Workload]] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
         self.catalog = tuple(catalog)
@@ -59,7 +65,9 @@ class Refresher:
         self._workloads = workloads
         self._state = ExporterState()
         self._lock = threading.Lock()
-        self._loop_heartbeat = time.monotonic()
+        self._monotonic = monotonic
+        self._loop_heartbeat = monotonic()
+        self._seen_progress = -1
         self.refresh_failures: Counter[str] = Counter()
 
     @property
@@ -123,11 +131,18 @@ class Refresher:
     def run(self, stop: threading.Event) -> None:
         """Refresh now, then every interval, until `stop` is set."""
         while not stop.is_set():
-            self._loop_heartbeat = time.monotonic()
+            self._loop_heartbeat = self._monotonic()
             self.refresh_once()
             self._after_refresh()
             stop.wait(self.interval)
 
     def loop_alive(self) -> bool:
-        """False when the loop has not run for three intervals (stuck)."""
-        return time.monotonic() - self._loop_heartbeat < 3 * self.interval + 30
+        """False when the loop has neither started a refresh nor made a runtime
+        call for three intervals (stuck). A long refresh (the first one on a
+        huge node asks thousands of questions) keeps it alive by progressing."""
+        now = self._monotonic()
+        progress = self.source.progress
+        if progress != self._seen_progress:
+            self._seen_progress = progress
+            self._loop_heartbeat = max(self._loop_heartbeat, now)
+        return now - self._loop_heartbeat < 3 * self.interval + 30

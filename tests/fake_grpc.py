@@ -28,15 +28,33 @@ class FakeRuntime:
         self.broken_info: set[str] = set()
         self.vanished: set[str] = set()
         self.missing_snapshots: set[str] = set()
+        # The snapshotter holding the layers; Usage for any other one fails as containerd's does.
+        self.snapshotter = "overlayfs"
+        # Lazily pulled layers (stargz, SOCI, nydus): usage 0, labelled remote.
+        self.remote_snapshots: set[str] = set()
+        # What CRI Status(verbose) puts under info["config"] ("" = no config key), and ImageFsInfo's mountpoint.
+        self.status_config: dict[str, Any] = {}
+        self.imagefs_mountpoint = ""
+        # Pod sandboxes: ID -> the image its verbose PodSandboxStatus names.
+        self.sandboxes: dict[str, str] = {}
+        # containerd image records (their targets) and the content store's blobs.
+        self.image_targets: list[str] = []
+        self.blobs: dict[str, bytes] = {}
+        self.failing_reads = 0  # the next N Content/Read calls fail (INTERNAL)
         self.delay = 0.0
         self.calls: Counter[str] = Counter()
         self.metadata: list[dict[str, str]] = []
+        # CRI-O's shapes: Version says "cri-o", verbose info has labels and no
+        # chainID, and ImageStatus carries the manifest annotations.
+        self.runtime_name = "fake"
+        self.annotations: dict[str, dict[str, str]] = {}
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         handlers: dict[str, dict[str, tuple[Any, Any]]] = {
             "runtime.v1.RuntimeService": {
                 "Version": (cri_pb.VersionRequest, self.version),
-                "Status": (cri_pb.StatusRequest, lambda r, c: cri_pb.StatusResponse()),
-                "ListPodSandbox": (cri_pb.ListPodSandboxRequest, lambda r, c: cri_pb.ListPodSandboxResponse()),
+                "Status": (cri_pb.StatusRequest, self.status),
+                "ListPodSandbox": (cri_pb.ListPodSandboxRequest, self.list_sandboxes),
+                "PodSandboxStatus": (cri_pb.PodSandboxStatusRequest, self.sandbox_status),
                 "ListContainers": (cri_pb.ListContainersRequest, lambda r, c: cri_pb.ListContainersResponse()),
                 "ListContainerStats": (
                     cri_pb.ListContainerStatsRequest,
@@ -47,13 +65,14 @@ class FakeRuntime:
             "runtime.v1.ImageService": {
                 "ListImages": (cri_pb.ListImagesRequest, self.list_images),
                 "ImageStatus": (cri_pb.ImageStatusRequest, self.image_status),
-                "ImageFsInfo": (cri_pb.ImageFsInfoRequest, lambda r, c: cri_pb.ImageFsInfoResponse()),
+                "ImageFsInfo": (cri_pb.ImageFsInfoRequest, self.imagefs),
             },
             "containerd.services.images.v1.Images": {
-                "List": (images_pb.ListImagesRequest, lambda r, c: images_pb.ListImagesResponse()),
+                "List": (images_pb.ListImagesRequest, self.image_records),
             },
             "containerd.services.snapshots.v1.Snapshots": {
                 "Usage": (snapshots_pb.UsageRequest, self.usage),
+                "Stat": (snapshots_pb.StatSnapshotRequest, self.stat),
             },
         }
         generic = []
@@ -69,11 +88,23 @@ class FakeRuntime:
             generic.append(grpc.method_handlers_generic_handler(service, table))
         stream = {
             "List": grpc.unary_stream_rpc_method_handler(
-                self._wrap("content", "List", lambda r, c: iter([content_pb.ListContentResponse()])),
+                self._wrap("content", "List", self.content_list),
                 request_deserializer=content_pb.ListContentRequest.FromString,
                 response_serializer=lambda m: m.SerializeToString(),
             ),
+            "Read": grpc.unary_stream_rpc_method_handler(
+                self._wrap("content", "Read", self.content_read),
+                request_deserializer=content_pb.ReadContentRequest.FromString,
+                response_serializer=lambda m: m.SerializeToString(),
+            ),
         }
+        # Content/Write streams both ways in containerd. It must never be reached;
+        # it is here so that a call which slipped past the guard would be counted.
+        stream["Write"] = grpc.stream_stream_rpc_method_handler(
+            self._wrap("content", "Write", lambda requests, c: (content_pb.ReadContentResponse() for _ in requests)),
+            request_deserializer=content_pb.ReadContentRequest.FromString,
+            response_serializer=lambda m: m.SerializeToString(),
+        )
         generic.append(grpc.method_handlers_generic_handler("containerd.services.content.v1.Content", stream))
         self._server.add_generic_rpc_handlers(tuple(generic))
         self._server.add_insecure_port(f"unix://{socket}")
@@ -96,7 +127,7 @@ class FakeRuntime:
         self._server.stop(grace=None)
 
     def version(self, request: Any, context: Any) -> cri_pb.VersionResponse:
-        return cri_pb.VersionResponse(runtime_name="fake", runtime_version="0.0.1", runtime_api_version="v1")
+        return cri_pb.VersionResponse(runtime_name=self.runtime_name, runtime_version="0.0.1", runtime_api_version="v1")
 
     def list_images(self, request: Any, context: Any) -> cri_pb.ListImagesResponse:
         return cri_pb.ListImagesResponse(
@@ -110,14 +141,79 @@ class FakeRuntime:
         info = (
             "{broken"
             if image_id in self.broken_info
-            else json.dumps({"imageSpec": {"rootfs": {"type": "layers", "diff_ids": self.images[image_id]}}})
+            else json.dumps(
+                {"labels": {"a": "b"}, "imageSpec": {"rootfs": {"type": "layers", "diff_ids": self.images[image_id]}}}
+            )
         )
-        return cri_pb.ImageStatusResponse(image=cri_pb.Image(id=image_id), info={"info": info})
+        spec = cri_pb.ImageSpec(image=image_id, annotations=self.annotations.get(image_id, {}))
+        return cri_pb.ImageStatusResponse(image=cri_pb.Image(id=image_id, spec=spec), info={"info": info})
+
+    def status(self, request: cri_pb.StatusRequest, context: Any) -> cri_pb.StatusResponse:
+        info = {"config": json.dumps(self.status_config)} if self.status_config and request.verbose else {}
+        return cri_pb.StatusResponse(info=info)
+
+    def imagefs(self, request: Any, context: Any) -> cri_pb.ImageFsInfoResponse:
+        if not self.imagefs_mountpoint:
+            return cri_pb.ImageFsInfoResponse()
+        fs_id = cri_pb.FilesystemIdentifier(mountpoint=self.imagefs_mountpoint)
+        return cri_pb.ImageFsInfoResponse(image_filesystems=[cri_pb.FilesystemUsage(fs_id=fs_id)])
+
+    def list_sandboxes(self, request: Any, context: Any) -> cri_pb.ListPodSandboxResponse:
+        return cri_pb.ListPodSandboxResponse(
+            items=[
+                cri_pb.PodSandbox(id=i, metadata=cri_pb.PodSandboxMetadata(name=i, namespace="default", uid=i))
+                for i in self.sandboxes
+            ]
+        )
+
+    def sandbox_status(
+        self, request: cri_pb.PodSandboxStatusRequest, context: grpc.ServicerContext
+    ) -> cri_pb.PodSandboxStatusResponse:
+        image = self.sandboxes.get(request.pod_sandbox_id)
+        if image is None:
+            context.abort(
+                grpc.StatusCode.NOT_FOUND, f"an error occurred when try to find sandbox {request.pod_sandbox_id}"
+            )
+        info = {"info": json.dumps({"pid": 1, "image": image, "snapshotter": self.snapshotter})}
+        return cri_pb.PodSandboxStatusResponse(info=info if request.verbose else {})
+
+    def _snapshot_exists(self, snapshotter: str, key: str, context: grpc.ServicerContext) -> None:
+        if snapshotter != self.snapshotter:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"snapshotter not loaded: {snapshotter}: invalid argument")
+        if key in self.missing_snapshots or key not in self.all_chain_ids():
+            context.abort(grpc.StatusCode.NOT_FOUND, f"snapshot {key} does not exist")
 
     def usage(self, request: snapshots_pb.UsageRequest, context: grpc.ServicerContext) -> snapshots_pb.UsageResponse:
-        if request.key in self.missing_snapshots:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"snapshot {request.key} does not exist")
+        self._snapshot_exists(request.snapshotter, request.key, context)
+        if request.key in self.remote_snapshots:
+            return snapshots_pb.UsageResponse(size=0, inodes=0)
         return snapshots_pb.UsageResponse(size=100, inodes=1)
+
+    def stat(
+        self, request: snapshots_pb.StatSnapshotRequest, context: grpc.ServicerContext
+    ) -> snapshots_pb.StatSnapshotResponse:
+        self._snapshot_exists(request.snapshotter, request.key, context)
+        labels = {"containerd.io/snapshot/remote": "remote snapshot"} if request.key in self.remote_snapshots else {}
+        return snapshots_pb.StatSnapshotResponse(
+            info=snapshots_pb.Info(name=request.key, kind=snapshots_pb.COMMITTED, labels=labels)
+        )
+
+    def image_records(self, request: Any, context: Any) -> images_pb.ListImagesResponse:
+        return images_pb.ListImagesResponse(
+            images=[images_pb.Image(name=f"image-{n}", target={"digest": d}) for n, d in enumerate(self.image_targets)]
+        )
+
+    def content_list(self, request: Any, context: Any) -> Any:
+        infos = [content_pb.Info(digest=d, size=len(b)) for d, b in self.blobs.items()]
+        return iter([content_pb.ListContentResponse(info=infos)])
+
+    def content_read(self, request: content_pb.ReadContentRequest, context: grpc.ServicerContext) -> Any:
+        if self.failing_reads:
+            self.failing_reads -= 1
+            context.abort(grpc.StatusCode.INTERNAL, "failed to read content: input/output error")
+        if request.digest not in self.blobs:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"content digest {request.digest}: not found")
+        return iter([content_pb.ReadContentResponse(offset=0, data=self.blobs[request.digest])])
 
     def all_chain_ids(self) -> set[str]:
         return {c for diffs in self.images.values() for c in chain_ids(diffs)}

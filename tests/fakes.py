@@ -64,6 +64,7 @@ class FakeSource:
         self.errors: Counter[str] = Counter()
         self._calls: Counter[str] = Counter()
         self.forgotten = 0
+        self.progress = 0
 
     @property
     def calls(self) -> Counter[str]:

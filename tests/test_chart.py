@@ -3,6 +3,8 @@ Helm v4), validated against the Kubernetes schemas of the supported versions."""
 
 from __future__ import annotations
 
+import posixpath
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +13,17 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from helm_python import Chart, HelmValuesError, lint
+from helm_python import Chart, HelmRenderError, HelmValuesError, lint
+
+from tests.monitoring_crds import problems
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "layer-sharing-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 KUBERNETES_VERSIONS = ["1.30.0", "1.33.0", "1.37.0"]
 MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+# Not Kubernetes kinds: checked against the Operator's CRDs, or by the SCC admission test.
+NOT_KUBERNETES_KINDS = MONITORING_KINDS | {"SecurityContextConstraints"}
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +50,11 @@ def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
+def exporter_container(pod: dict[str, Any]) -> dict[str, Any]:
+    (container,) = [c for c in pod["containers"] if c["name"] == "exporter"]
+    return container
+
+
 def test_ci_values_files_cover_the_cases():
     assert {p.name for p in CI_VALUES} >= {
         "default-values.yaml",
@@ -51,6 +62,10 @@ def test_ci_values_files_cover_the_cases():
         "k3s-values.yaml",
         "digest-values.yaml",
         "no-enrichment-values.yaml",
+        "podmonitor-values.yaml",
+        "kube-rbac-proxy-values.yaml",
+        "crio-values.yaml",
+        "openshift-values.yaml",
     }
 
 
@@ -66,34 +81,197 @@ def test_lint_has_no_errors_or_warnings(values_file):
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_manifests_validate_against_kubernetes_schemas(chart, values_file, version):
     for doc in render(chart, values_of(values_file)):
-        if doc["kind"] in MONITORING_KINDS:
+        if doc["kind"] in NOT_KUBERNETES_KINDS:
             continue
         kubernetes_validate.validate(doc, version, strict=True)
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
-def test_socket_mount_and_runtime_endpoint_always_agree(chart, values_file):
+def test_socket_directory_mount_and_runtime_endpoint_always_agree(chart, values_file):
+    """The socket's directory is mounted (read-only, at the same path), never the
+    socket file: the runtime recreates its socket on every start and a file mount
+    keeps the dead inode (tests/integration/test_kubelet_mounts.py shows both)."""
     values = values_of(values_file)
     (ds,) = of_kind(render(chart, values), "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
-    socket_volume = next(v for v in pod["volumes"] if v["name"] == "runtime-socket")
-    mount = next(m for m in container["volumeMounts"] if m["name"] == "runtime-socket")
+    container = exporter_container(pod)
+    socket_volume = next(v for v in pod["volumes"] if v["name"] == "runtime-socket-dir")
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "runtime-socket-dir")
     endpoint = next(a for a in container["args"] if a.startswith("--runtime-endpoint="))
-    want = values.get("runtime", {}).get("socketPath", "/run/containerd/containerd.sock")
-    assert socket_volume["hostPath"] == {"path": want, "type": "Socket"}
-    assert mount["mountPath"] == want and mount["readOnly"] is True
-    assert endpoint == f"--runtime-endpoint=unix://{want}"
+    crio = values.get("runtime", {}).get("type") == "crio"
+    want = values.get("runtime", {}).get("socketPath") or (
+        "/var/run/crio/crio.sock" if crio else "/run/containerd/containerd.sock"
+    )
+    assert socket_volume["hostPath"] == {"path": posixpath.dirname(want), "type": "Directory"}
+    assert mount["mountPath"] == posixpath.dirname(want) and mount["readOnly"] is True
+    assert endpoint == f"--runtime-endpoint=unix://{mount['mountPath']}/{posixpath.basename(want)}"
+    assert not [v for v in pod["volumes"] if v.get("hostPath", {}).get("type") == "Socket"]
+
+
+def _host_paths(pod: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
+    """hostPath volumes by name: (host path, mount path, read-only)."""
+    mounts = {m["name"]: m for m in exporter_container(pod)["volumeMounts"]}
+    return {
+        v["name"]: (v["hostPath"]["path"], mounts[v["name"]]["mountPath"], mounts[v["name"]].get("readOnly", False))
+        for v in pod["volumes"]
+        if "hostPath" in v
+    }
+
+
+@pytest.mark.parametrize("storage_root", ["/var/lib/containers/storage", "/data/containers/storage/"])
+def test_crio_reads_only_the_storage_metadata_directories(chart, storage_root):
+    (ds,) = of_kind(render(chart, {"runtime": {"type": "crio", "storageRoot": storage_root}}), "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    args = exporter_container(pod)["args"]
+    root = storage_root.rstrip("/")
+    assert "--runtime-endpoint=unix:///var/run/crio/crio.sock" in args
+    assert "--layer-store=containers-storage" in args and f"--storage-root={root}" in args
+    assert _host_paths(pod) == {
+        "runtime-socket-dir": ("/var/run/crio", "/var/run/crio", True),
+        "storage-layers": (f"{root}/overlay-layers", f"{root}/overlay-layers", True),
+        "storage-images": (f"{root}/overlay-images", f"{root}/overlay-images", True),
+    }
+    volumes = {v["name"]: v["hostPath"]["type"] for v in pod["volumes"] if "hostPath" in v}
+    assert set(volumes.values()) == {"Directory"}
+
+
+def test_containerd_uses_its_own_layer_store_and_no_storage_mounts(chart):
+    (ds,) = of_kind(render(chart, {}), "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    args = exporter_container(pod)["args"]
+    assert "--layer-store=containerd" in args and not any(a.startswith("--storage-root") for a in args)
+    assert set(_host_paths(pod)) == {"runtime-socket-dir"}
+    (ds,) = of_kind(render(chart, {"imageFilesystem": {"mountHostPath": True}}), "DaemonSet")
+    assert _host_paths(ds["spec"]["template"]["spec"])["runtime-root"] == (
+        "/var/lib/containerd",
+        "/host/var/lib/containerd",
+        True,
+    )
+    crio = {"runtime": {"type": "crio"}, "imageFilesystem": {"mountHostPath": True}}
+    (ds,) = of_kind(render(chart, crio), "DaemonSet")
+    assert _host_paths(ds["spec"]["template"]["spec"])["runtime-root"][0] == "/var/lib/containers/storage"
+
+
+VOLUME_SOURCES = {"configMap", "downwardAPI", "emptyDir", "hostPath", "projected", "secret"}
+
+
+def scc_refusals(scc: dict[str, Any], pod: dict[str, Any]) -> list[str]:
+    """What OpenShift's SCC admission would refuse in `pod` (the checks this chart's pod can hit)."""
+    refused = []
+    for volume in pod["volumes"]:
+        (source,) = set(volume) - {"name"}
+        if source not in scc["volumes"] or (source == "hostPath" and not scc["allowHostDirVolumePlugin"]):
+            refused.append(f"volume {volume['name']}: {source}")
+    if pod.get("automountServiceAccountToken") and "projected" not in scc["volumes"]:
+        refused.append("service account token: projected")
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key) and not scc[f"allow{key[0].upper()}{key[1:]}"]:
+            refused.append(key)
+    security = pod["securityContext"]
+    if scc["runAsUser"]["type"] == "MustRunAs" and security.get("runAsUser") != scc["runAsUser"]["uid"]:
+        refused.append(f"runAsUser {security.get('runAsUser')}")
+    wanted_type = scc["seLinuxContext"]["seLinuxOptions"]["type"]
+    if security.get("seLinuxOptions", {}).get("type", wanted_type) != wanted_type:
+        refused.append("seLinuxOptions")
+    if security.get("seccompProfile", {}).get("type") == "RuntimeDefault" and "runtime/default" not in scc.get(
+        "seccompProfiles", []
+    ):
+        refused.append("seccomp RuntimeDefault")
+    for container in pod["containers"]:
+        sc = container.get("securityContext", {})
+        if sc.get("privileged") and not scc["allowPrivilegedContainer"]:
+            refused.append(f"{container['name']}: privileged")
+        if sc.get("allowPrivilegeEscalation", True) and not scc["allowPrivilegeEscalation"]:
+            refused.append(f"{container['name']}: allowPrivilegeEscalation")
+        if not set(scc["requiredDropCapabilities"]) <= set(sc.get("capabilities", {}).get("drop", [])):
+            refused.append(f"{container['name']}: capabilities not dropped")
+        if set(sc.get("capabilities", {}).get("add", [])) - set(scc["allowedCapabilities"]):
+            refused.append(f"{container['name']}: capabilities added")
+        if scc["readOnlyRootFilesystem"] and not sc.get("readOnlyRootFilesystem"):
+            refused.append(f"{container['name']}: writable root")
+        if any(p.get("hostPort") for p in container.get("ports", [])) and not scc["allowHostPorts"]:
+            refused.append(f"{container['name']}: hostPort")
+    return refused
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        values_of(CHART / "ci" / "openshift-values.yaml"),
+        {"openshift": {"securityContextConstraints": {"create": True}}, "imageFilesystem": {"mountHostPath": True}},
+        {
+            "openshift": {"securityContextConstraints": {"create": True}},
+            "podSecurityContext": {"runAsUser": 1000, "runAsGroup": 0, "runAsNonRoot": True},
+            "webConfig": {"secretName": "w"},
+            "extraVolumes": [{"name": "scratch", "emptyDir": {}}],
+        },
+    ],
+    ids=["openshift-values", "image-fs", "other-user"],
+)
+def test_openshift_scc_admits_exactly_the_rendered_pod(chart, values):
+    docs = render(chart, values)
+    (scc,) = of_kind(docs, "SecurityContextConstraints")
+    (ds,) = of_kind(docs, "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    assert scc_refusals(scc, pod) == []
+    assert pod["securityContext"]["seLinuxOptions"] == {"type": "spc_t"}
+    assert set(scc["volumes"]) <= VOLUME_SOURCES and scc["allowPrivilegedContainer"] is False
+    assert scc["requiredDropCapabilities"] == ["ALL"] and scc["allowedCapabilities"] == []
+    # The pod's service account, and no one else, may use it.
+    (role,) = [r for r in of_kind(docs, "Role") if r["metadata"]["name"].endswith("-scc")]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["security.openshift.io"],
+            "resources": ["securitycontextconstraints"],
+            "resourceNames": [scc["metadata"]["name"]],
+            "verbs": ["use"],
+        }
+    ]
+    (binding,) = [b for b in of_kind(docs, "RoleBinding") if b["roleRef"]["name"] == role["metadata"]["name"]]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "monitoring"}
+    ]
+    assert scc["users"] == [] and scc["groups"] == []
+    # The SCC admits exactly the pod's uid (CRI-O's metadata is root-only, so crio runs as uid 0,
+    # still without capabilities); the emulation refuses any other.
+    uid = pod["securityContext"]["runAsUser"]
+    assert scc["runAsUser"] == {"type": "MustRunAs", "uid": uid}
+    if values.get("runtime", {}).get("type") == "crio":
+        assert uid == 0
+    other = {**pod, "securityContext": {**pod["securityContext"], "runAsUser": uid + 1}}
+    assert scc_refusals(scc, other) == [f"runAsUser {uid + 1}"]
+    assert scc_refusals({**scc, "allowHostDirVolumePlugin": False}, pod)
+
+
+def test_no_scc_unless_asked(chart):
+    docs = render(chart, {"runtime": {"type": "crio"}})
+    assert of_kind(docs, "SecurityContextConstraints") == []
+    (ds,) = of_kind(docs, "DaemonSet")
+    assert "seLinuxOptions" not in ds["spec"]["template"]["spec"]["securityContext"]
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
 def test_probes_and_service_target_the_listening_port(chart, values_file):
-    docs = render(chart, values_of(values_file))
+    values = values_of(values_file)
+    docs = render(chart, values)
     (ds,) = of_kind(docs, "DaemonSet")
-    (container,) = ds["spec"]["template"]["spec"]["containers"]
-    port = next(p for p in container["ports"] if p["name"] == "metrics")["containerPort"]
-    assert f"--listen-address=0.0.0.0:{port}" in container["args"]
-    scheme = "HTTPS" if values_of(values_file).get("webConfig", {}).get("tls") else "HTTP"
+    pod = ds["spec"]["template"]["spec"]
+    container = exporter_container(pod)
+    # The container that owns the "metrics" port: the exporter, or kube-rbac-proxy in front of it.
+    (front,) = [c for c in pod["containers"] if any(p["name"] == "metrics" for p in c.get("ports", []))]
+    port = next(p for p in front["ports"] if p["name"] == "metrics")["containerPort"]
+    proxy = values.get("kubeRBACProxy", {}).get("enabled", False)
+    if proxy:
+        assert front["name"] == "kube-rbac-proxy"
+        upstream = values.get("kubeRBACProxy", {}).get("upstreamPort", 9878)
+        assert f"--listen-address=127.0.0.1:{upstream}" in container["args"]
+        assert f"--upstream=http://127.0.0.1:{upstream}/" in front["args"]
+        assert f"--secure-listen-address=0.0.0.0:{port}" in front["args"]
+        assert "--ignore-paths=/healthz,/readyz" in front["args"]
+    else:
+        assert front is container
+        assert f"--listen-address=0.0.0.0:{port}" in container["args"]
+    scheme = "HTTPS" if values.get("webConfig", {}).get("tls") or proxy else "HTTP"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": scheme}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics", "scheme": scheme}
     (service,) = of_kind(docs, "Service")
@@ -106,16 +284,24 @@ def test_probes_and_service_target_the_listening_port(chart, values_file):
 
 @pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.stem)
 def test_pod_is_hardened(chart, values_file):
-    (ds,) = of_kind(render(chart, values_of(values_file)), "DaemonSet")
+    values = values_of(values_file)
+    (ds,) = of_kind(render(chart, values), "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    sc = container["securityContext"]
-    assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
-    assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"] == {"drop": ["ALL"]}
+    if values.get("runtime", {}).get("type") == "crio":
+        # containers/storage keeps layers.json and images.json root-only (0600): uid 0, no capabilities.
+        assert pod["securityContext"]["runAsNonRoot"] is False and pod["securityContext"]["runAsUser"] == 0
+    else:
+        # Non-root by default: user 65534 in group 0 opens the root:root 0660 socket.
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (65534, 0)
+    for container in pod["containers"]:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
+        assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"] == {"drop": ["ALL"]}
+        assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+        assert all(m.get("readOnly") for m in container.get("volumeMounts", []) if m["name"] != "scratch")
     assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
-    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-    assert all(m.get("readOnly") for m in container["volumeMounts"] if m["name"] != "scratch")
     assert pod["tolerations"] == [{"operator": "Exists"}]
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert ds["spec"]["updateStrategy"]["type"] == "RollingUpdate"
@@ -167,7 +353,8 @@ def test_monitoring_objects_have_their_required_fields(chart):
     assert sm["spec"]["selector"]["matchLabels"] and sm["spec"]["endpoints"][0]["port"] == "metrics"
     relabel = sm["spec"]["endpoints"][0]["relabelings"][0]
     assert relabel == {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"}
-    (pm,) = of_kind(docs, "PodMonitor")
+    assert of_kind(docs, "PodMonitor") == []
+    (pm,) = of_kind(render(chart, values_of(CHART / "ci" / "podmonitor-values.yaml")), "PodMonitor")
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     assert pm["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["targetLabel"] == "node"
     (rule,) = of_kind(docs, "PrometheusRule")
@@ -180,35 +367,76 @@ def test_monitoring_objects_have_their_required_fields(chart):
                 assert r["labels"]["severity"] in {"critical", "warning", "info"}
 
 
+def _alerts(rule: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+
+
 def test_each_alert_can_be_switched_off(chart):
-    on = {"prometheusRule": {"enabled": True}}
+    on = {"prometheusRule": {"enabled": True}, "imageFilesystem": {"mountHostPath": True}}
     (rule,) = of_kind(render(chart, on), "PrometheusRule")
-    alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
-    assert len(alerts) == 6
-    off = {"prometheusRule": {"enabled": True, "alerts": {"LayerSharingRatioDropped": {"enabled": False}}}}
-    (rule,) = of_kind(render(chart, off), "PrometheusRule")
-    assert "LayerSharingRatioDropped" not in [r.get("alert") for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert len(_alerts(rule)) == 8
+    for name in _alerts(rule):
+        off = {**on, "prometheusRule": {"enabled": True, "alerts": {name: {"enabled": False}}}}
+        (rule,) = of_kind(render(chart, off), "PrometheusRule")
+        assert name not in _alerts(rule) and len(_alerts(rule)) == 7
 
 
-def test_web_config_secret_enables_tls_everywhere(chart):
-    docs = render(
-        chart,
-        {
-            "webConfig": {"secretName": "lse-web", "tls": True},
-            "serviceMonitor": {"enabled": True},
-            "podMonitor": {"enabled": True},
-        },
-    )
+def test_image_filesystem_alerts_only_where_the_capacity_is_measured(chart):
+    """Without imageFilesystem.mountHostPath there is no layer_sharing_image_fs_capacity_bytes:
+    an alert on it could never fire."""
+    (rule,) = of_kind(render(chart, {"prometheusRule": {"enabled": True}}), "PrometheusRule")
+    assert not [a for a in _alerts(rule) if a.startswith("ImageFilesystem")]
+    assert not [a for a in _alerts(rule).values() if "image_fs_capacity_bytes" in a["expr"]]
+    on = {"prometheusRule": {"enabled": True}, "imageFilesystem": {"mountHostPath": True}}
+    (rule,) = of_kind(render(chart, on), "PrometheusRule")
+    alerts = _alerts(rule)
+    assert {"ImageFilesystemFillingUp", "ImageFilesystemFillingUpForecast"} <= set(alerts)
+    assert "predict_linear(" in alerts["ImageFilesystemFillingUpForecast"]["expr"]
+
+
+def test_severities_fit_a_capacity_exporter(chart):
+    (rule,) = of_kind(render(chart, {"prometheusRule": {"enabled": True}}), "PrometheusRule")
+    alerts = _alerts(rule)
+    assert alerts["LayerSharingExporterDown"]["labels"]["severity"] == "warning"
+    assert "critical" not in {a["labels"]["severity"] for a in alerts.values()}
+
+
+def test_ratio_drop_compares_nodes_not_exporter_pods(chart):
+    (rule,) = of_kind(render(chart, {"prometheusRule": {"enabled": True}}), "PrometheusRule")
+    expr = _alerts(rule)["LayerSharingRatioDropped"]["expr"]
+    assert expr.count("sum by (cluster, node) (") == 4
+    assert expr.count("offset 6h") == 2
+
+
+@pytest.mark.parametrize(("honor_labels", "label"), [(True, "namespace"), (False, "exported_namespace")])
+def test_namespace_showback_reads_the_measured_pods_namespace(chart, honor_labels, label):
+    values = {"prometheusRule": {"enabled": True}, "serviceMonitor": {"enabled": True, "honorLabels": honor_labels}}
+    (rule,) = of_kind(render(chart, values), "PrometheusRule")
+    (record,) = [
+        r
+        for g in rule["spec"]["groups"]
+        for r in g["rules"]
+        if r.get("record") == "namespace:layer_sharing_pod_attributed_bytes:sum"
+    ]
+    assert f"sum by (cluster, job, {label}) (layer_sharing_pod_attributed_bytes{{" in record["expr"]
+
+
+@pytest.mark.parametrize("monitor", ["serviceMonitor", "podMonitor"])
+def test_web_config_secret_enables_tls_everywhere(chart, monitor):
+    docs = render(chart, {"webConfig": {"secretName": "lse-web", "tls": True}, monitor: {"enabled": True}})
     (ds,) = of_kind(docs, "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    container = exporter_container(pod)
     assert "--web-config-file=/etc/layer-sharing-exporter/web/web-config.yml" in container["args"]
     assert {"name": "web-config", "secret": {"secretName": "lse-web"}} in pod["volumes"]
     assert container["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
-    assert of_kind(docs, "ServiceMonitor")[0]["spec"]["endpoints"][0]["scheme"] == "https"
-    assert of_kind(docs, "PodMonitor")[0]["spec"]["podMetricsEndpoints"][0]["scheme"] == "https"
+    (monitor_doc,) = [d for d in docs if d["kind"] in {"ServiceMonitor", "PodMonitor"}]
+    endpoints = monitor_doc["spec"].get("endpoints") or monitor_doc["spec"]["podMetricsEndpoints"]
+    assert endpoints[0]["scheme"] == "https"
     (ds,) = of_kind(render(chart, {}), "DaemonSet")
-    assert not any(a.startswith("--web-config-file") for a in ds["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert not any(
+        a.startswith("--web-config-file") for a in exporter_container(ds["spec"]["template"]["spec"])["args"]
+    )
 
 
 def test_network_policy_denies_egress_without_enrichment(chart):
@@ -219,12 +447,223 @@ def test_network_policy_denies_egress_without_enrichment(chart):
     assert {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]} == {443, 6443}
 
 
+# Value sets beyond the ci/ files that change the monitoring objects.
+MONITORING_VALUES = [
+    *[values_of(p) for p in CI_VALUES],
+    {"serviceMonitor": {"enabled": True, "jobLabel": "", "honorLabels": False, "authorization": {}}},
+    {
+        "kubeRBACProxy": {"enabled": True},
+        "podMonitor": {"enabled": True, "authorization": {"credentials": {"name": "prom-token", "key": "token"}}},
+    },
+    {"serviceMonitor": {"enabled": True, "tlsConfig": {"serverName": "x"}}, "webConfig": {"tls": True}},
+]
+
+
+def test_every_monitoring_object_validates_against_the_operator_crds(chart):
+    seen: dict[str, int] = {}
+    for values in MONITORING_VALUES:
+        for doc in render(chart, values):
+            if doc["kind"] in MONITORING_KINDS:
+                seen[doc["kind"]] = seen.get(doc["kind"], 0) + 1
+                assert problems(doc) == [], (doc["kind"], values)
+    assert seen.keys() == MONITORING_KINDS and min(seen.values()) >= 2
+
+
+def test_the_crd_check_catches_what_the_operator_would_reject_or_prune(chart):
+    values = {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+    docs = render(chart, values)
+    (sm,) = of_kind(docs, "ServiceMonitor")
+    sm["spec"]["sampleLimit"] = "100"
+    sm["spec"]["endpoints"][0]["scheme"] = "tcp"
+    sm["spec"]["endpoints"][0]["prot"] = "metrics"
+    found = problems(sm)
+    assert any(p.startswith("spec.sampleLimit:") for p in found)
+    assert any(p.startswith("spec.endpoints.0.scheme:") for p in found)
+    assert "spec.endpoints[0].prot: not in the ServiceMonitor schema" in found
+    (rule,) = of_kind(docs, "PrometheusRule")
+    rule["spec"]["groups"][1]["rules"][0]["for"] = "15 minutes"
+    assert any(".for:" in p for p in problems(rule))
+
+
+def _seconds(duration: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return int(duration[:-1]) * units[duration[-1]]
+
+
+def test_scrape_timeout_never_exceeds_the_interval(chart):
+    """The Operator rejects a monitor whose scrapeTimeout exceeds its interval; the schema cannot say it."""
+    for values in MONITORING_VALUES:
+        for doc in render(chart, values):
+            for endpoint in doc.get("spec", {}).get("endpoints", []) + doc.get("spec", {}).get(
+                "podMetricsEndpoints", []
+            ):
+                assert _seconds(endpoint["scrapeTimeout"]) <= _seconds(endpoint["interval"])
+
+
+def operator_job(docs: list[dict[str, Any]]) -> str:
+    """The `job` the Prometheus Operator gives the exporter's series (its promcfg.go):
+    the jobLabel's value on the Service (pod, for a PodMonitor) when set and
+    non-empty, else the Service name (<namespace>/<name> for a PodMonitor)."""
+    monitors = [d for d in docs if d["kind"] in {"ServiceMonitor", "PodMonitor"}]
+    assert len(monitors) == 1
+    (monitor,) = monitors
+    job_label = monitor["spec"].get("jobLabel", "")
+    if monitor["kind"] == "ServiceMonitor":
+        (service,) = of_kind(docs, "Service")
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+        return str(service["metadata"]["labels"].get(job_label) or service["metadata"]["name"])
+    (ds,) = of_kind(docs, "DaemonSet")
+    pod_labels = ds["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    return str(pod_labels.get(job_label) or f"{monitor['metadata']['namespace']}/{monitor['metadata']['name']}")
+
+
+@pytest.mark.parametrize("monitor", ["serviceMonitor", "podMonitor"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"nameOverride": "images"},
+        {"fullnameOverride": "node-images"},
+        {"nameOverride": "images", "fullnameOverride": "node-images"},
+        {"jobLabel": ""},
+        {"nameOverride": "images", "jobLabel": ""},
+    ],
+    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()) or "defaults",
+)
+def test_rules_select_the_job_the_monitor_produces(chart, monitor, overrides):
+    overrides = dict(overrides)
+    values: dict[str, Any] = {"prometheusRule": {"enabled": True}, monitor: {"enabled": True}}
+    if "jobLabel" in overrides:
+        values[monitor]["jobLabel"] = overrides.pop("jobLabel")
+    docs = render(chart, {**values, **overrides})
+    job = operator_job(docs)
+    (rule,) = of_kind(docs, "PrometheusRule")
+    selectors = {
+        m for group in rule["spec"]["groups"] for r in group["rules"] for m in re.findall(r'job="[^"]*"', r["expr"])
+    }
+    assert selectors == {f'job="{job}"'}
+    if "nameOverride" in overrides and values[monitor].get("jobLabel") is None:
+        assert job == "images"  # not the fixed job="layer-sharing-exporter" of old
+
+
+def test_an_explicit_job_selector_wins(chart):
+    values = {"prometheusRule": {"enabled": True, "jobSelector": 'job="custom"'}, "serviceMonitor": {"enabled": True}}
+    (rule,) = of_kind(render(chart, values), "PrometheusRule")
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    assert all('job="custom"' in e for e in exprs if "job=" in e)
+
+
+def test_service_and_pod_monitor_together_are_refused(chart):
+    values = {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}
+    with pytest.raises(HelmRenderError, match="scrape every series twice"):
+        render(chart, values)
+
+
+@pytest.mark.parametrize("monitor", ["serviceMonitor", "podMonitor"])
+def test_scrape_limits_and_honor_labels_are_configurable(chart, monitor):
+    key = "endpoints" if monitor == "serviceMonitor" else "podMetricsEndpoints"
+    (doc,) = [d for d in render(chart, {monitor: {"enabled": True}}) if d["kind"] in {"ServiceMonitor", "PodMonitor"}]
+    assert "sampleLimit" not in doc["spec"] and "labelLimit" not in doc["spec"]  # 0: no limit
+    assert doc["spec"][key][0]["honorLabels"] is True
+    values = {monitor: {"enabled": True, "sampleLimit": 4000, "labelLimit": 12, "honorLabels": False}}
+    (doc,) = [d for d in render(chart, values) if d["kind"] in {"ServiceMonitor", "PodMonitor"}]
+    assert (doc["spec"]["sampleLimit"], doc["spec"]["labelLimit"]) == (4000, 12)
+    assert doc["spec"][key][0]["honorLabels"] is False
+
+
+def test_default_affinity_keeps_off_virtual_nodes_and_can_be_replaced(chart):
+    (ds,) = of_kind(render(chart, {}), "DaemonSet")
+    terms = ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    (term,) = terms["nodeSelectorTerms"]
+    assert {(e["key"], e["operator"], tuple(e["values"])) for e in term["matchExpressions"]} == {
+        ("eks.amazonaws.com/compute-type", "NotIn", ("fargate",)),
+        ("type", "NotIn", ("virtual-kubelet",)),
+    }
+    mine: dict[str, Any] = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
+    (ds,) = of_kind(render(chart, {"affinity": {"nodeAffinity": None}}), "DaemonSet")
+    assert "nodeAffinity" not in ds["spec"]["template"]["spec"].get("affinity", {})
+    (ds,) = of_kind(render(chart, {"affinity": mine}), "DaemonSet")
+    node_affinity = ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+    assert node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] == []
+
+
+def test_kube_rbac_proxy_fronts_the_exporter(chart):
+    docs = render(chart, values_of(CHART / "ci" / "kube-rbac-proxy-values.yaml"))
+    (ds,) = of_kind(docs, "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["exporter", "kube-rbac-proxy"]
+    assert "ports" not in exporter_container(pod)  # reachable only from inside the pod
+    assert pod["automountServiceAccountToken"] is True  # the proxy's token and access reviews
+    (role,) = of_kind(docs, "ClusterRole")
+    assert sorted((r["apiGroups"][0], r["resources"][0], tuple(r["verbs"])) for r in role["rules"]) == [
+        ("authentication.k8s.io", "tokenreviews", ("create",)),
+        ("authorization.k8s.io", "subjectaccessreviews", ("create",)),
+    ]
+    (binding,) = of_kind(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == of_kind(docs, "ServiceAccount")[0]["metadata"]["name"]
+    (sm,) = of_kind(docs, "ServiceMonitor")
+    endpoint = sm["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    (policy,) = of_kind(docs, "NetworkPolicy")
+    assert {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]} == {443, 6443}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"kubeRBACProxy": {"enabled": True}, "webConfig": {"tls": True}}, "Turn webConfig.tls off"),
+        ({"kubeRBACProxy": {"enabled": True}, "podMonitor": {"enabled": True}}, "needs podMonitor.authorization"),
+        ({"webConfig": {"secretName": "s", "config": {"basic_auth_users": {}}}}, "not both"),
+    ],
+)
+def test_combinations_that_cannot_work_are_refused(chart, values, message):
+    with pytest.raises(HelmRenderError, match=message):
+        render(chart, values)
+
+
+def _pod_annotations(chart: Chart, values: dict[str, Any]) -> dict[str, str]:
+    (ds,) = of_kind(render(chart, values), "DaemonSet")
+    annotations: dict[str, str] = ds["spec"]["template"]["metadata"]["annotations"]
+    return annotations
+
+
+def test_changed_config_or_web_config_rolls_the_pods(chart):
+    users = {"prometheus": "$2b$10$Unx1JArzNZq1gkf0XjkP1.3ibRU8i2UxvVvn0m1OTTHLr/4lLdWUG"}
+    base = _pod_annotations(chart, {"webConfig": {"config": {"basic_auth_users": users}}})
+    same = _pod_annotations(chart, {"webConfig": {"config": {"basic_auth_users": users}}})
+    other = _pod_annotations(chart, {"webConfig": {"config": {"basic_auth_users": {"grafana": users["prometheus"]}}}})
+    assert base == same
+    assert base["checksum/web-config"] != other["checksum/web-config"]
+    assert base["checksum/config"] == other["checksum/config"]
+    tuned = _pod_annotations(chart, {"config": {"refreshIntervalSeconds": 60}})
+    assert tuned["checksum/config"] != base["checksum/config"]
+    # Without a cluster to look an existing Secret up in, there is nothing to hash: no annotation.
+    assert "checksum/web-config" not in _pod_annotations(chart, {"webConfig": {"secretName": "lse-web"}})
+    docs = render(chart, {"webConfig": {"config": {"basic_auth_users": users}}})
+    (secret,) = of_kind(docs, "Secret")
+    assert yaml.safe_load(secret["stringData"]["web-config.yml"]) == {"basic_auth_users": users}
+    (ds,) = of_kind(docs, "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    assert {"name": "web-config", "secret": {"secretName": secret["metadata"]["name"]}} in pod["volumes"]
+    assert "--web-config-file=/etc/layer-sharing-exporter/web/web-config.yml" in exporter_container(pod)["args"]
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
         ({"service": {"port": "http"}}, "/service/port"),
         ({"runtim": {}}, "additional properties 'runtim' not allowed"),
         ({"runtime": {"socketPath": "containerd.sock"}}, "/runtime/socketPath"),
+        ({"runtime": {"socketPath": "/containerd.sock"}}, "/runtime/socketPath"),
+        ({"runtime": {"type": "docker"}}, "/runtime/type"),
+        ({"serviceMonitor": {"sampleLimit": -1}}, "/serviceMonitor/sampleLimit"),
+        ({"podMonitor": {"honorLabels": "yes"}}, "/podMonitor/honorLabels"),
+        ({"kubeRBACProxy": {"upstreamPort": 0}}, "/kubeRBACProxy/upstreamPort"),
+        ({"openshift": {"scc": {}}}, "additional properties 'scc' not allowed"),
+        ({"runtime": {"storageRoot": "relative/storage"}}, "/runtime/storageRoot"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
         ({"prometheusRule": {"alerts": {"ImageFilesystemFillingUp": {"severity": "page"}}}}, "severity"),
         ({"config": {"bases": [{"name": "x"}]}}, "/config/bases/0"),

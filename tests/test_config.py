@@ -26,6 +26,8 @@ def test_every_option_from_yaml(tmp_path):
 runtime_endpoint: /run/k3s/containerd/containerd.sock
 namespace: k8s.io
 snapshotter: native
+layer_store: containers-storage
+storage_root: /host/var/lib/containers/storage
 listen_address: "127.0.0.1:9999"
 refresh_interval_seconds: 10
 rpc_timeout_seconds: 2.5
@@ -47,12 +49,16 @@ bases:
     assert config.metrics.images_top_n == 0 and not config.metrics.pods and config.metrics.layers_top_n == 10
     assert [b.name for b in config.bases] == ["debian", "alpine"]
     assert config.collect_writable_layers is False and config.host_root == "/host"
+    assert config.layer_store == "containers-storage"
+    assert config.storage_root == "/host/var/lib/containers/storage"
 
 
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
         ({"refresh_interval": 5}, "unknown key 'refresh_interval'"),
+        ({"layer_store": "crio"}, "layer_store: expected one of auto, containerd, containers-storage"),
+        ({"storage_root": "var/lib/containers"}, "storage_root: expected an absolute path"),
         ({"refresh_interval_seconds": "fast"}, "refresh_interval_seconds: expected float"),
         ({"refresh_interval_seconds": 0}, "must be > 0"),
         ({"collect_writable_layers": "yes"}, "expected bool"),

@@ -92,3 +92,30 @@ def test_chart_carries_the_same_dashboards():
     chart_dir = ROOT / "charts" / "layer-sharing-exporter" / "dashboards"
     for path in DASHBOARDS:
         assert (chart_dir / path.name).read_text() == path.read_text()
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
+def test_stat_panels_say_no_data_rather_than_zero(path):
+    """A missing recording rule or a down exporter must not read as 0 bytes."""
+    stats = [p for p in data_panels(load(path)) if p["type"] == "stat"]
+    assert stats
+    for panel in stats:
+        assert panel["fieldConfig"]["defaults"].get("noValue") == "No data", panel["title"]
+
+
+def test_cluster_sharing_ratio_is_total_physical_over_total_logical():
+    board = load(ROOT / "dashboards" / "layer-sharing-cluster.json")
+    (panel,) = [p for p in data_panels(board) if p["title"] == "Sharing ratio"]
+    (target,) = panel["targets"]
+    expr = target["expr"]
+    assert "avg" not in expr and "sharing:ratio" not in expr
+    assert expr.startswith("1 - sum(job:layer_sharing_physical_bytes:sum{")
+    assert "/ sum(job:layer_sharing_logical_bytes:sum{" in expr
+
+
+def test_namespace_showback_panel_reads_the_recording_rule():
+    board = load(ROOT / "dashboards" / "layer-sharing-cluster.json")
+    (panel,) = [p for p in data_panels(board) if "showback" in p["title"]]
+    assert "namespace:layer_sharing_pod_attributed_bytes:sum" in panel["targets"][0]["expr"]
+    rules = (ROOT / "rules" / "layer-sharing.rules.yml").read_text()
+    assert "record: namespace:layer_sharing_pod_attributed_bytes:sum" in rules

@@ -2,6 +2,7 @@ import dataclasses
 import logging
 import threading
 
+from exporter.core.facts import NodeFacts
 from exporter.service import Refresher
 from tests.fakes import FakeSource
 from tests.sample_facts import sample_facts
@@ -63,3 +64,38 @@ def test_unchanged_facts_reuse_the_report():
     assert refresher.refresh_once().report is first
     source.facts = dataclasses.replace(source.facts, node_name="other")
     assert refresher.refresh_once().report is not first
+
+
+class _SlowFirstRefresh(FakeSource):
+    """A huge node's first refresh: many runtime calls, each one progress, until released."""
+
+    def __init__(self) -> None:
+        super().__init__(sample_facts())
+        self.release = threading.Event()
+        self.working = threading.Event()
+
+    def snapshot(self) -> NodeFacts:
+        self.working.set()
+        self.release.wait(30)
+        return super().snapshot()
+
+
+def test_liveness_ticks_during_a_long_first_refresh_and_fails_when_stuck():
+    now = [0.0]
+    source = _SlowFirstRefresh()
+    refresher = Refresher(source, interval=30, monotonic=lambda: now[0])
+    stop = threading.Event()
+    thread = threading.Thread(target=refresher.run, args=(stop,))
+    thread.start()
+    try:
+        assert source.working.wait(10)
+        for _ in range(10):  # 10 x 60 s of a first refresh that keeps making calls
+            now[0] += 60
+            source.progress += 1000
+            assert refresher.loop_alive()
+        now[0] += 3 * 30 + 30  # then no call at all for three intervals: stuck
+        assert not refresher.loop_alive()
+    finally:
+        source.release.set()
+        stop.set()
+        thread.join(timeout=5)

@@ -9,6 +9,8 @@ from typing import Any
 from exporter import __version__
 from exporter import config as config_mod
 from exporter.config import Config
+from exporter.sources.containers_storage import DEFAULT_STORAGE_ROOT
+from exporter.sources.node import LAYER_STORES
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
 
@@ -29,7 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument("--config", metavar="FILE", help="YAML config file; every option can be set there")
     common.add_argument("--namespace", help="containerd namespace of the CRI plugin (default k8s.io)")
-    common.add_argument("--snapshotter", help="snapshotter holding the layers (default overlayfs)")
+    common.add_argument(
+        "--snapshotter", help="snapshotter holding the layers (default: the one the runtime's CRI plugin uses)"
+    )
+    common.add_argument(
+        "--layer-store",
+        choices=LAYER_STORES,
+        help="where layer sizes come from: containerd's snapshotter, or containers-storage (CRI-O) metadata files; "
+        "auto picks containers-storage when the CRI runtime is cri-o (default auto)",
+    )
+    common.add_argument(
+        "--storage-root",
+        metavar="DIR",
+        help="containers-storage graph root holding overlay-layers/ and overlay-images/ "
+        f"(default {DEFAULT_STORAGE_ROOT})",
+    )
     common.add_argument(
         "--rpc-timeout", type=float, dest="rpc_timeout_seconds", help="seconds per runtime call (default 5)"
     )
@@ -85,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="label selector of the exporter pods",
     )
     report.add_argument("--port", type=int, default=9877, help="the exporters' metrics port")
+    report.add_argument(
+        "--scheme",
+        choices=("auto", "http", "https"),
+        default="auto",
+        help="how the exporters serve /metrics through the pod proxy (auto: as each pod's probes say; "
+        "https when the chart's webConfig.tls is on)",
+    )
     report.add_argument("--timeout", type=float, default=10.0, help="seconds per node (or per Prometheus query)")
     report.add_argument(
         "--view", default="nodes", help="table and csv: what to list: nodes (default), bases, workloads or images"
@@ -106,6 +129,8 @@ _FLAG_KEYS = (
     "runtime_endpoint",
     "namespace",
     "snapshotter",
+    "layer_store",
+    "storage_root",
     "rpc_timeout_seconds",
     "log_level",
     "listen_address",

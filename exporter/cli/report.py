@@ -76,7 +76,7 @@ def _collect(args: argparse.Namespace) -> ClusterReport:
     from exporter.sources import exposition
     from exporter.sources.kubernetes import pod_proxy
 
-    pods = pod_proxy.exporter_pods(args.kubeconfig or "", args.exporter_namespace, args.selector)
+    pods = pod_proxy.exporter_pods(args.kubeconfig or "", args.exporter_namespace, args.selector, args.scheme)
     if not pods:
         raise RuntimeError(f"no running exporter pods match {args.selector!r}")
     progress = None

@@ -37,6 +37,7 @@ class LayerReport:
     images: int
     pods: int
     present: bool
+    remote: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,8 @@ class NodeTotals:
     content: int
     writable: int
     missing_layers: int
+    # Lazily pulled layers (stargz, SOCI, nydus): 0 bytes here by design, not missing.
+    remote_layers: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,15 @@ class NodeReport:
     runtime_version: str
     snapshotter: str
     workloads: tuple[WorkloadReport, ...] | None = None
+    # What the runtime's CRI plugin says it uses ("" = it does not say).
+    runtime_snapshotter: str = ""
+
+    @property
+    def snapshotter_mismatch(self) -> bool:
+        """Layers were read from another snapshotter than the runtime's CRI plugin uses."""
+        return bool(self.runtime_snapshotter) and self.runtime_snapshotter != self.snapshotter
+
+    layer_store: str = "containerd"
 
     def image(self, ref: str) -> ImageReport | None:
         """Find an image by ID, tag, repo digest or unambiguous ID prefix."""
@@ -151,6 +163,7 @@ def merge_images(images: Sequence[ImageFacts]) -> dict[str, ImageFacts]:
             history=seen.history or image.history,
             compressed_size=max(seen.compressed_size, image.compressed_size),
             pinned=seen.pinned or image.pinned,
+            annotations=seen.annotations or image.annotations,
         )
     return merged
 
@@ -169,6 +182,8 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
 
     # A plain dict: this lookup runs for every layer of every image and pod.
     sizes = {chain_id: usage.size for chain_id, usage in facts.layer_usage.items()}
+    # A remote (lazily pulled) layer is known even when its snapshotter reports no usage.
+    present_layers = facts.layer_usage.keys() | facts.remote_layers
 
     def size_of(chain_id: str) -> int:
         return sizes.get(chain_id, 0)
@@ -214,7 +229,7 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
             image_id in in_use,
             image_refcount,
             size_of,
-            facts.layer_usage.keys(),
+            present_layers,
         )
         for image_id, chain in chains.items()
     )
@@ -241,7 +256,8 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
             inodes=usage.inodes if (usage := facts.layer_usage.get(chain_id)) else 0,
             images=count,
             pods=pod_refcount[chain_id],
-            present=chain_id in facts.layer_usage,
+            present=chain_id in present_layers,
+            remote=chain_id in facts.remote_layers,
         )
         for chain_id, count in image_refcount.items()
     }
@@ -267,6 +283,7 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
         content=sum(present_blobs.values()),
         writable=sum(c.writable_bytes or 0 for c in facts.containers),
         missing_layers=sum(1 for layer in layers.values() if not layer.present),
+        remote_layers=sum(1 for layer in layers.values() if layer.remote),
     )
     return NodeReport(
         totals=totals,
@@ -279,6 +296,8 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
         runtime_name=facts.runtime_name,
         runtime_version=facts.runtime_version,
         snapshotter=facts.snapshotter,
+        runtime_snapshotter=facts.runtime_snapshotter,
+        layer_store=facts.layer_store,
         workloads=None if facts.workloads is None else _workload_reports(pod_reports, pod_layers, size_of, bases),
     )
 

@@ -53,6 +53,9 @@ class ImageFacts:
     pinned: bool = False
     # Derived from diff_ids; the adapter passes the ones it cached per image.
     chain_ids: tuple[str, ...] = ()
+    # The image manifest's annotations where the runtime gives them (CRI-O's
+    # ImageStatus `spec.annotations`), e.g. org.opencontainers.image.base.name.
+    annotations: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if len(self.chain_ids) != len(self.diff_ids):
@@ -145,12 +148,19 @@ class LayerFacts:
     whose snapshot does not exist (not unpacked for this snapshotter).
     `layer_blobs` maps an image ID to its manifest's layer blobs, and
     `present_blobs` says which blob digests the store holds (and their sizes).
+    `remote_layers` are chain IDs of lazily pulled layers (stargz, SOCI,
+    nydus): their snapshot holds no bytes on this node by design.
+    `compressed_sizes` overrides CRI's `Image.size` per image ID where the
+    store knows the compressed size and CRI reports another figure (CRI-O
+    reports uncompressed bytes there).
     """
 
     layer_usage: Mapping[str, SnapshotUsage]
     layer_blobs: Mapping[str, tuple[LayerBlob, ...]]
     present_blobs: Mapping[str, int]
     snapshotter: str
+    remote_layers: frozenset[str] = frozenset()
+    compressed_sizes: Mapping[str, int] = field(default_factory=dict)
 
 
 def _frozen(mapping: Mapping[str, object] | None) -> Mapping[str, object]:
@@ -179,7 +189,16 @@ class NodeFacts:
     node_name: str = ""
     runtime_name: str = ""
     runtime_version: str = ""
+    # The snapshotter the layers were read from, and the one the runtime's CRI
+    # plugin says it uses ("" when it does not say): they differ when the
+    # exporter was configured with another one.
     snapshotter: str = "overlayfs"
+    runtime_snapshotter: str = ""
+    # Chain IDs of lazily pulled layers (labelled containerd.io/snapshot/remote):
+    # 0 bytes on disk by design, neither missing nor a quiet zero.
+    remote_layers: frozenset[str] = frozenset()
+    # Which layer store measured the layers (containerd, containers-storage).
+    layer_store: str = "containerd"
     # Pod (namespace, name) -> workload, from the Kubernetes API; None when
     # attribution is off (then no workload labels are exported at all).
     workloads: Mapping[tuple[str, str], Workload] | None = None

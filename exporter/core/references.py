@@ -9,10 +9,17 @@ from exporter.core.facts import ImageFacts
 
 def reference_index(images: Iterable[ImageFacts]) -> dict[str, str]:
     """Every name an image answers to (ID, tags, repo digests) -> its image ID."""
+    images = tuple(images)
     index: dict[str, str] = {}
     for image in images:
         for ref in (image.image_id, *image.repo_tags, *image.repo_digests):
             index.setdefault(ref, image.image_id)
+    for image in images:
+        # CRI-O's image IDs are bare hex, containerd's "sha256:<hex>": a
+        # reference in the other spelling names the same image.
+        hex_id = image.image_id.removeprefix("sha256:")
+        for alias in (hex_id, "sha256:" + hex_id):
+            index.setdefault(alias, image.image_id)
     return index
 
 

@@ -29,6 +29,7 @@ ERROR_STAGES = (
     "container_stats",
     "imagefs",
     "status",
+    "layer_store",
 )
 
 _DISK = "Unpacked snapshot bytes on disk"
@@ -56,7 +57,8 @@ _NODE_FAMILIES: tuple[tuple[str, str, Callable[[NodeReport], int]], ...] = (
     (
         "content_bytes",
         "Compressed layer blob bytes present in containerd's content store "
-        "(kept beside the unpacked snapshots unless discard_unpacked_layers is set).",
+        "(kept beside the unpacked snapshots unless discard_unpacked_layers is set); "
+        "on containers-storage, the compressed sizes recorded for the layers present.",
         lambda r: r.totals.content,
     ),
     (
@@ -66,8 +68,14 @@ _NODE_FAMILIES: tuple[tuple[str, str, Callable[[NodeReport], int]], ...] = (
     ),
     (
         "missing_layers",
-        "Image layers with no snapshot for the configured snapshotter (not unpacked).",
+        "Image layers with no snapshot in the snapshotter read (not unpacked there): their bytes are unknown.",
         lambda r: r.totals.missing_layers,
+    ),
+    (
+        "remote_layers",
+        "Lazily pulled image layers (stargz, SOCI, nydus: labelled containerd.io/snapshot/remote); "
+        "they take 0 bytes on this node by design and are not counted as missing.",
+        lambda r: r.totals.remote_layers,
     ),
 )
 
@@ -149,11 +157,21 @@ class LayerSharingCollector(Collector):
         if report is not None:
             runtime = _gauge(
                 "runtime_info",
-                "The container runtime answering; always 1.",
-                ["runtime", "runtime_version", "snapshotter"],
+                "The container runtime answering, and the layer store measuring its layers; always 1.",
+                ["runtime", "runtime_version", "snapshotter", "layer_store"],
             )
-            runtime.add_metric([report.runtime_name, report.runtime_version, report.snapshotter], 1)
+            runtime.add_metric([report.runtime_name, report.runtime_version, report.snapshotter, report.layer_store], 1)
             yield runtime
+            mismatch = _gauge(
+                "snapshotter_mismatch",
+                "1 if layers are read from another snapshotter than the runtime's CRI plugin unpacks images with "
+                "(a --snapshotter setting that does not match): layer figures are then missing or 0.",
+                ["snapshotter", "runtime_snapshotter"],
+            )
+            mismatch.add_metric(
+                [report.snapshotter, report.runtime_snapshotter], 1 if report.snapshotter_mismatch else 0
+            )
+            yield mismatch
 
     def _node(self, report: NodeReport) -> Iterator[Metric]:
         for name, doc, value in _NODE_FAMILIES:

@@ -20,6 +20,16 @@ def summary(report: NodeReport) -> str:
     t = report.totals
     saved = t.logical - t.physical
     node = report.node_name or "this node"
+    warnings = ""
+    if report.snapshotter_mismatch:
+        warnings += (
+            f"\nWARNING: layers read from snapshotter {report.snapshotter} but the runtime unpacks images with "
+            f"{report.runtime_snapshotter}: {t.missing_layers} layers missing"
+        )
+    elif t.missing_layers:
+        warnings += f"\n{t.missing_layers} layers have no {report.snapshotter} snapshot (not unpacked): bytes unknown"
+    if t.remote_layers:
+        warnings += f"\n{t.remote_layers} layers are lazily pulled (remote snapshots): 0 bytes on this node"
     return (
         f"Node {node} ({report.runtime_name} {report.runtime_version}, {report.snapshotter}): "
         f"{t.images} images, {t.layers} layers, {t.pods} pods, {t.containers} containers\n"
@@ -28,6 +38,7 @@ def summary(report: NodeReport) -> str:
         f"reclaimable {human_bytes(t.reclaimable)}\n"
         f"Compressed layers in the content store: {human_bytes(t.content)}; "
         f"container writable layers: {human_bytes(t.writable)}"
+        f"{warnings}"
     )
 
 
@@ -113,7 +124,13 @@ def report_dict(report: NodeReport) -> dict[str, Any]:
     """Everything, exact integers of bytes, for `--output json`."""
     return {
         "node": report.node_name,
-        "runtime": {"name": report.runtime_name, "version": report.runtime_version, "snapshotter": report.snapshotter},
+        "runtime": {
+            "name": report.runtime_name,
+            "version": report.runtime_version,
+            "snapshotter": report.snapshotter,
+            "runtime_snapshotter": report.runtime_snapshotter,
+            "layer_store": report.layer_store,
+        },
         "totals": asdict(report.totals),
         "images": [{**asdict(i), "chain": list(i.chain), "repo_tags": list(i.repo_tags)} for i in report.images],
         "pods": [{**asdict(p), "image_ids": list(p.image_ids)} for p in report.pods],

@@ -21,7 +21,7 @@ from prometheus_client.exposition import choose_encoder
 from exporter import __version__
 from exporter.core.state import ExporterState
 from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
-from exporter.outputs.webconfig import WebConfig
+from exporter.outputs.webconfig import TlsFiles, WebConfig
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # A client that stalls (or never finishes a TLS handshake) holds only its own thread.
     request_timeout = 30.0
-    tls: ssl.SSLContext | None = None
+    tls: TlsFiles | None = None
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
@@ -96,7 +96,8 @@ class _Server(ThreadingHTTPServer):
         conn.settimeout(self.request_timeout)
         if self.tls is not None:
             # The handshake runs in the request's thread (on first read), not in the accept loop.
-            conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            # context() reloads the certificate when its files changed.
+            conn = self.tls.context().wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
         return conn, addr
 
 

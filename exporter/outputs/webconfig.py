@@ -12,13 +12,22 @@ config file (the `--web.config.file` format of node_exporter and friends):
 
 Health endpoints stay open to plain GETs so the kubelet's probes work; they
 reveal nothing but "ok".
+
+As exporter-toolkit does, the certificate, key and CA files are read again
+when they change (cert-manager rotates them in place): each new connection
+checks the files' identity and size, and a new TLS context is built when they
+differ. A set of files that does not load (a rotation half-written) keeps the
+previous context and says so once.
 """
 
 from __future__ import annotations
 
 import base64
+import ctypes
 import hashlib
 import hmac
+import logging
+import os
 import ssl
 import threading
 from collections.abc import Mapping
@@ -30,6 +39,8 @@ import yaml
 
 from exporter.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 _CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
     "RequestClientCert": ssl.CERT_OPTIONAL,
@@ -37,12 +48,57 @@ _CLIENT_AUTH = {
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
+# Go's tls.RequestClientCert and tls.RequireAnyClientCert ask for a client
+# certificate but do not verify it (so they need no CA file).
+_UNVERIFIED = frozenset({"RequestClientCert", "RequireAnyClientCert"})
 _VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+
+
+class TlsFiles:
+    """`tls_server_config` and the TLS context built from its files, rebuilt when they change."""
+
+    def __init__(self, base: Path, tls: Any) -> None:
+        if not isinstance(tls, dict):
+            raise ConfigError("web config: tls_server_config must be a mapping")
+        self._base = base
+        self._tls = tls
+        self._lock = threading.Lock()
+        self._signature = self._stat()
+        self._context = _tls_context(base, tls)  # at start a bad file is a ConfigError
+
+    def _paths(self) -> list[Path]:
+        keys = ("cert_file", "key_file", "client_ca_file")
+        return [self._base / str(self._tls[key]) for key in keys if self._tls.get(key)]
+
+    def _stat(self) -> tuple[tuple[int, int, int, int] | None, ...]:
+        signature: list[tuple[int, int, int, int] | None] = []
+        for path in self._paths():
+            try:
+                st = os.stat(path)  # follows the Secret volume's ..data symlink
+            except OSError:
+                signature.append(None)
+                continue
+            signature.append((st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(signature)
+
+    def context(self) -> ssl.SSLContext:
+        """The context for a new connection: rebuilt first if a file changed."""
+        signature = self._stat()
+        if signature != self._signature:
+            with self._lock:
+                if signature != self._signature:
+                    self._signature = signature
+                    try:
+                        self._context = _tls_context(self._base, self._tls)
+                        logger.info("web config: TLS certificate files changed; reloaded them")
+                    except ConfigError as exc:
+                        logger.warning("%s; still serving the previous certificate", exc)
+        return self._context
 
 
 @dataclass
 class WebConfig:
-    tls: ssl.SSLContext | None = None
+    tls: TlsFiles | None = None
     users: Mapping[str, bytes] = field(default_factory=dict)
     # bcrypt is slow by design; remember credentials already verified.
     _verified: set[bytes] = field(default_factory=set)
@@ -100,7 +156,7 @@ def load(path: str | Path) -> WebConfig:
     config = WebConfig()
     tls = doc.get("tls_server_config")
     if tls:
-        config.tls = _tls_context(file.parent, tls)
+        config.tls = TlsFiles(file.parent, tls)
     users = doc.get("basic_auth_users") or {}
     if not isinstance(users, dict):
         raise ConfigError("web config: basic_auth_users must map user names to bcrypt hashes")
@@ -111,9 +167,7 @@ def load(path: str | Path) -> WebConfig:
     return config
 
 
-def _tls_context(base: Path, tls: Any) -> ssl.SSLContext:
-    if not isinstance(tls, dict):
-        raise ConfigError("web config: tls_server_config must be a mapping")
+def _tls_context(base: Path, tls: dict[str, Any]) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     version = tls.get("min_version", "TLS12")
     if version not in _VERSIONS:
@@ -129,8 +183,45 @@ def _tls_context(base: Path, tls: Any) -> ssl.SSLContext:
     if auth not in _CLIENT_AUTH:
         raise ConfigError(f"web config: client_auth_type must be one of {', '.join(_CLIENT_AUTH)}")
     context.verify_mode = _CLIENT_AUTH[auth]
-    if tls.get("client_ca_file"):
-        context.load_verify_locations(_path(base, tls["client_ca_file"], "client_ca_file"))
+    if auth in _UNVERIFIED:
+        _accept_any_client_certificate(context, auth)
+    elif tls.get("client_ca_file"):
+        try:
+            context.load_verify_locations(_path(base, tls["client_ca_file"], "client_ca_file"))
+        except ssl.SSLError as exc:
+            raise ConfigError(f"web config: cannot load client_ca_file: {exc.reason or exc}") from None
     elif context.verify_mode != ssl.CERT_NONE:
         raise ConfigError(f"web config: client_auth_type {auth} needs client_ca_file")
     return context
+
+
+# OpenSSL's SSL_VERIFY_PEER and SSL_VERIFY_FAIL_IF_NO_PEER_CERT.
+_SSL_VERIFY_PEER = 0x01
+_SSL_VERIFY_FAIL_IF_NO_PEER_CERT = 0x02
+_VerifyCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+# Kept for the life of the process: OpenSSL holds a pointer to it.
+_ACCEPT_ANY = _VerifyCallback(lambda preverify_ok, store: 1)
+
+
+def _accept_any_client_certificate(context: ssl.SSLContext, auth: str) -> None:
+    """Ask for a client certificate and accept any (Go's RequestClientCert and
+    RequireAnyClientCert). Python's ssl has no verify callback, so OpenSSL's is
+    set on the context's SSL_CTX; the pointer is checked against the verify mode
+    Python just set before anything is written."""
+    try:
+        libssl = ctypes.CDLL(ssl._ssl.__file__)  # type: ignore[attr-defined]
+        libssl.SSL_CTX_get_verify_mode.argtypes = [ctypes.c_void_p]
+        libssl.SSL_CTX_get_verify_mode.restype = ctypes.c_int
+        libssl.SSL_CTX_set_verify.argtypes = [ctypes.c_void_p, ctypes.c_int, _VerifyCallback]
+        libssl.SSL_CTX_set_verify.restype = None
+        # CPython's SSLContext object: the PyObject header, then its SSL_CTX pointer.
+        ssl_ctx = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+        required = context.verify_mode == ssl.CERT_REQUIRED
+        mode = _SSL_VERIFY_PEER | (_SSL_VERIFY_FAIL_IF_NO_PEER_CERT if required else 0)
+        if not ssl_ctx or libssl.SSL_CTX_get_verify_mode(ssl_ctx) != mode:
+            raise OSError("unexpected SSLContext layout")
+        libssl.SSL_CTX_set_verify(ssl_ctx, mode, _ACCEPT_ANY)
+    except (OSError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            f"web config: client_auth_type {auth} is not supported by this Python's ssl ({exc})"
+        ) from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -29,12 +29,20 @@ _CONTENT = "/containerd.services.content.v1.Content/"
 _SNAPSHOTS = "/containerd.services.snapshots.v1.Snapshots/"
 
 # The containerd methods this process may call: every one of them reads.
-METHODS = frozenset({_IMAGES + "List", _CONTENT + "List", _CONTENT + "Read", _SNAPSHOTS + "Usage"})
+METHODS = frozenset({_IMAGES + "List", _CONTENT + "List", _CONTENT + "Read", _SNAPSHOTS + "Usage", _SNAPSHOTS + "Stat"})
+
+# The label remote snapshotters (stargz, SOCI, nydus) put on a lazily pulled layer.
+REMOTE_SNAPSHOT_LABEL = "containerd.io/snapshot/remote"
+# containerd's own default, when neither the configuration nor the runtime says.
+DEFAULT_SNAPSHOTTER = "overlayfs"
+# A manifest read that failed is retried after this long, doubling up to the cap.
+MANIFEST_RETRY_SECONDS = 15.0
+MANIFEST_RETRY_MAX_SECONDS = 600.0
 
 
 @dataclass(frozen=True, slots=True)
 class ContainerdOptions:
-    snapshotter: str = "overlayfs"
+    snapshotter: str = DEFAULT_SNAPSHOTTER
     # How often to re-list the content store even when no image is new: layer
     # blobs can be garbage-collected after unpack (discard_unpacked_layers).
     content_recheck_seconds: float = 300.0
@@ -45,9 +53,13 @@ class ContainerdLayerStore:
 
     name = "containerd"
 
-    def __init__(self, session: RpcSession, options: ContainerdOptions) -> None:
+    def __init__(
+        self, session: RpcSession, options: ContainerdOptions, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.session = session
         self.options = options
+        self.snapshotter = options.snapshotter or DEFAULT_SNAPSHOTTER
+        self._clock = clock
         ch = session.channel
         self._image_records = unary_method(
             ch, _IMAGES + "List", images_pb.ListImagesRequest, images_pb.ListImagesResponse
@@ -59,10 +71,18 @@ class ContainerdLayerStore:
             ch, _CONTENT + "Read", content_pb.ReadContentRequest, content_pb.ReadContentResponse
         )
         self._usage = unary_method(ch, _SNAPSHOTS + "Usage", snapshots_pb.UsageRequest, snapshots_pb.UsageResponse)
+        self._stat = unary_method(
+            ch, _SNAPSHOTS + "Stat", snapshots_pb.StatSnapshotRequest, snapshots_pb.StatSnapshotResponse
+        )
         # Caches of immutable facts, pruned to what the node still holds.
         self._usage_cache: dict[str, SnapshotUsage] = {}
         self._missing_reported: set[str] = set()
+        self._remote: set[str] = set()
+        # Layers of this refresh to Stat: zero-size ones (None) and failed ones (their error).
+        self._to_stat: dict[str, grpc.RpcError | None] = {}
         self._blobs: dict[str, tuple[LayerBlob, ...]] = {}
+        # Images whose manifest could not be found yet: image ID -> (failures, next attempt).
+        self._blob_retry: dict[str, tuple[int, float]] = {}
         self._manifests: dict[str, Manifest | Index | None] = {}
         self._present: dict[str, int] = {}
         self._present_at = float("-inf")
@@ -70,9 +90,15 @@ class ContainerdLayerStore:
     def read(self, images: Sequence[ImageFacts]) -> LayerFacts:
         """The layers of `images`. Raises RuntimeUnavailableError."""
         image_ids = {image.image_id for image in images}
-        new_ids = [image_id for image_id in image_ids if image_id not in self._blobs]
-        for stale in self._blobs.keys() - image_ids:
-            del self._blobs[stale]
+        now = self._clock()
+        new_ids = [
+            image_id
+            for image_id in image_ids
+            if image_id not in self._blobs and self._blob_retry.get(image_id, (0, now))[1] <= now
+        ]
+        for cache in (self._blobs, self._blob_retry):
+            for stale in cache.keys() - image_ids:
+                del cache[stale]
         usage = self._layer_usage(images)
         self._layer_blobs(new_ids)
         self._content_presence(refresh=bool(new_ids))
@@ -80,8 +106,18 @@ class ContainerdLayerStore:
             layer_usage=usage,
             layer_blobs={i.image_id: self._blobs.get(i.image_id, ()) for i in images},
             present_blobs=self._present,
-            snapshotter=self.options.snapshotter,
+            snapshotter=self.snapshotter,
+            remote_layers=frozenset(self._remote),
         )
+
+    def use_snapshotter(self, name: str) -> None:
+        """Read layers from snapshotter `name` from now on (what was read from another one is dropped)."""
+        name = name or DEFAULT_SNAPSHOTTER
+        if name != self.snapshotter:
+            self.snapshotter = name
+            self._usage_cache.clear()
+            self._missing_reported.clear()
+            self._remote.clear()
 
     def forget_runtime_state(self) -> None:
         """Nothing to forget: every cache here is keyed by an immutable digest."""
@@ -93,30 +129,45 @@ class ContainerdLayerStore:
         for stale in self._usage_cache.keys() - wanted:
             del self._usage_cache[stale]
         self._missing_reported &= wanted
+        self._remote &= wanted
         requests = (
-            (chain_id, snapshots_pb.UsageRequest(snapshotter=self.options.snapshotter, key=chain_id))
-            for chain_id in sorted(wanted - self._usage_cache.keys())
+            (chain_id, snapshots_pb.UsageRequest(snapshotter=self.snapshotter, key=chain_id))
+            for chain_id in sorted(wanted - self._usage_cache.keys() - self._remote)
         )
+        self._to_stat = {}
         self.session.call_many(self._usage, requests, self._remember_usage, native=True)
+        # A layer that reads as 0 bytes (or not at all) may be a lazily pulled
+        # one: its snapshot's labels say so. Asked once per such layer.
+        stats = ((c, snapshots_pb.StatSnapshotRequest(snapshotter=self.snapshotter, key=c)) for c in self._to_stat)
+        self.session.call_many(self._stat, stats, self._remember_stat, native=True)
         return dict(self._usage_cache)
 
     def _remember_usage(self, chain_id: str, result: snapshots_pb.UsageResponse | grpc.RpcError) -> None:
         if isinstance(result, grpc.RpcError):
-            # A layer not unpacked for this snapshotter (or a snapshotter that
-            # does not exist): report once per layer, keep asking quietly.
             if chain_id not in self._missing_reported:
                 self._missing_reported.add(chain_id)
-                self.session.item_error(
-                    "snapshot_usage",
-                    "layer %s has no %s snapshot: %s",
-                    chain_id,
-                    self.options.snapshotter,
-                    describe(result),
-                )
+                self._to_stat[chain_id] = result  # reported unless it is a remote layer
             return
         # Committed snapshots never change, so their usage is cached.
         self._usage_cache[chain_id] = SnapshotUsage(size=result.size, inodes=result.inodes)
         self._missing_reported.discard(chain_id)
+        if result.size == 0:
+            self._to_stat[chain_id] = None
+
+    def _report_missing(self, chain_id: str, result: grpc.RpcError) -> None:
+        # A layer not unpacked for this snapshotter (or a snapshotter that
+        # does not exist): report once per layer, keep asking quietly.
+        self.session.item_error(
+            "snapshot_usage", "layer %s has no %s snapshot: %s", chain_id, self.snapshotter, describe(result)
+        )
+
+    def _remember_stat(self, chain_id: str, result: snapshots_pb.StatSnapshotResponse | grpc.RpcError) -> None:
+        if not isinstance(result, grpc.RpcError) and REMOTE_SNAPSHOT_LABEL in result.info.labels:
+            self._remote.add(chain_id)
+            return
+        usage_error = self._to_stat.get(chain_id)
+        if usage_error is not None:
+            self._report_missing(chain_id, usage_error)
 
     # -- compressed content ---------------------------------------------------
 
@@ -129,8 +180,12 @@ class ContainerdLayerStore:
             records = self.session.call(self._image_records, images_pb.ListImagesRequest(), native=True).images
         except grpc.RpcError as exc:
             self.session.item_error("content", "listing containerd images failed: %s", describe(exc))
+            self._retry_later(wanted)
             return
         targets = list(dict.fromkeys(r.target.digest for r in records if r.target.digest))
+        if wanted & self._blob_retry.keys():
+            # A retry: a manifest found missing before may be there now.
+            self._manifests = {d: m for d, m in self._manifests.items() if m is not None}
         self._read_manifests(targets)
         # Indexes point at one manifest per platform; other platforms' are
         # usually not pulled and stay None.
@@ -140,10 +195,19 @@ class ContainerdLayerStore:
             manifest = self._manifests.get(digest)
             if isinstance(manifest, Manifest) and manifest.config_digest in wanted:
                 self._blobs[manifest.config_digest] = manifest.layers
-        for image_id in wanted - self._blobs.keys():
-            self._blobs[image_id] = ()
+                self._blob_retry.pop(manifest.config_digest, None)
+        # Not found (a read failed, or the record is not there yet): ask again
+        # later rather than report its compressed bytes as 0 until a restart.
+        self._retry_later(wanted - self._blobs.keys())
         for stale in self._manifests.keys() - {*targets, *children}:
             del self._manifests[stale]
+
+    def _retry_later(self, image_ids: Iterable[str]) -> None:
+        now = self._clock()
+        for image_id in image_ids:
+            failures = self._blob_retry.get(image_id, (0, now))[0] + 1
+            delay = min(MANIFEST_RETRY_SECONDS * 2 ** (failures - 1), MANIFEST_RETRY_MAX_SECONDS)
+            self._blob_retry[image_id] = (failures, now + delay)
 
     def _index_children(self, digest: str) -> tuple[str, ...]:
         parsed = self._manifests.get(digest)

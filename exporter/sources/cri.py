@@ -35,6 +35,7 @@ METHODS = frozenset(
         _RUNTIME + "Version",
         _RUNTIME + "Status",
         _RUNTIME + "ListPodSandbox",
+        _RUNTIME + "PodSandboxStatus",
         _RUNTIME + "ListContainers",
         _RUNTIME + "ListContainerStats",
         _IMAGES + "ListImages",
@@ -79,6 +80,8 @@ class CriView:
     containers: tuple[ContainerFacts, ...]
     filesystems: tuple[FilesystemFacts, ...]
     sandbox_image_ids: frozenset[str]
+    # The snapshotter the CRI plugin unpacks images with ("" = it does not say).
+    snapshotter: str = ""
 
 
 class CriClient:
@@ -92,6 +95,9 @@ class CriClient:
         self._status = unary_method(ch, _RUNTIME + "Status", cri_pb.StatusRequest, cri_pb.StatusResponse)
         self._list_sandboxes = unary_method(
             ch, _RUNTIME + "ListPodSandbox", cri_pb.ListPodSandboxRequest, cri_pb.ListPodSandboxResponse
+        )
+        self._sandbox_status = unary_method(
+            ch, _RUNTIME + "PodSandboxStatus", cri_pb.PodSandboxStatusRequest, cri_pb.PodSandboxStatusResponse
         )
         self._list_containers = unary_method(
             ch, _RUNTIME + "ListContainers", cri_pb.ListContainersRequest, cri_pb.ListContainersResponse
@@ -111,7 +117,12 @@ class CriClient:
         # Caches of immutable facts, pruned to what the node still holds.
         self._details: dict[str, ImageDetails] = {}
         self._bad_images: dict[str, str] = {}
+        self._annotations: dict[str, Mapping[str, str]] = {}
         self._sandbox_ref: str | None = None
+        self._config_snapshotter = ""
+        self._known_snapshotter = ""
+        # Sandbox ID -> the image it runs (a sandbox's image never changes).
+        self._sandbox_images: dict[str, str] = {}
         self._writable: dict[str, int] = {}
         self._writable_at = float("-inf")
 
@@ -127,6 +138,7 @@ class CriClient:
         images = self._images_with_details(listed)
         self._prune({image.id for image in listed})
         ref_to_id = reference_index(images)
+        sandbox_image_ids = self._sandbox_image_ids(ref_to_id) | self._running_sandbox_image_ids(sandboxes, ref_to_id)
         return CriView(
             runtime_name=version.runtime_name,
             runtime_version=version.runtime_version,
@@ -134,8 +146,17 @@ class CriClient:
             pods=tuple(_pods(sandboxes)),
             containers=tuple(_containers(containers, sandboxes, ref_to_id, writable)),
             filesystems=filesystems,
-            sandbox_image_ids=self._sandbox_image_ids(ref_to_id),
+            sandbox_image_ids=sandbox_image_ids,
+            snapshotter=self._runtime_snapshotter(filesystems),
         )
+
+    def _runtime_snapshotter(self, filesystems: Sequence[FilesystemFacts]) -> str:
+        """The CRI plugin's snapshotter; once known it is kept until the runtime
+        restarts, so one failed ImageFsInfo does not switch where layers are read."""
+        found = self._config_snapshotter or _snapshotter_of_filesystems(filesystems)
+        if found:
+            self._known_snapshotter = found
+        return self._known_snapshotter
 
     # -- images ------------------------------------------------------------
 
@@ -156,6 +177,7 @@ class CriClient:
                 compressed_size=image.size,
                 pinned=image.pinned,
                 chain_ids=details.chain_ids,
+                annotations=self._annotations.get(image.id, {}),
             )
             for image in listed
             if (details := self._details.get(image.id)) is not None
@@ -176,13 +198,15 @@ class CriClient:
             if not self.options.keep_history:
                 details = ImageDetails(details.diff_ids, (), details.chain_ids)
             self._details[image_id] = details
+            if result.image.spec.annotations:
+                self._annotations[image_id] = image_annotations(result.image)
         except ParseError as exc:
             # Same digest, same bytes: the failure would repeat, so remember it.
             self._bad_images[image_id] = str(exc)
             self.session.item_error("image_parse", "image %s skipped: %s", image_id, exc)
 
     def _prune(self, image_ids: set[str]) -> None:
-        for cache in (self._details, self._bad_images):
+        for cache in (self._details, self._bad_images, self._annotations):
             for stale in cache.keys() - image_ids:
                 del cache[stale]
 
@@ -226,19 +250,53 @@ class CriClient:
         return tuple(result)
 
     def _sandbox_image_ids(self, ref_to_id: dict[str, str]) -> frozenset[str]:
+        """The configured pause image (in use even before any pod runs)."""
         if self._sandbox_ref is None:
             try:
                 status = self.session.call(self._status, cri_pb.StatusRequest(verbose=True))
                 self._sandbox_ref = sandbox_image_from_status_info(status.info)
+                self._config_snapshotter = snapshotter_from_status_info(status.info)
             except grpc.RpcError as exc:
                 self.session.item_error("status", "runtime Status failed: %s", describe(exc))
                 return frozenset()
         image_id = resolve_reference(self._sandbox_ref, ref_to_id)
         return frozenset({image_id}) if image_id else frozenset()
 
+    def _running_sandbox_image_ids(
+        self, sandboxes: Sequence[cri_pb.PodSandbox], ref_to_id: dict[str, str]
+    ) -> frozenset[str]:
+        """The images the node's sandboxes run: after `sandbox_image` changes, pods
+        started before still run the old pause image, which stays in use.
+
+        One verbose PodSandboxStatus per new sandbox (it names its image on
+        containerd 1.6, 1.7 and 2.x), cached: a sandbox's image never changes.
+        """
+        listed = {sandbox.id for sandbox in sandboxes}
+        for stale in self._sandbox_images.keys() - listed:
+            del self._sandbox_images[stale]
+        requests = (
+            (sandbox_id, cri_pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True))
+            for sandbox_id in sorted(listed - self._sandbox_images.keys())
+        )
+        self.session.call_many(self._sandbox_status, requests, self._remember_sandbox_image)
+        ids = {resolve_reference(ref, ref_to_id) for ref in self._sandbox_images.values() if ref}
+        return frozenset(i for i in ids if i)
+
+    def _remember_sandbox_image(self, sandbox_id: str, result: cri_pb.PodSandboxStatusResponse | grpc.RpcError) -> None:
+        if isinstance(result, grpc.RpcError):
+            if result.code() != grpc.StatusCode.NOT_FOUND:  # NOT_FOUND: removed since the list
+                self.session.item_error(
+                    "status", "sandbox %s: PodSandboxStatus failed: %s", sandbox_id, describe(result)
+                )
+            return
+        # "" when the runtime does not say (not containerd): remembered, not asked again.
+        self._sandbox_images[sandbox_id] = sandbox_image_from_sandbox_info(result.info)
+
     def forget_runtime_state(self) -> None:
         """After the runtime restarted its config may differ: ask again."""
         self._sandbox_ref = None
+        self._config_snapshotter = ""
+        self._known_snapshotter = ""
         self._writable_at = float("-inf")
 
 
@@ -249,7 +307,9 @@ def image_details_from_verbose_info(info: Mapping[str, str]) -> ImageDetails:
     """Diff IDs and history from CRI `ImageStatus(verbose=true).info`.
 
     containerd puts `{"chainID": ..., "imageSpec": <OCI image config>}` under
-    the key "info" (CRI-O puts the config there too, without chainID).
+    the key "info"; CRI-O puts `{"labels": ..., "imageSpec": ...}` there, with
+    no chainID (cri-o server/image_status.go `createImageInfo`). Only
+    imageSpec is read, so both shapes are the same here.
     """
     raw = info.get("info")
     if raw is None:
@@ -261,6 +321,15 @@ def image_details_from_verbose_info(info: Mapping[str, str]) -> ImageDetails:
     if not isinstance(spec, dict):
         raise ParseError("verbose image info has no imageSpec object")
     return image_details_from_config(spec)
+
+
+def image_annotations(image: cri_pb.Image) -> dict[str, str]:
+    """The image manifest's annotations, from ImageStatus's `Image.spec.annotations`.
+
+    CRI-O fills them from the stored OCI manifest (cri-o internal/storage/image.go
+    `buildImageCacheItem`; ListImages leaves `spec` empty); containerd gives none.
+    """
+    return dict(image.spec.annotations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +371,56 @@ def sandbox_image_from_status_info(info: Mapping[str, str]) -> str:
                 if isinstance(value, str) and value:
                     return value
     return ""
+
+
+def _config_of_status_info(info: Mapping[str, str]) -> dict[str, object]:
+    raw = info.get("config")
+    if not raw:
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def snapshotter_from_status_info(info: Mapping[str, str]) -> str:
+    """The snapshotter the CRI plugin unpacks images with, from `Status(verbose=true).info`.
+
+    containerd 1.6 and 1.7: info["config"]["containerd"]["snapshotter"]. 2.x
+    moved it to the image service's config, which Status does not show (then
+    the image filesystem's path tells it). Returns "" when the runtime does not say.
+    """
+    holder = _config_of_status_info(info).get("containerd")
+    value = holder.get("snapshotter") if isinstance(holder, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+_SNAPSHOTTER_DIR = "io.containerd.snapshotter.v1."
+
+
+def _snapshotter_of_filesystems(filesystems: Sequence[FilesystemFacts]) -> str:
+    """containerd reports its snapshotter's directory as the image filesystem
+    (`<root>/io.containerd.snapshotter.v1.<name>`) on 1.6, 1.7 and 2.x."""
+    for fs in filesystems:
+        name = os.path.basename(fs.mountpoint.rstrip("/"))
+        if name.startswith(_SNAPSHOTTER_DIR) and len(name) > len(_SNAPSHOTTER_DIR):
+            return name[len(_SNAPSHOTTER_DIR) :]
+    return ""
+
+
+def sandbox_image_from_sandbox_info(info: Mapping[str, str]) -> str:
+    """The image a sandbox runs, from `PodSandboxStatus(verbose=true).info`:
+    containerd (1.6, 1.7, 2.x) puts {"image": ref, ...} under info["info"]."""
+    raw = info.get("info")
+    if not raw:
+        return ""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return ""
+    value = doc.get("image") if isinstance(doc, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def _statvfs(host_root: str, mountpoint: str) -> tuple[int | None, int | None]:

@@ -36,12 +36,23 @@ class MutationRefusedError(PermissionError):
     """A call outside the read-only allow-list was attempted; it never left the process."""
 
 
-class ReadOnlyGuard(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
-    """Refuses any method not in the allow-list, and counts calls per method."""
+class ReadOnlyGuard(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Refuses any method not in the allow-list, and counts calls per method.
+
+    It intercepts all four kinds of call: a guard that skipped the
+    client-streaming kinds would let e.g. `Content/Write` (stream-stream) through.
+    """
 
     def __init__(self, allowed: frozenset[str]) -> None:
         self.allowed = allowed
         self.calls: Counter[str] = Counter()
+        # Calls started, all methods together (read without the lock by the liveness probe).
+        self.started = 0
         self._lock = threading.Lock()
 
     def _check(self, details: Any) -> None:
@@ -52,6 +63,7 @@ class ReadOnlyGuard(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInte
             raise MutationRefusedError(f"refusing to call {method}: the exporter only reads")
         with self._lock:
             self.calls[method] += 1
+            self.started += 1
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         self._check(details)
@@ -60,6 +72,14 @@ class ReadOnlyGuard(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInte
     def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         self._check(details)
         return continuation(details, request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        self._check(details)
+        return continuation(details, request_iterator)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        self._check(details)
+        return continuation(details, request_iterator)
 
 
 def read_only_channel(endpoint: str, allowed: frozenset[str]) -> tuple[grpc.Channel, ReadOnlyGuard]:

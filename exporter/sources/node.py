@@ -8,17 +8,36 @@ module that provides it, and nothing else changes.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from exporter.core.facts import ImageFacts, LayerFacts, NodeFacts
-from exporter.sources import containerd, cri
+from exporter.sources import containerd, containers_storage, cri
 from exporter.sources.grpc_client import RpcSession, read_only_channel
+
+logger = logging.getLogger(__name__)
 
 # Every method this process may call on the runtime socket: each one reads.
 READ_ONLY_METHODS = cri.METHODS | containerd.METHODS
+
+# --layer-store: `auto` asks CRI Version which runtime answers.
+LAYER_STORES = ("auto", "containerd", "containers-storage")
+CRIO_RUNTIME_NAME = "cri-o"  # CRI-O's Version.runtime_name (server/version.go)
+
+
+def choose_layer_store(setting: str, runtime_name: str) -> str:
+    """The layer store to read: the one configured, or for `auto` the runtime's own.
+
+    >>> choose_layer_store("auto", "cri-o"), choose_layer_store("auto", "containerd")
+    ('containers-storage', 'containerd')
+    """
+    if setting != "auto":
+        return setting
+    return "containers-storage" if runtime_name == CRIO_RUNTIME_NAME else "containerd"
 
 
 class LayerStore(Protocol):
@@ -28,6 +47,9 @@ class LayerStore(Protocol):
 
     def read(self, images: Sequence[ImageFacts]) -> LayerFacts: ...
 
+    def use_snapshotter(self, name: str) -> None:
+        """Where the runtime unpacks images, as CRI says (a store with one place ignores it)."""
+
     def forget_runtime_state(self) -> None: ...
 
 
@@ -35,7 +57,8 @@ class LayerStore(Protocol):
 class RuntimeOptions:
     endpoint: str = "unix:///run/containerd/containerd.sock"
     namespace: str = "k8s.io"
-    snapshotter: str = "overlayfs"
+    # "" = the one the runtime's CRI plugin uses (containerd's default overlayfs if it does not say).
+    snapshotter: str = ""
     rpc_timeout: float = 5.0
     node_name: str = ""
     # Where the host's filesystem is mounted, to measure the image filesystem's
@@ -45,6 +68,9 @@ class RuntimeOptions:
     writable_refresh_seconds: float = 120.0
     keep_history: bool = False
     content_recheck_seconds: float = 300.0
+    layer_store: str = "auto"
+    # containers/storage's graph root (CRI-O's `root` in storage.conf).
+    storage_root: str = containers_storage.DEFAULT_STORAGE_ROOT
 
 
 class RuntimeSource:
@@ -63,12 +89,41 @@ class RuntimeSource:
                 keep_history=options.keep_history,
             ),
         )
-        self.layer_store: LayerStore = containerd.ContainerdLayerStore(
-            self._session,
-            containerd.ContainerdOptions(
-                snapshotter=options.snapshotter, content_recheck_seconds=options.content_recheck_seconds
-            ),
-        )
+        self._mismatch_reported: tuple[str, str] | None = None
+        self._stores: dict[str, LayerStore] = {}
+        self._store_kind = ""
+        if options.layer_store != "auto":
+            self._layer_store(options.layer_store)
+
+    @property
+    def layer_store(self) -> LayerStore | None:
+        """The layer store in use (None while `auto` has not asked the runtime yet)."""
+        return self._stores.get(self._store_kind)
+
+    def _layer_store(self, runtime_name: str) -> LayerStore:
+        kind = choose_layer_store(self.options.layer_store, runtime_name)
+        store = self._stores.get(kind)
+        if store is None:
+            store = self._stores[kind] = self._make_store(kind)
+        if kind != self._store_kind:
+            logger.info("layer store: %s (runtime %s)", kind, runtime_name or "not asked yet")
+            self._store_kind = kind
+        return store
+
+    def _make_store(self, kind: str) -> LayerStore:
+        if kind == "containers-storage":
+            return containers_storage.ContainersStorageLayerStore(
+                containers_storage.ContainersStorageOptions(storage_root=self.options.storage_root),
+                self._session.errors,
+            )
+        if kind == "containerd":
+            return containerd.ContainerdLayerStore(
+                self._session,
+                containerd.ContainerdOptions(
+                    snapshotter=self.options.snapshotter, content_recheck_seconds=self.options.content_recheck_seconds
+                ),
+            )
+        raise ValueError(f"unknown layer store {kind!r} (known: {', '.join(LAYER_STORES)})")
 
     @property
     def errors(self) -> Counter[str]:
@@ -80,15 +135,30 @@ class RuntimeSource:
         """How many times each runtime method was called."""
         return self._guard.calls
 
+    @property
+    def progress(self) -> int:
+        """Runtime calls started so far (the liveness probe sees a long refresh progress)."""
+        return self._guard.started
+
     def close(self) -> None:
         self._channel.close()
 
     def snapshot(self) -> NodeFacts:
         """One consistent view of the node. Raises RuntimeUnavailableError."""
         view = self.cri.read()
-        layers = self.layer_store.read(view.images)
+        store = self._layer_store(view.runtime_name)
+        store.use_snapshotter(self._snapshotter(view.snapshotter))
+        layers = store.read(view.images)
+        images = view.images
+        if layers.compressed_sizes:
+            images = tuple(
+                dataclasses.replace(image, compressed_size=layers.compressed_sizes[image.image_id])
+                if image.image_id in layers.compressed_sizes
+                else image
+                for image in images
+            )
         return NodeFacts(
-            images=view.images,
+            images=images,
             containers=view.containers,
             pods=view.pods,
             layer_usage=layers.layer_usage,
@@ -100,9 +170,31 @@ class RuntimeSource:
             runtime_name=view.runtime_name,
             runtime_version=view.runtime_version,
             snapshotter=layers.snapshotter,
+            runtime_snapshotter=view.snapshotter,
+            remote_layers=layers.remote_layers,
+            layer_store=store.name,
         )
+
+    def _snapshotter(self, runtime_snapshotter: str) -> str:
+        """The configured snapshotter, else the runtime's; a mismatch is said once
+        (and exported as layer_sharing_snapshotter_mismatch while it lasts)."""
+        configured = self.options.snapshotter
+        mismatch = (configured, runtime_snapshotter)
+        differs = bool(configured and runtime_snapshotter) and configured != runtime_snapshotter
+        if differs and mismatch != self._mismatch_reported:
+            self._mismatch_reported = mismatch
+            logger.error(
+                "snapshotter %r is configured but the runtime unpacks images with %r: layers read from %r "
+                "will be missing or 0 bytes; remove the setting (the runtime's is used then) or set it to %r",
+                configured,
+                runtime_snapshotter,
+                configured,
+                runtime_snapshotter,
+            )
+        return configured or runtime_snapshotter
 
     def forget_runtime_state(self) -> None:
         """After the runtime restarted its config may differ: ask again."""
         self.cri.forget_runtime_state()
-        self.layer_store.forget_runtime_state()
+        for store in self._stores.values():
+            store.forget_runtime_state()

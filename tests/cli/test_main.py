@@ -58,3 +58,16 @@ def test_serve_loads_only_what_it_runs():
     report_and_df = {m for m in loaded if m.startswith(("exporter.outputs.report", "exporter.cli.report"))}
     assert not report_and_df and "exporter.outputs.df" not in loaded and "exporter.cli.df" not in loaded
     assert not loaded & {"bcrypt", "kubernetes", "rich", "csv"}
+
+
+def test_layer_store_flags_override_the_config_file(tmp_path):
+    from exporter.cli.args import build_parser, resolve_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("layer_store: containerd\nstorage_root: /a\n")
+    args = build_parser().parse_args(
+        ["df", "--config", str(path), "--layer-store", "containers-storage", "--storage-root", "/b"]
+    )
+    config = resolve_config(args)
+    assert (config.layer_store, config.storage_root) == ("containers-storage", "/b")
+    assert resolve_config(build_parser().parse_args(["df"])).layer_store == "auto"

@@ -18,3 +18,12 @@ def test_implicit_latest_and_unknown_references():
     assert resolve_reference("pause", index) == digest("p")
     assert resolve_reference("localhost/app", index) == digest("a")
     assert resolve_reference("other", index) == "" and resolve_reference("", index) == ""
+
+
+def test_an_image_id_resolves_in_either_spelling():
+    # CRI-O's image IDs are bare hex; a reference may still carry "sha256:" (and the other way round).
+    crio = ImageFacts(image_id="ab" * 32)
+    containerd = ImageFacts(image_id="sha256:" + "cd" * 32)
+    index = reference_index([crio, containerd])
+    assert resolve_reference("sha256:" + "ab" * 32, index) == "ab" * 32
+    assert resolve_reference("cd" * 32, index) == "sha256:" + "cd" * 32

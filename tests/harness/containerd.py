@@ -54,7 +54,9 @@ class Containerd:
         binaries: Binaries | None = None,
         snapshotter: str = "overlayfs",
         discard_unpacked_layers: bool = False,
+        sandbox_image: str = PAUSE_REF,
     ) -> None:
+        self.sandbox_image = sandbox_image
         self.binaries = binaries or Binaries()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="lse-containerd-"))
         self.root = self.workdir / "root"
@@ -111,7 +113,7 @@ state = "{self.state}"
   snapshotter = "{self.snapshotter}"
   discard_unpacked_layers = {discard}
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
-    sandbox = "{PAUSE_REF}"
+    sandbox = "{self.sandbox_image}"
 [plugins.'io.containerd.cri.v1.runtime']
   restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.cni]
@@ -125,7 +127,7 @@ state = "{self.state}"
 [grpc]
   address = "{self.socket}"
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_REF}"
+  sandbox_image = "{self.sandbox_image}"
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "{self.snapshotter}"
@@ -218,6 +220,10 @@ state = "{self.state}"
         args = ["images", "import"]
         if self.snapshotter != "overlayfs":
             args += ["--snapshotter", self.snapshotter]
+            if self.binaries.major() >= 2:
+                # 2.x's transfer-service import cannot unpack to another snapshotter
+                # ("no unpack platforms defined"); the client-side import can.
+                args.append("--local")
         self.ctr(*args, str(tar_path))
 
     def snapshot_usage(self) -> dict[str, tuple[int, int]]:

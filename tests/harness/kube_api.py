@@ -8,8 +8,10 @@ plain HTTP on loopback, to the real `kubernetes` Python client via a kubeconfig.
 
 from __future__ import annotations
 
+import http.client
 import json
 import queue
+import ssl
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler
@@ -75,9 +77,12 @@ def _matches(obj: dict[str, Any], selector: str) -> bool:
     return all(labels.get(k) == v for k, _, v in (term.partition("=") for term in selector.split(",") if term))
 
 
-def exporter_pod(namespace: str, name: str, node: str) -> dict[str, Any]:
+def exporter_pod(namespace: str, name: str, node: str, tls: bool = False) -> dict[str, Any]:
     obj = pod(namespace, name, node, ("DaemonSet", "layer-sharing-exporter"))
     obj["metadata"]["labels"] = {"app.kubernetes.io/name": "layer-sharing-exporter"}
+    # As the chart renders them: the probes' scheme follows webConfig.tls.
+    probe = {"httpGet": {"path": "/healthz", "port": "metrics", "scheme": "HTTPS" if tls else "HTTP"}}
+    obj["spec"]["containers"] = [{"name": "exporter", "livenessProbe": probe, "readinessProbe": probe}]
     return obj
 
 
@@ -203,15 +208,23 @@ def _handler(api: KubeApiStandIn) -> type[BaseHTTPRequestHandler]:
                 self._json(200, obj)
 
         def _proxy(self, namespace: str, pod_and_port: str, path: str) -> None:
+            # [scheme:]name[:port], as the API server parses it; it does not verify the pod's certificate.
+            scheme, name, port = "http", pod_and_port, ""
+            if pod_and_port.startswith(("http:", "https:")):
+                scheme, _, pod_and_port = pod_and_port.partition(":")
             name, _, port = pod_and_port.partition(":")
             target = api.proxied.get((namespace, name, int(port or 0)))
             if target is None:
                 self._json(503, status(503, "ServiceUnavailable", f"no endpoints for pod {name}"))
                 return
+            target = scheme + "://" + target.partition("://")[2]
+            unverified = ssl.create_default_context()
+            unverified.check_hostname = False
+            unverified.verify_mode = ssl.CERT_NONE
             try:
-                with urllib.request.urlopen(target + path, timeout=10) as response:
+                with urllib.request.urlopen(target + path, timeout=10, context=unverified) as response:
                     body = response.read()
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 self._json(503, status(503, "ServiceUnavailable", f"error trying to reach service: {exc}"))
                 return
             self.send_response(200)

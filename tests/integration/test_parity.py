@@ -163,6 +163,7 @@ def test_health_and_the_exporter_only_reads(sample_node, served: ServedExporter)
             runtime="containerd",
             runtime_version=sample_node.containerd.binaries.version(),
             snapshotter="overlayfs",
+            layer_store="containerd",
         )
         == 1
     )
@@ -170,7 +171,10 @@ def test_health_and_the_exporter_only_reads(sample_node, served: ServedExporter)
         dict(labels)["method"] for (name, labels) in served.metrics() if name == "layer_sharing_runtime_requests_total"
     }
     assert requests and all(
-        m.rsplit("/", 1)[1].startswith(("List", "Version", "Status", "Image", "Usage", "Read")) for m in requests
+        m.rsplit("/", 1)[1].startswith(
+            ("List", "Version", "Status", "PodSandboxStatus", "Image", "Usage", "Stat", "Read")
+        )
+        for m in requests
     )
     after = sample_node.containerd.ctr("images", "ls", "-q"), sample_node.containerd.ctr("containers", "ls", "-q")
     assert before == after

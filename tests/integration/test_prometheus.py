@@ -5,6 +5,7 @@ exporter's own numbers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -85,25 +86,19 @@ def exporter(sample_node: SampleNode, tmp_path_factory: pytest.TempPathFactory) 
     api.stop()
 
 
-@pytest.fixture(scope="module")
-def prometheus(exporter: ServedExporter, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+@contextlib.contextmanager
+def running_prometheus(workdir: Path, scrape_configs: list[dict[str, Any]]) -> Iterator[Prometheus]:
+    """A real Prometheus scraping every second with the recording rules loaded,
+    yielded once it has evaluated them."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("prometheus not found: run scripts/setup.sh (Debian package prometheus)")
-    workdir = tmp_path_factory.mktemp("prometheus")
-    target = exporter.base_url.removeprefix("http://")
     (workdir / "prometheus.yml").write_text(
         yaml.safe_dump(
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": [str(RULES)],
-                "scrape_configs": [
-                    {
-                        "job_name": "layer-sharing-exporter",
-                        # What the chart's ServiceMonitor relabelling adds: the node name.
-                        "static_configs": [{"targets": [target], "labels": {"node": "itest-node"}}],
-                    }
-                ],
+                "scrape_configs": scrape_configs,
             }
         )
     )
@@ -139,6 +134,18 @@ def prometheus(exporter: ServedExporter, tmp_path_factory: pytest.TempPathFactor
         process.wait(timeout=20)
 
 
+@pytest.fixture(scope="module")
+def prometheus(exporter: ServedExporter, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    target = exporter.base_url.removeprefix("http://")
+    scrape = {
+        "job_name": "layer-sharing-exporter",
+        # What the chart's ServiceMonitor relabelling adds: the node name.
+        "static_configs": [{"targets": [target], "labels": {"node": "itest-node"}}],
+    }
+    with running_prometheus(tmp_path_factory.mktemp("prometheus"), [scrape]) as prom:
+        yield prom
+
+
 def dashboard_targets() -> list[tuple[str, str, str]]:
     out = []
     for path in sorted((ROOT / "dashboards").glob("*.json")):
@@ -165,7 +172,7 @@ def test_every_dashboard_query_returns_data(prometheus: Prometheus):
 def test_every_recording_rule_returns_data(prometheus: Prometheus):
     groups = yaml.safe_load(RULES.read_text())["groups"]
     records = [rule["record"] for group in groups for rule in group["rules"] if "record" in rule]
-    assert len(records) == 12
+    assert len(records) == 13
     assert [r for r in records if not prometheus.query(r)] == []
 
 
@@ -239,3 +246,104 @@ def test_promtool_check_metrics_finds_no_problem(exporter: ServedExporter):
     assert result.returncode == 0 and result.stdout.strip() == "" and result.stderr.strip() == "", (
         result.stdout + result.stderr
     )
+
+
+# Two nodes scraped as the Prometheus Operator scrapes the chart's ServiceMonitor:
+# the target labels it adds (namespace, pod, service, endpoint, container, the
+# node from the chart's relabelling, a cluster label), with honor_labels as the
+# chart sets it.
+TWO_NODES = ("itest-node", "itest-node-2")
+
+
+@pytest.fixture(scope="module")
+def second_exporter(sample_node: SampleNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedExporter]:
+    """Another node's exporter (same containerd, so the same figures), without workload attribution."""
+    workdir = tmp_path_factory.mktemp("exporter-prom-2")
+    config = workdir / "config.yaml"
+    config.write_text("bases:\n  - name: base-os\n    image: localhost/base:1\n")
+    served = start_exporter(
+        sample_node.containerd.endpoint, workdir, "--config", str(config), "--refresh-interval", "1"
+    )
+    yield served
+    assert stop_exporter(served) == 0
+
+
+@pytest.fixture(scope="module")
+def two_node_prometheus(
+    exporter: ServedExporter, second_exporter: ServedExporter, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    targets = []
+    for node, served in zip(TWO_NODES, (exporter, second_exporter), strict=True):
+        labels = {
+            "namespace": "monitoring",
+            "pod": f"lse-layer-sharing-exporter-{node[-1]}",
+            "service": "lse-layer-sharing-exporter",
+            "endpoint": "metrics",
+            "container": "exporter",
+            "node": node,
+            "cluster": "itest",
+        }
+        targets.append({"targets": [served.base_url.removeprefix("http://")], "labels": labels})
+    scrape = {"job_name": "layer-sharing-exporter", "honor_labels": True, "static_configs": targets}
+    with running_prometheus(tmp_path_factory.mktemp("prometheus-2"), [scrape]) as prom:
+
+        def both_scraped() -> bool:
+            up = prom.query("sum(layer_sharing_up)")
+            # ... and the rules evaluated since: the recorded sums cover both nodes.
+            return (
+                bool(up)
+                and float(up[0]["value"][1]) == len(TWO_NODES)
+                and bool(prom.query("sum(job:layer_sharing_physical_bytes:sum) == sum(layer_sharing_physical_bytes)"))
+                and bool(
+                    prom.query(
+                        "sum(namespace:layer_sharing_pod_attributed_bytes:sum)"
+                        " == sum(layer_sharing_pod_attributed_bytes)"
+                    )
+                )
+            )
+
+        deadline = time.monotonic() + 60
+        while not both_scraped():
+            if time.monotonic() > deadline:
+                pytest.fail(f"Prometheus never saw both exporters up: {prom.query('layer_sharing_up')}")
+            time.sleep(0.5)
+        yield prom
+
+
+def test_two_nodes_every_dashboard_query_returns_data(two_node_prometheus: Prometheus):
+    targets = dashboard_targets()
+    empty = [(b, title, e) for b, title, e in targets if not two_node_prometheus.query(substitute(e))]
+    assert empty == []
+
+
+def test_two_nodes_headline_figures_are_the_sums_over_nodes(sample_node: SampleNode, two_node_prometheus: Prometheus):
+    prom = two_node_prometheus
+    want = expected(sample_node)
+    nodes = len(TWO_NODES)
+    boards: dict[str, dict[str, str]] = {}
+    for board, title, expr in dashboard_targets():
+        boards.setdefault(board, {}).setdefault(title, expr)
+    cluster, node = boards["layer-sharing-cluster"], boards["layer-sharing-node"]
+    assert prom.scalar(substitute(cluster["Nodes reporting"])) == nodes
+    assert prom.scalar(substitute(cluster["Physical image bytes"])) == nodes * want.physical
+    assert prom.scalar(substitute(cluster["Logical image bytes"])) == nodes * want.logical
+    assert prom.scalar(substitute(cluster["Held back by unused images"])) == nodes * want.reclaimable
+    assert prom.scalar(substitute(cluster["Compressed content"])) == nodes * want.content
+    assert prom.scalar(substitute(cluster["Sharing ratio"])) == pytest.approx(1 - want.physical / want.logical)
+    per_node = {
+        r["metric"]["node"]: float(r["value"][1])
+        for r in prom.query(substitute(cluster["Physical image bytes per node"]))
+    }
+    assert per_node == dict.fromkeys(TWO_NODES, float(want.physical))
+    assert prom.scalar(substitute(node["Physical bytes"])) == nodes * want.physical
+    # Showback: each namespace's fair shares over both nodes add up to the bytes pods use there.
+    showback = {
+        r["metric"]["namespace"]: float(r["value"][1])
+        for r in prom.query(substitute(cluster["Image bytes by namespace (showback)"]))
+    }
+    assert set(showback) == {ns for ns, _ in want.pod_bytes}
+    pods_use = prom.scalar("sum(layer_sharing_pod_attributed_bytes)")
+    assert sum(showback.values()) == pods_use
+    # The exporter's namespace/pod labels name the measured pods (honor_labels), not the exporter's pod.
+    pods = {(r["metric"]["namespace"], r["metric"]["pod"]) for r in prom.query("layer_sharing_pod_bytes")}
+    assert pods == set(want.pod_bytes)

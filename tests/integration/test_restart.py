@@ -19,11 +19,18 @@ def test_containerd_killed_and_restarted_is_survived(sample_node: SampleNode, tm
         want = expected(sample_node)
         exporter.wait_for(lambda: exporter.value("layer_sharing_physical_bytes") == want.physical, what="exact")
         pid = exporter.process.pid
-        sample_node.containerd.stop(kill=True)
+        socket = sample_node.containerd.socket
+        sample_node.containerd.stop(kill=True)  # and its socket file is removed
+        assert not socket.exists()
         exporter.wait_for(lambda: exporter.value("layer_sharing_up") == 0, what="up 0")
         assert exporter.value("layer_sharing_physical_bytes") is None  # no stale figures while down
         status, body = exporter.get("/readyz")
         assert status == 200 and "unreachable" in body
+        # Liveness does not depend on the runtime: the kubelet must not restart the pod for it.
+        assert exporter.get("/healthz") == (200, "ok\n")
+        # containerd creates a new socket file at the same path; the exporter's
+        # channel resolves the path again on reconnect (the chart must mount the
+        # socket's directory, not the file, for the new one to be seen in the pod).
         sample_node.containerd.start()
         exporter.wait_for(lambda: exporter.value("layer_sharing_up") == 1, what="up 1")
         exporter.wait_for(lambda: exporter.value("layer_sharing_physical_bytes") == want.physical, what="exact again")

@@ -155,9 +155,12 @@ def test_native_snapshotter_selected_by_configuration(tmp_path):
             for k, v in usage.items()
             if k in set(next(i for i in data["images"] if i["name"] == "localhost/app:1")["chain"])
         )
-        # The default (overlayfs) finds none of these layers: reported, not fatal.
-        wrong = df_json(containerd)
+        # Without a setting the runtime's own snapshotter is read.
+        assert df_json(containerd)["totals"] == data["totals"]
+        # A wrong one (overlayfs) finds none of these layers: reported, not fatal.
+        wrong = df_json(containerd, "--snapshotter", "overlayfs")
         assert wrong["totals"]["missing_layers"] == wrong["totals"]["layers"] > 0
+        assert wrong["runtime"]["runtime_snapshotter"] == "native"
     finally:
         containerd.cleanup()
 

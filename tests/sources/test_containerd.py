@@ -1,6 +1,16 @@
-"""The containerd layer store against an in-process fake gRPC server: snapshot usage, namespaces."""
+"""The containerd layer store against an in-process fake gRPC server: snapshot usage,
+namespaces, lazily pulled layers, manifest read retries."""
 
+import hashlib
+import json
+
+from exporter.core.accounting import account
+from exporter.core.facts import ImageFacts
+from exporter.sources.containerd import MANIFEST_RETRY_SECONDS, ContainerdLayerStore, ContainerdOptions
+from exporter.sources.grpc_client import RpcSession, read_only_channel
+from exporter.sources.node import READ_ONLY_METHODS
 from tests.fake_grpc import source_for
+from tests.fakes import digest
 
 
 def test_native_calls_carry_the_containerd_namespace(fake):
@@ -19,3 +29,108 @@ def test_missing_snapshot_is_reported_once_and_the_rest_exported(fake):
     runtime.snapshot()
     assert runtime.errors["snapshot_usage"] == 1
     runtime.close()
+
+
+def test_lazily_pulled_layers_are_counted_apart_not_missing(fake):
+    """stargz, SOCI and nydus label a lazily pulled layer's snapshot
+    containerd.io/snapshot/remote; its usage is 0 by design. (A real remote
+    snapshotter is not run here: this is against the fake's Snapshots/Stat.)"""
+    remote = sorted(fake.all_chain_ids())[0]
+    fake.remote_snapshots.add(remote)
+    runtime = source_for(fake)
+    facts = runtime.snapshot()
+    assert facts.remote_layers == {remote}
+    report = account(facts)
+    assert report.totals.remote_layers == 1 and report.totals.missing_layers == 0
+    assert report.layers[remote].size == 0 and report.layers[remote].remote
+    stats = fake.calls["containerd.services.snapshots.v1.Snapshots/Stat"]
+    assert stats == 1  # only the layer that read as 0 bytes is asked about
+    assert runtime.snapshot().remote_layers == {remote}
+    assert fake.calls["containerd.services.snapshots.v1.Snapshots/Stat"] == stats  # cached
+    assert runtime.errors["snapshot_usage"] == 0
+    runtime.close()
+
+
+def _manifest_for(image_id: str, layer: bytes) -> bytes:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": image_id, "size": 2},
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": _sha(layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+
+
+def _sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_a_failed_manifest_read_is_retried_with_backoff(fake, tmp_path):
+    image_id = digest("i1")
+    layer = b"compressed layer bytes"
+    manifest = _manifest_for(image_id, layer)
+    fake.blobs = {_sha(manifest): manifest, _sha(layer): layer}
+    fake.image_targets = [_sha(manifest)]
+    fake.failing_reads = 1
+    channel, _ = read_only_channel(f"unix://{fake.socket}", READ_ONLY_METHODS)
+    now = [1000.0]
+    store = ContainerdLayerStore(
+        RpcSession(channel, 1.0, (("containerd-namespace", "k8s.io"),)), ContainerdOptions(), clock=lambda: now[0]
+    )
+    images = [ImageFacts(image_id=image_id, diff_ids=(digest("a"),))]
+    assert store.read(images).layer_blobs[image_id] == ()  # the read failed: unknown for now
+    reads = fake.calls["content/Read"]
+    now[0] += 1
+    store.read(images)
+    assert fake.calls["content/Read"] == reads  # backing off, not asking every refresh
+    now[0] += MANIFEST_RETRY_SECONDS
+    facts = store.read(images)
+    assert [blob.digest for blob in facts.layer_blobs[image_id]] == [_sha(layer)]
+    assert facts.present_blobs[_sha(layer)] == len(layer)
+    assert store.session.errors["content"] == 1
+    channel.close()
+
+
+def test_manifest_retries_back_off_exponentially(fake):
+    fake.image_targets = []  # the record is not there (yet)
+    channel, _ = read_only_channel(f"unix://{fake.socket}", READ_ONLY_METHODS)
+    now = [0.0]
+    store = ContainerdLayerStore(
+        RpcSession(channel, 1.0, (("containerd-namespace", "k8s.io"),)), ContainerdOptions(), clock=lambda: now[0]
+    )
+    images = [ImageFacts(image_id=digest("i1"), diff_ids=(digest("a"),))]
+    asked_at = []
+    for second in range(200):
+        now[0] = float(second)
+        before = fake.calls["containerd.services.images.v1.Images/List"]
+        store.read(images)
+        if fake.calls["containerd.services.images.v1.Images/List"] > before:
+            asked_at.append(second)
+    assert asked_at == [0, 15, 45, 105]
+    channel.close()
+
+
+def test_a_manifest_missing_from_the_content_store_is_found_once_it_is_back(fake):
+    image_id = digest("i1")
+    layer = b"layer"
+    manifest = _manifest_for(image_id, layer)
+    fake.image_targets = [_sha(manifest)]
+    fake.blobs = {_sha(layer): layer}  # the manifest blob is not there (yet)
+    channel, _ = read_only_channel(f"unix://{fake.socket}", READ_ONLY_METHODS)
+    now = [0.0]
+    store = ContainerdLayerStore(
+        RpcSession(channel, 1.0, (("containerd-namespace", "k8s.io"),)), ContainerdOptions(), clock=lambda: now[0]
+    )
+    images = [ImageFacts(image_id=image_id, diff_ids=(digest("a"),))]
+    assert store.read(images).layer_blobs[image_id] == ()
+    fake.blobs[_sha(manifest)] = manifest
+    now[0] += MANIFEST_RETRY_SECONDS
+    assert [b.digest for b in store.read(images).layer_blobs[image_id]] == [_sha(layer)]
+    channel.close()

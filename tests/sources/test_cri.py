@@ -7,9 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter.core.accounting import account
 from exporter.core.facts import history_per_layer
 from exporter.errors import ParseError
-from exporter.sources.cri import image_details_from_verbose_info, pod_identity, sandbox_image_from_status_info
+from exporter.sources.cri import (
+    image_details_from_verbose_info,
+    pod_identity,
+    sandbox_image_from_sandbox_info,
+    sandbox_image_from_status_info,
+    snapshotter_from_status_info,
+)
 from exporter.sources.oci import MAX_LAYERS
 from tests.fake_grpc import source_for
 from tests.fakes import digest
@@ -126,4 +133,95 @@ def test_image_deleted_between_list_and_status_is_simply_gone(fake):
     facts = runtime.snapshot()
     assert [i.image_id for i in facts.images] == [digest("i1")]
     assert sum(runtime.errors.values()) == 0
+    runtime.close()
+
+
+def test_an_old_pause_image_a_running_sandbox_uses_stays_in_use(fake):
+    """After `sandbox_image` changes (containerd 1.6), pods started before still
+    run the old pause image: it is in use, not reclaimable."""
+    old, new = digest("i1"), digest("i2")
+    fake.tags = {old: ["localhost/pause:old"], new: ["localhost/pause:new"]}
+    fake.status_config = {"sandboxImage": "localhost/pause:new"}
+    fake.sandboxes = {"s-old": "localhost/pause:old"}
+    runtime = source_for(fake)
+    facts = runtime.snapshot()
+    assert facts.sandbox_image_ids == {old, new}
+    report = account(facts)
+    assert all(image.in_use for image in report.images)
+    assert report.totals.reclaimable == 0
+    asked = fake.calls["runtime.v1.RuntimeService/PodSandboxStatus"]
+    assert asked == 1
+    runtime.snapshot()
+    assert fake.calls["runtime.v1.RuntimeService/PodSandboxStatus"] == asked  # a sandbox's image never changes
+    fake.sandboxes = {}
+    assert runtime.snapshot().sandbox_image_ids == {new}  # that pod is gone: the old image is reclaimable
+    runtime.close()
+
+
+def test_sandbox_image_and_snapshotter_from_verbose_info_shapes():
+    # Literal shapes from containerd 1.6, 1.7 and 2.x (PodSandboxStatus verbose info["info"]).
+    info = {"info": json.dumps({"pid": 1, "image": "registry.k8s.io/pause:3.6", "snapshotter": "overlayfs"})}
+    assert sandbox_image_from_sandbox_info(info) == "registry.k8s.io/pause:3.6"
+    assert sandbox_image_from_sandbox_info({"info": "garbage"}) == sandbox_image_from_sandbox_info({}) == ""
+    config = {"containerd": {"snapshotter": "overlayfs", "runtimes": {"runc": {"snapshotter": ""}}}}
+    assert snapshotter_from_status_info({"config": json.dumps(config)}) == "overlayfs"
+    assert snapshotter_from_status_info({"config": json.dumps({"containerd": {"runtimes": {}}})}) == ""
+    assert snapshotter_from_status_info({"config": "[1]"}) == snapshotter_from_status_info({}) == ""
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["info", "config"]), st.text(max_size=200) | json_values.map(json.dumps)))
+def test_fuzz_sandbox_and_snapshotter_info(info):
+    assert isinstance(sandbox_image_from_sandbox_info(info), str)
+    assert isinstance(snapshotter_from_status_info(info), str)
+
+
+# -- CRI-O's shapes -------------------------------------------------------------
+
+# cri-o server/image_status.go `createImageInfo` (cri-o f954a17e50, v1.36.0-191;
+# this shape since v1.18.0): one key "info", JSON {labels, imageSpec}, no chainID.
+# Written from the Go structs for the image localhost/a:1 (see docs/deployment.md).
+CRIO_IMAGE_STATUS_INFO = {
+    "info": '{"labels":{"example.label":"v"},"imageSpec":{"created":"2024-01-01T00:00:00Z",'
+    '"architecture":"amd64","os":"linux","config":{"Cmd":["/a.txt"],"Labels":{"example.label":"v"}},'
+    '"rootfs":{"type":"layers","diff_ids":["sha256:d27797be47d841995e0b75fdcd84a81e38e9655bd250106dddcbd4db5df71eca",'
+    '"sha256:53a321d930a6b6c25ff8c47faa5af09cda1e69940975519544a3f4881a9678b7"]},'
+    '"history":[{"created":"2024-01-01T00:00:00Z","created_by":"layer 0"},'
+    '{"created":"2024-01-01T00:00:00Z","created_by":"layer 1"}]}}'
+}
+# cri-o server/runtime_status.go `createRuntimeInfo` (v1.33+): {"config": {sandboxImage, crio: <RuntimeConfig>}}.
+CRIO_STATUS_INFO = {
+    "config": '{"sandboxImage":"registry.k8s.io/pause:3.10.1","crio":{"DefaultRuntime":"crun","Runtimes":{}}}'
+}
+
+
+def test_diff_ids_and_history_from_crio_verbose_info():
+    details = image_details_from_verbose_info(CRIO_IMAGE_STATUS_INFO)
+    assert details.diff_ids == (
+        "sha256:d27797be47d841995e0b75fdcd84a81e38e9655bd250106dddcbd4db5df71eca",
+        "sha256:53a321d930a6b6c25ff8c47faa5af09cda1e69940975519544a3f4881a9678b7",
+    )
+    assert [h.created_by for h in history_per_layer(details.diff_ids, details.history)] == ["layer 0", "layer 1"]
+
+
+def test_sandbox_image_from_crio_status():
+    assert sandbox_image_from_status_info(CRIO_STATUS_INFO) == "registry.k8s.io/pause:3.10.1"
+
+
+def test_crio_image_ids_and_manifest_annotations_reach_the_facts(fake):
+    # CRI-O: image IDs are bare hex (internal/storage/image_id.go), and ImageStatus
+    # carries the OCI manifest's annotations in Image.spec.annotations
+    # (internal/storage/image.go buildImageCacheItem, since v1.26.0).
+    base = {
+        "org.opencontainers.image.base.name": "docker.io/library/base:1",
+        "org.opencontainers.image.base.digest": "sha256:" + "0" * 64,
+    }
+    hex_id = digest("crio-image").removeprefix("sha256:")
+    fake.runtime_name = "cri-o"
+    fake.images = {hex_id: [digest("a"), digest("b")]}
+    fake.annotations = {hex_id: base}
+    runtime = source_for(fake, layer_store="containerd")
+    facts = runtime.snapshot()
+    assert [(i.image_id, dict(i.annotations)) for i in facts.images] == [(hex_id, base)]
+    assert facts.runtime_name == "cri-o"
     runtime.close()

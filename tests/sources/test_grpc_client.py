@@ -1,5 +1,8 @@
 """The shared gRPC transport: the read-only guard, pipelining and endpoint parsing."""
 
+import contextlib
+from typing import Any
+
 import grpc
 import pytest
 
@@ -38,6 +41,43 @@ def test_a_mutating_call_is_refused_before_it_leaves_the_process(fake):
     with pytest.raises(MutationRefusedError, match="only reads"):
         remove(cri_pb.VersionRequest(), timeout=1)
     assert fake.calls["runtime.v1.RuntimeService/RemoveContainer"] == 0
+    channel.close()
+
+
+# containerd's Content/Write streams both ways; a guard is only as good as the
+# kinds of call it intercepts, so the same mutating method is tried with each of
+# the four (gRPC does not tell the kinds apart on the wire: an unguarded call of
+# any kind reaches the server's handler, as the control case shows).
+_WRITE = "/containerd.services.content.v1.Content/Write"
+_CODEC: dict[str, Any] = {
+    "request_serializer": cri_pb.VersionRequest.SerializeToString,
+    "response_deserializer": cri_pb.VersionResponse.FromString,
+}
+_KINDS = {
+    "unary_unary": lambda ch: ch.unary_unary(_WRITE, **_CODEC)(cri_pb.VersionRequest(), timeout=1),
+    "unary_stream": lambda ch: list(ch.unary_stream(_WRITE, **_CODEC)(cri_pb.VersionRequest(), timeout=1)),
+    "stream_unary": lambda ch: ch.stream_unary(_WRITE, **_CODEC)(iter([cri_pb.VersionRequest()]), timeout=1),
+    "stream_stream": lambda ch: list(ch.stream_stream(_WRITE, **_CODEC)(iter([cri_pb.VersionRequest()]), timeout=1)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_KINDS))
+def test_every_kind_of_call_outside_the_allow_list_is_refused(fake, kind):
+    channel, guard = read_only_channel(f"unix://{fake.socket}", READ_ONLY_METHODS)
+    with pytest.raises(MutationRefusedError, match="only reads"):
+        _KINDS[kind](channel)
+    assert fake.calls["content/Write"] == 0
+    assert guard.calls[_WRITE] == 0
+    channel.close()
+
+
+@pytest.mark.parametrize("kind", sorted(_KINDS))
+def test_control_an_unguarded_call_of_that_kind_does_reach_the_server(fake, kind):
+    channel = grpc.insecure_channel(f"unix://{fake.socket}")
+    # The reply may not fit the kind; what matters is that the call arrived.
+    with contextlib.suppress(grpc.RpcError):
+        _KINDS[kind](channel)
+    assert fake.calls["content/Write"] == 1
     channel.close()
 
 

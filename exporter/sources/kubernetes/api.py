@@ -107,11 +107,12 @@ class Api:
             return self._get_json("/api/v1/namespaces/{namespace}/pods", {"namespace": namespace}, query=query)
         return self._get_json("/api/v1/pods", query=query)
 
-    def pod_metrics(self, namespace: str, name: str, port: int, timeout: float) -> str:
-        """A pod's /metrics through the API server's pod proxy."""
+    def pod_metrics(self, namespace: str, name: str, port: int, timeout: float, scheme: str = "http") -> str:
+        """A pod's /metrics through the API server's pod proxy (`https:<pod>:<port>` for TLS)."""
+        target = f"{name}:{port}" if scheme == "http" else f"{scheme}:{name}:{port}"
         response = self._get(
             "/api/v1/namespaces/{namespace}/pods/{name}/proxy/{path}",
-            {"namespace": namespace, "name": f"{name}:{port}", "path": "metrics"},
+            {"namespace": namespace, "name": target, "path": "metrics"},
             timeout=timeout,
             accept="*/*",
         )

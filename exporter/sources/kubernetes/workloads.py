@@ -4,7 +4,8 @@ Watches only this node's pods (fieldSelector spec.nodeName), resumably (list,
 then watch from its resourceVersion; relist on 410 Gone; exponential backoff on
 errors), and resolves each pod's controlling workload: ReplicaSet -> Deployment,
 Job -> CronJob, StatefulSet, DaemonSet, or the bare pod. Owner lookups are
-cached. Nothing here runs per scrape. Without API access the exporter runs as
+cached while a pod on the node references the owner (a CronJob makes a new Job
+every run: the cache must not grow with them). Nothing here runs per scrape. Without API access the exporter runs as
 before: this says once that attribution is off, and keeps quietly retrying.
 """
 
@@ -21,6 +22,7 @@ from exporter.sources.kubernetes.api import Api, KubeError
 logger = logging.getLogger(__name__)
 
 PodKey = tuple[str, str]
+OwnerKey = tuple[str, str, str]  # (namespace, kind, name) of a ReplicaSet or Job
 _FORBIDDEN_RETRY_SECONDS = 600.0
 
 
@@ -40,7 +42,9 @@ class PodWorkloads:
         self._kubeconfig = kubeconfig
         self._api = api
         self._pods: dict[PodKey, Workload] = {}
-        self._owners: dict[tuple[str, str, str], Workload] = {}
+        self._owners: dict[OwnerKey, Workload] = {}
+        # Which cached owner each pod references: an owner no pod references is evicted.
+        self._pod_owner: dict[PodKey, OwnerKey] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -72,6 +76,12 @@ class PodWorkloads:
         """The workload of each known pod, by (namespace, name). No API call."""
         with self._lock:
             return dict(self._pods)
+
+    @property
+    def cached_owners(self) -> int:
+        """Owner lookups held (bounded by the owners of the node's current pods)."""
+        with self._lock:
+            return len(self._owners)
 
     # -- the watch loop -------------------------------------------------------
 
@@ -117,12 +127,13 @@ class PodWorkloads:
         assert self._api is not None
         listing = self._api.list_pods(self.node_name)
         items = [(key, item.get("metadata") or {}) for item in listing.get("items") or [] if (key := _key(item))]
-        live = {(key[0], *owner) for key, metadata in items if (owner := controller_of(metadata))}
+        pod_owner = {key: owner for key, metadata in items if (owner := _owner_key(key, metadata))}
         with self._lock:
-            self._owners = {k: v for k, v in self._owners.items() if k in live}
+            self._owners = {k: v for k, v in self._owners.items() if k in pod_owner.values()}
         pods = {key: self._resolve(key, metadata) for key, metadata in items}
         with self._lock:
             self._pods = pods
+            self._pod_owner = pod_owner
         self.synced.set()
         return str((listing.get("metadata") or {}).get("resourceVersion", ""))
 
@@ -147,9 +158,21 @@ class PodWorkloads:
             with self._lock:
                 if workload is None:
                     self._pods.pop(key, None)
+                    self._unreference(key)
                 else:
                     self._pods[key] = workload
+                    owner = _owner_key(key, metadata)
+                    if owner != self._pod_owner.get(key):
+                        self._unreference(key)
+                        if owner is not None:
+                            self._pod_owner[key] = owner
         return resource_version
+
+    def _unreference(self, key: PodKey) -> None:
+        """`key` no longer references its owner: evict the owner if no other pod does (lock held)."""
+        owner = self._pod_owner.pop(key, None)
+        if owner is not None and owner not in self._pod_owner.values():
+            self._owners.pop(owner, None)
 
     # -- owners ------------------------------------------------------------
 
@@ -181,6 +204,14 @@ class PodWorkloads:
 
 class _GoneError(Exception):
     """The watch's resourceVersion is too old (410): relist."""
+
+
+def _owner_key(key: PodKey, metadata: Mapping[str, Any]) -> OwnerKey | None:
+    """The cache key of a pod's owner, when it is one that needs a lookup."""
+    owner = controller_of(metadata)
+    if owner is None or owner[0] not in ("ReplicaSet", "Job"):
+        return None
+    return key[0], owner[0], owner[1]
 
 
 def _key(obj: Mapping[str, Any]) -> PodKey | None:

@@ -13,7 +13,7 @@ import pytest
 
 from exporter.core.facts import Workload
 from exporter.sources.kubernetes.workloads import PodWorkloads
-from tests.harness.kube_api import KubeApiStandIn, pod
+from tests.harness.kube_api import KubeApiStandIn, owned, pod
 
 
 def eventually(predicate: Callable[[], object], timeout: float = 10.0) -> None:
@@ -113,3 +113,25 @@ def test_no_configuration_means_attribution_off(
     assert not workloads.start()
     assert any("workload attribution off" in r.getMessage() for r in caplog.records)
     assert not PodWorkloads("").start()  # no node name: nothing to watch
+
+
+def test_the_owner_cache_does_not_grow_with_every_cronjob_run(watcher: PodWorkloads, api: KubeApiStandIn):
+    """Each CronJob run is a new Job with a new pod; once the pod is gone, so is
+    its Job's cached lookup (before: kept until the next relist, which a healthy
+    watch may never do)."""
+    eventually(lambda: any("watch=true" in r for r in api.requests))
+    before = watcher.cached_owners
+    for run in range(20):
+        job = f"nightly-{run}"
+        api.add_owner(owned("Job", "batch", job, ("CronJob", "nightly")))
+        api.add_pod(pod("batch", f"{job}-x", "node-1", ("Job", job)), announce=True)
+        key = ("batch", f"{job}-x")
+        eventually(lambda: watcher.workloads().get(key) == Workload("CronJob", "nightly"))  # noqa: B023
+        api.delete_pod(*key)
+        eventually(lambda: key not in watcher.workloads())  # noqa: B023
+    assert watcher.cached_owners == before
+    # An owner still referenced by a pod stays cached.
+    lookups = sum("/replicasets/web-5d8f" in r for r in api.requests)
+    api.add_pod(pod("default", "web-3", "node-1", ("ReplicaSet", "web-5d8f")), announce=True)
+    eventually(lambda: ("default", "web-3") in watcher.workloads())
+    assert sum("/replicasets/web-5d8f" in r for r in api.requests) == lookups
