@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup setup-test demo test unit lint bench bench-crio protos dashboards rules docs lock clean
+.PHONY: setup setup-test demo test unit lint bench bench-report bench-crio protos dashboards rules docs lock clean
 
 setup:
 	@scripts/setup.sh
@@ -27,6 +27,9 @@ lint: setup-test
 
 bench: setup
 	$(PY) -m benchmarks.busy_node
+
+bench-report: setup  ## the cluster report against a real Prometheus holding 1,000 nodes' series (backfilled)
+	$(PY) -m benchmarks.report_prometheus
 
 bench-crio: setup-test  ## the containers-storage (CRI-O) layer store on the busy node's images, vs podman system df
 	$(PY) -m benchmarks.containers_storage

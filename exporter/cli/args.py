@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--prometheus-selector",
         default="",
         metavar="MATCHERS",
-        help="extra PromQL matchers, e.g. 'job=\"layer-sharing-exporter\"'",
+        help="extra PromQL matchers for every query, e.g. 'cluster=\"prod-eu\"' (one cluster of a Thanos or Mimir)",
     )
     report.add_argument("--exporter-namespace", default="", help="namespace of the exporter pods (default: all)")
     report.add_argument(

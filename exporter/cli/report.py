@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from exporter.core.cluster import NodeSamples, build_report
+from exporter.core.cluster import ClusterReport, build_report, build_report_from_aggregates
 from exporter.outputs.report import formats, html, terminal, views
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_DATA = 0, 1, 2, 3
@@ -33,12 +33,15 @@ def run_report(args: argparse.Namespace) -> int:
             f"cannot sort {args.view} by {args.sort!r}; use one of {', '.join(views.SORT_KEYS[args.view])}", EXIT_USAGE
         )
     try:
-        nodes, unreachable = _collect(args)
+        report = _collect(args)
     except Exception as exc:  # the source as a whole failed: say why, in one line
         return _fail(str(exc), EXIT_NO_DATA)
-    if not nodes:
+    unreachable = report.unreachable
+    if not report.nodes:
+        if args.prometheus_url:
+            selector = f" matching {{{args.prometheus_selector}}}" if args.prometheus_selector else ""
+            return _fail(f"{args.prometheus_url} holds no layer_sharing_up series{selector}", EXIT_NO_DATA)
         return _fail("no exporter answered" + "".join(f"; {n}: {e}" for n, e in unreachable), EXIT_NO_DATA)
-    report = build_report(nodes, unreachable)
     if fmt == "json":
         print(formats.to_json(report))
     elif fmt == "csv":
@@ -53,11 +56,23 @@ def run_report(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if unreachable else EXIT_OK
 
 
-def _collect(args: argparse.Namespace) -> tuple[list[NodeSamples], list[tuple[str, str]]]:
+def _collect(args: argparse.Namespace) -> ClusterReport:
     if args.prometheus_url:
         from exporter.sources import prometheus_api
 
-        return prometheus_api.fetch(args.prometheus_url, args.prometheus_selector, args.timeout), []
+        # Prometheus ranks the images (topk): by the column the images view sorts on.
+        rank = args.sort if args.view == "images" and args.sort in prometheus_api.IMAGE_RANKS else "size"
+        # A table or CSV shows one view (and the node totals): ask only for that.
+        table_only = args.output[0] in ("table", "csv")
+        aggregates = prometheus_api.fetch(
+            args.prometheus_url,
+            args.prometheus_selector,
+            args.timeout,
+            views=(args.view,) if table_only else prometheus_api.VIEWS,
+            images_cap=max(args.top, prometheus_api.IMAGES_CAP),
+            image_rank=rank,
+        )
+        return build_report_from_aggregates(aggregates)
     from exporter.sources import exposition
     from exporter.sources.kubernetes import pod_proxy
 
@@ -88,4 +103,4 @@ def _collect(args: argparse.Namespace) -> tuple[list[NodeSamples], list[tuple[st
             nodes.append(exposition.samples_from_exposition(node, text))
         except ValueError as exc:
             failed.append((node, f"unreadable metrics: {exc}"))
-    return nodes, failed
+    return build_report(nodes, failed)

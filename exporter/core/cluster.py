@@ -1,15 +1,17 @@
-"""The cluster view (pure): per-node exporter samples in, cluster rows out.
+"""The cluster view (pure): exporter figures in, cluster rows out.
 
-Sources (the Prometheus HTTP API, or each exporter's /metrics through the API
-server's pod proxy) only translate into `NodeSamples`; the renderers live in
-exporter.outputs.report.
+Two ways in: each exporter's /metrics through the API server's pod proxy
+arrives as per-node `NodeSamples` (`build_report`); Prometheus answers
+queries it already aggregated, arriving as `ClusterAggregates`
+(`build_report_from_aggregates`). Sources only translate; the renderers live
+in exporter.outputs.report.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +97,10 @@ class ImageRow:
 class ClusterReport:
     nodes: list[NodeRow] = field(default_factory=list)
     bases: list[BaseRow] = field(default_factory=list)
+    families: list[FamilyRow] = field(default_factory=list)
     workloads: list[WorkloadRow] = field(default_factory=list)
     images: list[ImageRow] = field(default_factory=list)
     unreachable: list[tuple[str, str]] = field(default_factory=list)
-    families: list[FamilyRow] = field(default_factory=list)
 
     @property
     def physical(self) -> int:
@@ -129,9 +131,65 @@ class ClusterReport:
         return sum(n.unused_logical for n in self.nodes)
 
 
+# The node view's figures: NodeRow field -> the exporter's node-level family
+# (a family with no labels of its own).
+NODE_FIGURES: Mapping[str, str] = {
+    "up": "layer_sharing_up",
+    "images": "layer_sharing_images",
+    "pods": "layer_sharing_pods",
+    "physical": "layer_sharing_physical_bytes",
+    "logical": "layer_sharing_logical_bytes",
+    "shared": "layer_sharing_shared_bytes",
+    "unique": "layer_sharing_unique_bytes",
+    "reclaimable": "layer_sharing_reclaimable_bytes",
+    "content": "layer_sharing_content_bytes",
+    "duplicate_bytes": "layer_sharing_duplicate_bytes",
+    "duplicate_layers": "layer_sharing_duplicate_layers",
+    "unused_logical": "layer_sharing_unused_logical_bytes",
+}
+# Base sources whose versions are versions of a named family (detected chains have none).
+VERSIONED_SOURCES = frozenset({"catalog", "annotation"})
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """One row of a figure already aggregated at the source: its grouping labels and value."""
+
+    labels: Mapping[str, str]
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterAggregates:
+    """Every figure the report's views need, aggregated by the source (Prometheus).
+
+    Each exporter node counts once (the source deduplicates by node); the
+    grouping labels of each field are in its comment.
+    """
+
+    node_figures: Mapping[str, Sequence[Aggregate]] = field(default_factory=dict)  # NODE_FIGURES key -> by node
+    base_nodes: Sequence[Aggregate] = ()  # by base, version, source: nodes holding the base
+    base_images: Sequence[Aggregate] = ()  # by base, version, source
+    base_pods: Sequence[Aggregate] = ()  # by base, version, source
+    base_bytes: Sequence[Aggregate] = ()  # by base, version, source
+    family_drift: Sequence[Aggregate] = ()  # by base: drift bytes summed over nodes
+    workload_nodes: Sequence[Aggregate] = ()  # by namespace, workload_kind, workload
+    workload_pods: Sequence[Aggregate] = ()  # by namespace, workload_kind, workload
+    workload_attributed: Sequence[Aggregate] = ()  # by namespace, workload_kind, workload
+    workload_bases: Sequence[Aggregate] = ()  # by namespace, workload_kind, workload, base, source: > 0 if pods
+    image_nodes: Sequence[Aggregate] = ()  # by image, base: nodes holding the image
+    image_size: Sequence[Aggregate] = ()  # by image
+    image_unique: Sequence[Aggregate] = ()  # by image
+
+
 def _scalar(samples: Iterable[Sample], name: str) -> int:
-    """A label-less sample's value (0 when absent)."""
-    return int(sum(s.value for s in samples if s.name == name and not s.labels))
+    """A node-level family's value (0 when absent).
+
+    Whatever labels the sample carries (a scrape adds target labels such as
+    job or instance) it is the node's figure; the same node scraped twice
+    counts once.
+    """
+    return int(max((s.value for s in samples if s.name == name), default=0))
 
 
 @dataclass
@@ -158,29 +216,27 @@ class _ImageAcc:
     unique: int = 0
 
 
-def _node_row(node: NodeSamples) -> NodeRow:
-    s = node.samples
+def _node_row(node: str, figures: Mapping[str, int]) -> NodeRow:
     return NodeRow(
-        node=node.node,
-        up=_scalar(s, "layer_sharing_up") == 1,
-        images=_scalar(s, "layer_sharing_images"),
-        pods=_scalar(s, "layer_sharing_pods"),
-        physical=_scalar(s, "layer_sharing_physical_bytes"),
-        logical=_scalar(s, "layer_sharing_logical_bytes"),
-        shared=_scalar(s, "layer_sharing_shared_bytes"),
-        unique=_scalar(s, "layer_sharing_unique_bytes"),
-        reclaimable=_scalar(s, "layer_sharing_reclaimable_bytes"),
-        content=_scalar(s, "layer_sharing_content_bytes"),
-        duplicate_bytes=_scalar(s, "layer_sharing_duplicate_bytes"),
-        duplicate_layers=_scalar(s, "layer_sharing_duplicate_layers"),
-        unused_logical=_scalar(s, "layer_sharing_unused_logical_bytes"),
+        node=node,
+        up=figures.get("up", 0) == 1,
+        images=figures.get("images", 0),
+        pods=figures.get("pods", 0),
+        physical=figures.get("physical", 0),
+        logical=figures.get("logical", 0),
+        shared=figures.get("shared", 0),
+        unique=figures.get("unique", 0),
+        reclaimable=figures.get("reclaimable", 0),
+        content=figures.get("content", 0),
+        duplicate_bytes=figures.get("duplicate_bytes", 0),
+        duplicate_layers=figures.get("duplicate_layers", 0),
+        unused_logical=figures.get("unused_logical", 0),
     )
 
 
 def build_report(nodes: Sequence[NodeSamples], unreachable: Sequence[tuple[str, str]] = ()) -> ClusterReport:
     """Sum the exporters' per-node figures into the cluster view."""
     bases: dict[tuple[str, str, str], _BaseAcc] = defaultdict(_BaseAcc)
-    family_versions: dict[str, set[str]] = defaultdict(set)
     family_drift: dict[str, int] = defaultdict(int)
     workloads: dict[tuple[str, str, str], _WorkloadAcc] = defaultdict(_WorkloadAcc)
     images: dict[str, _ImageAcc] = defaultdict(_ImageAcc)
@@ -192,10 +248,7 @@ def build_report(nodes: Sequence[NodeSamples], unreachable: Sequence[tuple[str, 
             elif sample.name == "layer_sharing_base_versions":
                 family_drift.setdefault(labels["base"], 0)
             elif sample.name.startswith("layer_sharing_base_"):
-                source = labels["source"]
-                if source in ("catalog", "annotation"):
-                    family_versions[labels["base"]].add(labels.get("version", ""))
-                base = bases[(labels["base"], labels.get("version", ""), source)]
+                base = bases[(labels["base"], labels.get("version", ""), labels["source"])]
                 if sample.name == "layer_sharing_base_images":
                     base.nodes += 1
                     base.images += value
@@ -220,51 +273,131 @@ def build_report(nodes: Sequence[NodeSamples], unreachable: Sequence[tuple[str, 
                 images[labels["image"]].size += value
             elif sample.name == "layer_sharing_image_unique_bytes":
                 images[labels["image"]].unique += value
+    node_rows = [_node_row(n.node, {f: _scalar(n.samples, name) for f, name in NODE_FIGURES.items()}) for n in nodes]
+    return _assemble(
+        node_rows,
+        [
+            BaseRow(base, source, a.nodes, a.images, a.pods, a.bytes, version)
+            for (base, version, source), a in bases.items()
+        ],
+        family_drift,
+        [
+            WorkloadRow(
+                namespace,
+                kind,
+                name,
+                len(a.nodes),
+                a.pods,
+                a.attributed,
+                tuple(sorted(a.bases)),
+                bool(a.bases) and all(src == "catalog" for src in a.bases.values()),
+            )
+            for (namespace, kind, name), a in workloads.items()
+        ],
+        [ImageRow(name, a.base, a.nodes, a.size, a.unique) for name, a in images.items()],
+        unreachable,
+    )
+
+
+def build_report_from_aggregates(
+    aggregates: ClusterAggregates, unreachable: Sequence[tuple[str, str]] = ()
+) -> ClusterReport:
+    """The cluster view from figures the source summed already (one node counted once)."""
+    by_node: dict[str, dict[str, int]] = defaultdict(dict)
+    for figure, rows in aggregates.node_figures.items():
+        for row in rows:
+            by_node[row.labels.get("node", "")][figure] = row.value
+
+    def keyed(rows: Sequence[Aggregate], *labels: str) -> dict[tuple[str, ...], int]:
+        out: dict[tuple[str, ...], int] = defaultdict(int)
+        for row in rows:
+            out[tuple(row.labels.get(label, "") for label in labels)] += row.value
+        return out
+
+    base_key = ("base", "version", "source")
+    base_nodes, base_images = keyed(aggregates.base_nodes, *base_key), keyed(aggregates.base_images, *base_key)
+    base_pods, base_bytes = keyed(aggregates.base_pods, *base_key), keyed(aggregates.base_bytes, *base_key)
+    bases = [
+        BaseRow(base, source, base_nodes[key], base_images[key], base_pods[key], base_bytes[key], version)
+        for key in sorted(set(base_nodes) | set(base_images) | set(base_pods) | set(base_bytes))
+        for base, version, source in [key]
+    ]
+    family_drift = {key[0]: value for key, value in keyed(aggregates.family_drift, "base").items()}
+
+    workload_key = ("namespace", "workload_kind", "workload")
+    workload_nodes = keyed(aggregates.workload_nodes, *workload_key)
+    workload_pods = keyed(aggregates.workload_pods, *workload_key)
+    workload_attributed = keyed(aggregates.workload_attributed, *workload_key)
+    workload_bases: dict[tuple[str, ...], dict[str, str]] = defaultdict(dict)
+    for row in aggregates.workload_bases:
+        if row.value > 0:
+            key = tuple(row.labels.get(label, "") for label in workload_key)
+            workload_bases[key][row.labels.get("base", "")] = row.labels.get("source", "")
+    workloads = []
+    for key in sorted(set(workload_nodes) | set(workload_pods) | set(workload_attributed)):
+        namespace, kind, name = key
+        on = workload_bases.get(key, {})
+        workloads.append(
+            WorkloadRow(
+                namespace,
+                kind,
+                name,
+                workload_nodes[key],
+                workload_pods[key],
+                workload_attributed[key],
+                tuple(sorted(on)),
+                bool(on) and all(source == "catalog" for source in on.values()),
+            )
+        )
+
+    image_nodes: dict[str, int] = defaultdict(int)
+    image_base: dict[str, tuple[int, str]] = {}
+    for row in aggregates.image_nodes:
+        name, base = row.labels.get("image", ""), row.labels.get("base", "")
+        image_nodes[name] += row.value
+        # The base most of the image's nodes name (they can disagree while catalogs roll out).
+        image_base[name] = max(image_base.get(name, (-1, "")), (row.value, base))
+    image_size, image_unique = keyed(aggregates.image_size, "image"), keyed(aggregates.image_unique, "image")
+    images = [
+        ImageRow(name, image_base.get(name, (0, ""))[1], image_nodes[name], image_size[(name,)], image_unique[(name,)])
+        for name in sorted({key[0] for key in image_size} | set(image_nodes))
+    ]
+    return _assemble(
+        [_node_row(node, figures) for node, figures in by_node.items()],
+        bases,
+        family_drift,
+        workloads,
+        images,
+        unreachable,
+    )
+
+
+def _assemble(
+    nodes: Iterable[NodeRow],
+    bases: Iterable[BaseRow],
+    family_drift: Mapping[str, int],
+    workloads: Iterable[WorkloadRow],
+    images: Iterable[ImageRow],
+    unreachable: Sequence[tuple[str, str]],
+) -> ClusterReport:
+    """Both ways in end here: each base row learns its family's versions and drift, and every view is sorted."""
+    bases = list(bases)
+    family_versions: dict[str, set[str]] = defaultdict(set)
+    for row in bases:
+        if row.source in VERSIONED_SOURCES:
+            family_versions[row.base].add(row.version)
+    bases = [
+        replace(row, versions=len(family_versions.get(row.base, ())), drift=family_drift.get(row.base, 0))
+        for row in bases
+    ]
+    families = [
+        FamilyRow(base, tuple(sorted(family_versions.get(base, ()))), drift) for base, drift in family_drift.items()
+    ]
     return ClusterReport(
-        nodes=sorted((_node_row(n) for n in nodes), key=lambda n: (-n.physical, n.node)),
-        bases=sorted(
-            (
-                BaseRow(
-                    base,
-                    source,
-                    a.nodes,
-                    a.images,
-                    a.pods,
-                    a.bytes,
-                    version,
-                    len(family_versions.get(base, ())),
-                    family_drift.get(base, 0),
-                )
-                for (base, version, source), a in bases.items()
-            ),
-            key=lambda b: (-b.bytes * max(b.images, 1), b.base, b.version),
-        ),
-        families=sorted(
-            (
-                FamilyRow(base, tuple(sorted(family_versions.get(base, ()))), drift)
-                for base, drift in family_drift.items()
-            ),
-            key=lambda f: (-f.drift, f.base),
-        ),
-        workloads=sorted(
-            (
-                WorkloadRow(
-                    namespace,
-                    kind,
-                    name,
-                    len(a.nodes),
-                    a.pods,
-                    a.attributed,
-                    tuple(sorted(a.bases)),
-                    bool(a.bases) and all(src == "catalog" for src in a.bases.values()),
-                )
-                for (namespace, kind, name), a in workloads.items()
-            ),
-            key=lambda w: (-w.attributed, w.namespace, w.name),
-        ),
-        images=sorted(
-            (ImageRow(name, a.base, a.nodes, a.size, a.unique) for name, a in images.items()),
-            key=lambda i: (-i.size, i.image),
-        ),
+        nodes=sorted(nodes, key=lambda n: (-n.physical, n.node)),
+        bases=sorted(bases, key=lambda b: (-b.bytes * max(b.images, 1), b.base, b.version)),
+        families=sorted(families, key=lambda f: (-f.drift, f.base)),
+        workloads=sorted(workloads, key=lambda w: (-w.attributed, w.namespace, w.name)),
+        images=sorted(images, key=lambda i: (-i.size, i.image)),
         unreachable=sorted(unreachable),
     )

@@ -1,6 +1,8 @@
 """The cluster report from the API server's pod proxy (a stand-in API serving
-real exporters' output; no API server can be had here), and its HTML page in
-headless Chromium. The Prometheus path is tested in test_prometheus.py."""
+real exporters' output; no API server can be had here), from a real Prometheus
+scraping several real exporters as the Prometheus Operator would (target
+labels on every series, honor_labels), and its HTML page in headless Chromium.
+The single-exporter Prometheus path is also covered in test_prometheus.py."""
 
 from __future__ import annotations
 
@@ -9,14 +11,21 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.harness.kube_api import KubeApiStandIn, exporter_pod, owned, pod
 from tests.harness.scenario import SampleNode
-from tests.integration.conftest import ServedExporter, start_with_catalog, stop_exporter
+from tests.integration.conftest import ServedExporter, free_port, start_with_catalog, stop_exporter
 from tests.integration.oracle import duplicates, expected
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,3 +176,228 @@ def test_html_page_renders_in_headless_chromium(cluster, tmp_path: Path):
         timeout=120,
     )
     assert result.returncode == 0 and shot.stat().st_size > 20_000, result.stderr[-2000:]
+
+
+# Three exporter pods as the Operator's ServiceMonitor would scrape them: two in
+# cluster "east", one in cluster "west" (all three read the same real
+# containerd; Prometheus tells them apart by their `node` target label).
+OPERATOR_NODES = {"node-a": "east", "node-b": "east", "node-c": "west"}
+HONOR_LABELS_OFF = "node-c"
+
+
+def operator_target_labels(node: str, cluster: str) -> dict[str, str]:
+    """The target labels a ServiceMonitor scrape puts on every series, plus the chart's `node` and a cluster label."""
+    return {
+        "namespace": "monitoring",
+        "pod": f"layer-sharing-exporter-{node[-1]}x7k2",
+        "service": "layer-sharing-exporter",
+        "endpoint": "metrics",
+        "container": "exporter",
+        "job": "layer-sharing-exporter",
+        "node": node,
+        "cluster": cluster,
+    }
+
+
+@dataclass
+class OperatorScrape:
+    url: str
+    exporters: dict[str, ServedExporter]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        params = urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{params}", timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+
+@pytest.fixture(scope="module")
+def operator_scrape(sample_node: SampleNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorScrape]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus not found: run scripts/setup.sh (Debian package prometheus)")
+    tmp = tmp_path_factory.mktemp("report-operator")
+    api = KubeApiStandIn(NODE).start()
+    api.add_owner(owned("ReplicaSet", "default", "web-5d8f", ("Deployment", "web")))
+    for name in ("web-1", "web-2"):
+        api.add_pod(pod("default", name, NODE, ("ReplicaSet", "web-5d8f")))
+    api.add_pod(pod("other", "solo", NODE))
+    kubeconfig = api.kubeconfig(tmp / "kubeconfig")
+    exporters: dict[str, ServedExporter] = {}
+    process: subprocess.Popen[bytes] | None = None
+    try:
+        for node in OPERATOR_NODES:
+            workdir = tmp / node
+            workdir.mkdir()
+            exporters[node] = start_with_catalog(
+                sample_node, workdir, "--kubernetes", "--kubeconfig", str(kubeconfig), "--node-name", NODE
+            )
+        for exporter in exporters.values():
+            exporter.wait_for(partial(web_pods_attributed, exporter), what="workloads")
+        config = {
+            "global": {"scrape_interval": "1s"},
+            "scrape_configs": [
+                {
+                    "job_name": f"serviceMonitor/monitoring/layer-sharing-exporter/{honor}",
+                    # What the chart's ServiceMonitor sets; node-c is scraped by a
+                    # hand-written job without it (its namespace label is then the target's).
+                    "honor_labels": honor,
+                    "static_configs": [
+                        {
+                            "targets": [exporters[node].base_url.removeprefix("http://")],
+                            "labels": operator_target_labels(node, cluster),
+                        }
+                        for node, cluster in OPERATOR_NODES.items()
+                        if (node != HONOR_LABELS_OFF) == honor
+                    ],
+                }
+                for honor in (True, False)
+            ],
+        }
+        (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+        port = free_port()
+        with open(tmp / "prometheus.log", "wb") as log:
+            process = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={tmp / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        scrape = OperatorScrape(f"http://127.0.0.1:{port}", exporters)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if len(scrape.query('layer_sharing_workload_pods{workload="web"}')) == len(OPERATOR_NODES):
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("Prometheus never scraped the exporters:\n" + (tmp / "prometheus.log").read_text()[-3000:])
+        yield scrape
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=20)
+        for exporter in exporters.values():
+            stop_exporter(exporter)
+        api.stop()
+
+
+def web_pods_attributed(exporter: ServedExporter) -> bool:
+    labels = {"namespace": "default", "workload": "web", "workload_kind": "Deployment"}
+    return exporter.value("layer_sharing_workload_pods", **labels) == 2
+
+
+def prometheus_report(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", "report", "--prometheus-url", url, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_prometheus_adds_operator_target_labels(operator_scrape: OperatorScrape):
+    # The premise: node-level series carry every target label; the exporter's
+    # own pod series keep their namespace and pod with honor_labels, and
+    # become exported_namespace and exported_pod without.
+    physical = operator_scrape.query("layer_sharing_physical_bytes")
+    assert len(physical) == 3
+    assert all(
+        {"namespace", "pod", "service", "endpoint", "container", "job", "instance", "node", "cluster"}
+        <= set(series["metric"])
+        for series in physical
+    )
+    pods = {
+        series["metric"]["node"]: series["metric"]
+        for series in operator_scrape.query(
+            'layer_sharing_pod_bytes{pod="web-1"} or layer_sharing_pod_bytes{exported_pod="web-1"}'
+        )
+    }
+    assert {node: labels["namespace"] for node, labels in pods.items()} == {
+        "node-a": "default",
+        "node-b": "default",
+        "node-c": "monitoring",
+    }
+    assert pods["node-c"]["exported_namespace"] == "default"
+
+
+def test_report_behind_the_operator_is_exact(sample_node: SampleNode, operator_scrape: OperatorScrape):
+    want = expected(sample_node)
+    truth = operator_scrape.exporters["node-a"]
+    result = prometheus_report(operator_scrape.url, "--output", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert sorted(n["node"] for n in doc["nodes"]) == sorted(OPERATOR_NODES)
+    for row in doc["nodes"]:
+        assert row["up"] is True
+        assert (row["physical"], row["logical"], row["reclaimable"], row["content"]) == (
+            want.physical,
+            want.logical,
+            want.reclaimable,
+            want.content,
+        )
+        assert (row["images"], row["pods"], row["shared"], row["unique"]) == (
+            truth.value("layer_sharing_images"),
+            truth.value("layer_sharing_pods"),
+            truth.value("layer_sharing_shared_bytes"),
+            truth.value("layer_sharing_unique_bytes"),
+        )
+    assert doc["totals"] == {
+        "nodes": 3,
+        "physical": 3 * want.physical,
+        "logical": 3 * want.logical,
+        "saved": 3 * (want.logical - want.physical),
+        "reclaimable": 3 * want.reclaimable,
+        "content": 3 * want.content,
+    }
+    metrics = truth.metrics()
+    bases = {
+        (dict(labels)["base"], dict(labels)["source"]): int(value)
+        for (name, labels), value in metrics.items()
+        if name == "layer_sharing_base_bytes"
+    }
+    assert {(b["base"], b["source"]): b["bytes"] for b in doc["bases"]} == {k: 3 * v for k, v in bases.items()}
+    assert all(b["nodes"] == 3 for b in doc["bases"])
+    web = next(w for w in doc["workloads"] if w["name"] == "web")
+    assert (web["namespace"], web["kind"], web["nodes"], web["pods"], web["on_catalog"]) == (
+        "default",
+        "Deployment",
+        3,
+        6,
+        True,
+    )
+    attributed = truth.value(
+        "layer_sharing_workload_attributed_bytes", namespace="default", workload="web", workload_kind="Deployment"
+    )
+    assert web["attributed"] == 3 * int(attributed or 0)
+    sizes = {
+        dict(labels)["image"]: int(value)
+        for (name, labels), value in metrics.items()
+        if name == "layer_sharing_image_size_bytes"
+    }
+    assert {i["image"]: i["size"] for i in doc["images"]} == {k: 3 * v for k, v in sizes.items()}
+    assert all(i["nodes"] == 3 for i in doc["images"])
+
+
+def test_prometheus_selector_narrows_to_one_cluster(sample_node: SampleNode, operator_scrape: OperatorScrape):
+    want = expected(sample_node)
+    result = prometheus_report(operator_scrape.url, "--prometheus-selector", 'cluster="east"', "--output", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert [n["node"] for n in doc["nodes"]] == ["node-a", "node-b"]
+    assert (doc["totals"]["physical"], doc["totals"]["reclaimable"]) == (2 * want.physical, 2 * want.reclaimable)
+    assert next(w for w in doc["workloads"] if w["name"] == "web")["pods"] == 4
+    table = prometheus_report(
+        operator_scrape.url, "--prometheus-selector", 'cluster="west"', "--view", "images", "--top", "2"
+    )
+    assert table.returncode == 0 and "1 nodes" in table.stdout, table.stderr
+    nothing = prometheus_report(operator_scrape.url, "--prometheus-selector", 'cluster="north"')
+    assert nothing.returncode == 3 and "no layer_sharing_up series" in nothing.stderr
