@@ -539,9 +539,10 @@ def bases_dashboard() -> dashboard.Dashboard:
         (
             "Saving if the top bases converged",
             "Per node: bytes of the $top largest bases minus the largest of them (what would no longer be stored "
-            "if they became one), summed over nodes.",
-            f"sum(sum by (node) (topk by (node) ($top, layer_sharing_base_bytes{{{SEL}}})) "
-            f"- max by (node) (layer_sharing_base_bytes{{{SEL}}}))",
+            "if they became one), summed over nodes. Base bytes add up (each layer counts toward one base, the "
+            "innermost), so nested bases are not counted twice; images on no base are left out.",
+            f'sum(sum by (node) (topk by (node) ($top, layer_sharing_base_bytes{{{SEL}, source!="none"}})) '
+            f'- max by (node) (layer_sharing_base_bytes{{{SEL}, source!="none"}}))',
             "bytes",
         ),
     ]:
