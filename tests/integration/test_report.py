@@ -357,14 +357,20 @@ def test_report_behind_the_operator_is_exact(sample_node: SampleNode, operator_s
         "saved": 3 * (want.logical - want.physical),
         "reclaimable": 3 * want.reclaimable,
         "content": 3 * want.content,
+        "unused_logical": 3 * int(truth.value("layer_sharing_unused_logical_bytes") or 0),
+        "duplicate_bytes": 3 * int(truth.value("layer_sharing_duplicate_bytes") or 0),
+        "duplicate_layers": 3 * int(truth.value("layer_sharing_duplicate_layers") or 0),
     }
+    assert doc["totals"]["duplicate_layers"] > 0  # the sample node stores one diff on two parents
     metrics = truth.metrics()
     bases = {
-        (dict(labels)["base"], dict(labels)["source"]): int(value)
+        (dict(labels)["base"], dict(labels)["version"], dict(labels)["source"]): int(value)
         for (name, labels), value in metrics.items()
         if name == "layer_sharing_base_bytes"
     }
-    assert {(b["base"], b["source"]): b["bytes"] for b in doc["bases"]} == {k: 3 * v for k, v in bases.items()}
+    assert {(b["base"], b["version"], b["source"]): b["bytes"] for b in doc["bases"]} == {
+        k: 3 * v for k, v in bases.items()
+    }
     assert all(b["nodes"] == 3 for b in doc["bases"])
     web = next(w for w in doc["workloads"] if w["name"] == "web")
     assert (web["namespace"], web["kind"], web["nodes"], web["pods"], web["on_catalog"]) == (
