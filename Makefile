@@ -28,7 +28,7 @@ lint: setup-test
 bench: setup
 	$(PY) -m benchmarks.busy_node
 
-bench-report: setup  ## the cluster report against a real Prometheus holding 1,000 nodes' series (backfilled)
+bench-report: setup-test  ## the cluster report against a real Prometheus holding 1,000 nodes' series (backfilled)
 	$(PY) -m benchmarks.report_prometheus
 
 bench-crio: setup-test  ## the containers-storage (CRI-O) layer store on the busy node's images, vs podman system df
