@@ -28,6 +28,7 @@ class FakeRuntime:
         self.broken_info: set[str] = set()
         self.vanished: set[str] = set()
         self.missing_snapshots: set[str] = set()
+        self.blobs: dict[str, bytes] = {}  # content store: digest -> bytes (Content.Read)
         self.delay = 0.0
         self.calls: Counter[str] = Counter()
         self.metadata: list[dict[str, str]] = []
@@ -71,6 +72,11 @@ class FakeRuntime:
             "List": grpc.unary_stream_rpc_method_handler(
                 self._wrap("content", "List", lambda r, c: iter([content_pb.ListContentResponse()])),
                 request_deserializer=content_pb.ListContentRequest.FromString,
+                response_serializer=lambda m: m.SerializeToString(),
+            ),
+            "Read": grpc.unary_stream_rpc_method_handler(
+                self._wrap("content", "Read", self.read_content),
+                request_deserializer=content_pb.ReadContentRequest.FromString,
                 response_serializer=lambda m: m.SerializeToString(),
             ),
         }
@@ -118,6 +124,17 @@ class FakeRuntime:
         if request.key in self.missing_snapshots:
             context.abort(grpc.StatusCode.NOT_FOUND, f"snapshot {request.key} does not exist")
         return snapshots_pb.UsageResponse(size=100, inodes=1)
+
+    def read_content(self, request: content_pb.ReadContentRequest, context: grpc.ServicerContext) -> Any:
+        data = self.blobs.get(request.digest)
+        if data is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"content digest {request.digest}: not found")
+        end = len(data) if request.size <= 0 else min(len(data), request.offset + request.size)
+        # containerd answers in chunks of at most 1 MiB; smaller here, to see several.
+        return (
+            content_pb.ReadContentResponse(offset=at, data=data[at : min(at + 300_000, end)])
+            for at in range(request.offset, end, 300_000)
+        )
 
     def all_chain_ids(self) -> set[str]:
         return {c for diffs in self.images.values() for c in chain_ids(diffs)}

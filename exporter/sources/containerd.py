@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -18,7 +18,7 @@ from exporter._generated import containerd_content_v1_pb2 as content_pb
 from exporter._generated import containerd_images_v1_pb2 as images_pb
 from exporter._generated import containerd_snapshots_v1_pb2 as snapshots_pb
 from exporter.core.facts import ImageFacts, LayerBlob, LayerFacts, SnapshotUsage
-from exporter.errors import ParseError
+from exporter.errors import BlobUnavailableError, ParseError
 from exporter.sources.grpc_client import RpcSession, describe, stream_method, unary_method
 from exporter.sources.oci import Index, Manifest, parse_manifest_or_index
 
@@ -30,6 +30,10 @@ _SNAPSHOTS = "/containerd.services.snapshots.v1.Snapshots/"
 
 # The containerd methods this process may call: every one of them reads.
 METHODS = frozenset({_IMAGES + "List", _CONTENT + "List", _CONTENT + "Read", _SNAPSHOTS + "Usage"})
+# Bytes of a blob asked for per Read call: each call is read whole before its
+# chunks are handed on, so a caller that paces itself never holds a stream open
+# past its deadline, and no more than this is held at once.
+BLOB_READ_RANGE = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,31 @@ class ContainerdLayerStore:
             present_blobs=self._present,
             snapshotter=self.options.snapshotter,
         )
+
+    def read_blob(self, digest: str, size: int) -> Iterator[bytes]:
+        """The bytes of one content blob (a compressed layer), in order, in chunks.
+
+        One ranged `Content.Read` per BLOB_READ_RANGE bytes. Raises
+        BlobUnavailableError (missing=True when the store does not hold it) and
+        RuntimeUnavailableError. A blob shorter than `size` just ends early (the
+        caller checks the content's digest).
+        """
+        offset = 0
+        while offset < size:
+            request = content_pb.ReadContentRequest(
+                digest=digest, offset=offset, size=min(BLOB_READ_RANGE, size - offset)
+            )
+            try:
+                chunks = [response.data for response in self.session.stream(self._content_read, request)]
+            except grpc.RpcError as exc:
+                missing = exc.code() == grpc.StatusCode.NOT_FOUND
+                raise BlobUnavailableError(f"reading blob {digest} failed: {describe(exc)}", missing) from None
+            received = sum(map(len, chunks))
+            if not received:
+                return
+            offset += received
+            yield from chunks
+            del chunks
 
     def forget_runtime_state(self) -> None:
         """Nothing to forget: every cache here is keyed by an immutable digest."""

@@ -1,5 +1,9 @@
 """The containerd layer store against an in-process fake gRPC server: snapshot usage, namespaces."""
 
+import pytest
+
+from exporter.errors import BlobUnavailableError
+from exporter.sources.containerd import BLOB_READ_RANGE, ContainerdLayerStore
 from tests.fake_grpc import source_for
 
 
@@ -18,4 +22,27 @@ def test_missing_snapshot_is_reported_once_and_the_rest_exported(fake):
     assert missing not in facts.layer_usage and len(facts.layer_usage) == 2
     runtime.snapshot()
     assert runtime.errors["snapshot_usage"] == 1
+    runtime.close()
+
+
+def test_a_blob_is_read_in_ranged_calls_and_its_chunks_are_the_blob(fake):
+    blob = bytes(range(256)) * 10_000  # 2.56 MB: three ranges
+    fake.blobs["sha256:" + "b" * 64] = blob
+    runtime = source_for(fake)
+    store = runtime.layer_store
+    assert isinstance(store, ContainerdLayerStore)
+    chunks = list(store.read_blob("sha256:" + "b" * 64, len(blob)))
+    assert b"".join(chunks) == blob
+    assert max(map(len, chunks)) <= BLOB_READ_RANGE
+    assert fake.calls["content/Read"] == 3
+    runtime.close()
+
+
+def test_a_missing_blob_says_it_is_missing(fake):
+    runtime = source_for(fake)
+    store = runtime.layer_store
+    assert isinstance(store, ContainerdLayerStore)
+    with pytest.raises(BlobUnavailableError) as raised:
+        list(store.read_blob("sha256:" + "c" * 64, 10))
+    assert raised.value.missing
     runtime.close()
