@@ -34,6 +34,8 @@ collect_writable_layers: false
 node_name: n1
 host_root: /host
 log_level: debug
+analysis_cpu: 0.5
+state_dir: /var/lib/lse
 metrics: {images_top_n: 0, pods: false, bases_top_n: 5, layers_top_n: 10}
 bases:
   - {name: debian, diff_ids: ["sha256:%s"]}
@@ -47,6 +49,7 @@ bases:
     assert config.metrics.images_top_n == 0 and not config.metrics.pods and config.metrics.layers_top_n == 10
     assert [b.name for b in config.bases] == ["debian", "alpine"]
     assert config.collect_writable_layers is False and config.host_root == "/host"
+    assert config.analysis_cpu == 0.5 and config.state_dir == "/var/lib/lse"
 
 
 @pytest.mark.parametrize(
@@ -59,6 +62,8 @@ bases:
         ({"runtime_endpoint": "tcp://x:1"}, "runtime_endpoint"),
         ({"listen_address": "9877"}, "listen_address"),
         ({"log_level": "loud"}, "log_level"),
+        ({"analysis_cpu": -0.1}, "analysis_cpu: expected a fraction of one core"),
+        ({"analysis_cpu": "lots"}, "analysis_cpu: expected float"),
         ({"metrics": {"images_top_n": -1}}, "metrics.images_top_n"),
         ({"metrics": {"imagez": 1}}, "unknown key 'imagez'"),
         ({"bases": [{"name": "x"}]}, "exactly one of diff_ids or image"),

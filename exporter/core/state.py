@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from exporter.core.accounting import NodeReport
 from exporter.core.facts import NodeFacts
+
+
+@dataclass(frozen=True, slots=True)
+class WasteReport:
+    """Where the layer analysis stands, and the wasted bytes it could compute.
+
+    `images` has a figure only for images whose every layer is analysed;
+    `node_wasted_bytes` is None until every layer of every image in `image_ids`
+    is (a partial figure would be a wrong one).
+    """
+
+    image_ids: frozenset[str] = frozenset()
+    images: Mapping[str, int] = field(default_factory=dict)
+    node_wasted_bytes: int | None = None
+    pending_layers: int = 0
+    unavailable_layers: int = 0
+    layers_read: int = 0
+    layers_loaded: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,3 +41,5 @@ class ExporterState:
     refreshes: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
+    # None when the layer analysis is off.
+    waste: WasteReport | None = None

@@ -9,7 +9,7 @@ module that provides it, and nothing else changes.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,6 +19,12 @@ from exporter.sources.grpc_client import RpcSession, read_only_channel
 
 # Every method this process may call on the runtime socket: each one reads.
 READ_ONLY_METHODS = cri.METHODS | containerd.METHODS
+
+
+class BlobReader(Protocol):
+    """A layer store that can hand out its compressed layer blobs (containerd's content store)."""
+
+    def read_blob(self, digest: str, size: int) -> Iterator[bytes]: ...
 
 
 class LayerStore(Protocol):
@@ -82,6 +88,11 @@ class RuntimeSource:
 
     def close(self) -> None:
         self._channel.close()
+
+    def blob_reader(self) -> BlobReader | None:
+        """The layer store's blobs, if it keeps them (the wasted-bytes analysis reads them)."""
+        store = self.layer_store
+        return store if hasattr(store, "read_blob") else None  # type: ignore[return-value]
 
     def snapshot(self) -> NodeFacts:
         """One consistent view of the node. Raises RuntimeUnavailableError."""
