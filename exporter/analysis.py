@@ -29,11 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.core.facts import ImageFacts, NodeFacts
-from exporter.core.state import WasteReport
-from exporter.core.wasted import ImageWaste, LayerContentError, LayerSummary, image_wasted, node_wasted
+from exporter.core.state import HiddenFileDetail, ImageWasteDetail, WasteReport
+from exporter.core.wasted import (
+    ImageWaste,
+    LayerContentError,
+    LayerSummary,
+    file_paths,
+    image_wasted,
+    largest_hidden,
+    node_wasted,
+)
 from exporter.errors import BlobUnavailableError, RuntimeUnavailableError
 from exporter.sources import layer_state
-from exporter.sources.layer_tar import summarize_layer
+from exporter.sources.layer_tar import layer_entries, summarize_layer
 from exporter.sources.node import BlobReader
 
 logger = logging.getLogger(__name__)
@@ -342,3 +350,50 @@ class LayerAnalyzer:
         if report != self._report:
             self._report = report
             self._publish(report)
+
+
+# -- one image, at once (`df --image`) -------------------------------------------
+
+
+def analyse_image(
+    reader: BlobReader, facts: NodeFacts, image: ImageFacts, limit: int | None = None
+) -> ImageWasteDetail:
+    """Read every layer of one image now (no budget: the user is waiting) and resolve hidden paths.
+
+    Summaries keep no paths, so the layers holding the `limit` largest hidden
+    files (all of them when None) are read a second time for their paths.
+    Raises RuntimeUnavailableError.
+    """
+    sources = layer_sources(facts)
+    summaries: list[LayerSummary] = []
+    unavailable: list[tuple[str, str]] = []
+    for diff_id in image.diff_ids:
+        source = sources.get(diff_id)
+        if source is None:
+            unavailable.append((diff_id, "no manifest on the node names its blob"))
+            continue
+        try:
+            summaries.append(summarize_layer(reader.read_blob(source.digest, source.size), diff_id))
+        except (LayerContentError, BlobUnavailableError) as exc:
+            unavailable.append((diff_id, str(exc)))
+    if unavailable:
+        return ImageWasteDetail(None, tuple(None for _ in image.diff_ids), (), 0, tuple(unavailable))
+    waste = image_wasted(summaries)
+    hidden = largest_hidden(summaries, limit if limit is not None else sum(s.file_count for s in summaries))
+    paths: dict[tuple[int, int], str] = {}
+    for layer in sorted({h.layer for h in hidden}):
+        source = sources[image.diff_ids[layer]]
+        assert source is not None
+        numbers = [h.file_number for h in hidden if h.layer == layer]
+        entries = layer_entries(reader.read_blob(source.digest, source.size), source.diff_id)
+        for number, path in file_paths(summaries[layer], entries, numbers).items():
+            paths[(layer, number)] = path
+    return ImageWasteDetail(
+        wasted_bytes=waste.wasted_bytes,
+        layer_wasted_bytes=waste.layer_wasted_bytes,
+        hidden_files=tuple(
+            HiddenFileDetail(paths[(h.layer, h.file_number)], h.size, h.layer, h.hidden_by) for h in hidden
+        ),
+        hidden_file_count=sum(mask.bit_count() for mask in waste.hidden),
+        unavailable=(),
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.analysis import AnalysisOptions, CpuBudget, LayerAnalyzer, layer_sources
+from exporter.analysis import AnalysisOptions, CpuBudget, LayerAnalyzer, analyse_image, layer_sources
 from exporter.core.facts import ImageFacts, LayerBlob, NodeFacts
 from exporter.core.state import WasteReport
 from exporter.errors import BlobUnavailableError
@@ -208,3 +208,26 @@ def test_the_cpu_budget_sleeps_until_the_thread_is_within_it(cpu_used, wall, sle
     clock["cpu"], clock["wall"] = cpu_used, wall
     budget.pace()
     assert waits == ([] if slept is None else [pytest.approx(slept)])
+
+
+def test_one_image_at_once_with_the_paths_of_its_hidden_files():
+    blobs = Blobs()
+    facts = node(blobs, {"clean": [BASE, CLEANUP, APP]})
+    detail = analyse_image(blobs, facts, facts.images[0])
+    assert (detail.wasted_bytes, detail.layer_wasted_bytes) == (5800, (5800, 0, 0))
+    assert [(h.path, h.size, h.layer, h.hidden_by) for h in detail.hidden_files] == [
+        ("var/cache/apt.bin", 5000, 0, 1),
+        ("usr/bin/tool", 700, 0, 2),
+        ("etc/motd", 100, 0, 1),
+    ]
+    assert detail.hidden_file_count == 3
+    assert [h.path for h in analyse_image(blobs, facts, facts.images[0], limit=1).hidden_files] == ["var/cache/apt.bin"]
+
+
+def test_one_image_with_a_gone_layer_has_no_figure():
+    blobs = Blobs()
+    facts = node(blobs, {"clean": [BASE, CLEANUP]})
+    del blobs.data[facts.layer_blobs[image_id("clean")][1].digest]
+    detail = analyse_image(blobs, facts, facts.images[0])
+    assert (detail.wasted_bytes, detail.layer_wasted_bytes, detail.hidden_files) == (None, (None, None), ())
+    assert [diff_id for diff_id, _ in detail.unavailable] == [facts.images[0].diff_ids[1]]

@@ -28,6 +28,30 @@ class WasteReport:
 
 
 @dataclass(frozen=True, slots=True)
+class HiddenFileDetail:
+    """A hidden file, with its path: the layers are indexes into the image's layers, bottom-up."""
+
+    path: str
+    size: int
+    layer: int
+    hidden_by: int
+
+
+@dataclass(frozen=True, slots=True)
+class ImageWasteDetail:
+    """One image's wasted bytes, per layer, and its hidden files largest first.
+
+    None figures: some layer could not be read (`unavailable` says which and why).
+    """
+
+    wasted_bytes: int | None
+    layer_wasted_bytes: tuple[int | None, ...]
+    hidden_files: tuple[HiddenFileDetail, ...]
+    hidden_file_count: int
+    unavailable: tuple[tuple[str, str], ...]  # (diff ID, reason)
+
+
+@dataclass(frozen=True, slots=True)
 class ExporterState:
     """One published refresh: the report, the facts it came from, and how the refresh went."""
 
