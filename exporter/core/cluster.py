@@ -72,6 +72,8 @@ class ImageRow:
     nodes: int
     size: int
     unique: int
+    # Files its layers store but it hides (the same on every node); None: no node could tell.
+    wasted: int | None = None
 
 
 @dataclass
@@ -126,6 +128,7 @@ class _ImageAcc:
     nodes: int = 0
     size: int = 0
     unique: int = 0
+    wasted: int | None = None
 
 
 def _node_row(node: NodeSamples) -> NodeRow:
@@ -178,6 +181,9 @@ def build_report(nodes: Sequence[NodeSamples], unreachable: Sequence[tuple[str, 
                 images[labels["image"]].size += value
             elif sample.name == "layer_sharing_image_unique_bytes":
                 images[labels["image"]].unique += value
+            elif sample.name == "layer_sharing_image_wasted_bytes":
+                image = images[labels["image"]]
+                image.wasted = max(image.wasted or 0, value)
     return ClusterReport(
         nodes=sorted((_node_row(n) for n in nodes), key=lambda n: (-n.physical, n.node)),
         bases=sorted(
@@ -201,7 +207,7 @@ def build_report(nodes: Sequence[NodeSamples], unreachable: Sequence[tuple[str, 
             key=lambda w: (-w.attributed, w.namespace, w.name),
         ),
         images=sorted(
-            (ImageRow(name, a.base, a.nodes, a.size, a.unique) for name, a in images.items()),
+            (ImageRow(name, a.base, a.nodes, a.size, a.unique, a.wasted) for name, a in images.items()),
             key=lambda i: (-i.size, i.image),
         ),
         unreachable=sorted(unreachable),

@@ -27,3 +27,23 @@ def test_bases_and_workloads_merge_across_nodes(cluster: ClusterReport):
     assert (web.kind, web.nodes, web.pods, web.on_catalog) == ("Deployment", 2, 4, True)
     solo = next(w for w in cluster.workloads if w.name == "solo")
     assert not solo.on_catalog and solo.bases and solo.bases[0].startswith("chain:")
+
+
+def test_image_wasted_bytes_come_from_whichever_node_analysed_the_image():
+    from exporter.core.cluster import NodeSamples, Sample, build_report
+
+    def wasted(image: str, value: int) -> Sample:
+        return Sample("layer_sharing_image_wasted_bytes", {"image": image, "image_id": "sha256:x"}, value)
+
+    def info(image: str) -> Sample:
+        return Sample("layer_sharing_image_info", {"image": image, "base": ""}, 1)
+
+    report = build_report(
+        [
+            NodeSamples("a", (info("app"), wasted("app", 700), info("tool"))),
+            NodeSamples("b", (info("app"),)),  # its analysis not done yet
+        ]
+    )
+    by_name = {i.image: i for i in report.images}
+    assert (by_name["app"].wasted, by_name["app"].nodes) == (700, 2)
+    assert by_name["tool"].wasted is None  # unknown, not 0

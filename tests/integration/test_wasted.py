@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.containerd import Containerd
+from tests.harness.kube_api import KubeApiStandIn, exporter_pod
 from tests.harness.pods import PodMaker
 from tests.harness.realistic import Compression, Entry, RealisticImage, realistic_images
 from tests.harness.registry import Registry
@@ -204,3 +205,31 @@ def test_discard_unpacked_layers_gives_unavailable_layers_and_no_figures(registr
         assert json.loads(data.stdout)["wasted_bytes"] is None
     finally:
         containerd.cleanup()
+
+
+def test_the_cluster_report_lists_images_by_wasted_bytes(pulled: PulledNode, registry: Registry, tmp_path: Path):
+    exporter = start_exporter(pulled.containerd.endpoint, tmp_path, "--refresh-interval", "1", "--analysis-cpu", "2")
+    api = KubeApiStandIn("wasted-node").start()
+    try:
+        analysed(exporter)
+        api.exporter_pods = [exporter_pod("monitoring", "lse-wasted", "wasted-node")]
+        api.proxied[("monitoring", "lse-wasted", 9877)] = exporter.base_url
+        kubeconfig = api.kubeconfig(tmp_path / "kubeconfig")
+        result = run_cli("report", "--kubeconfig", str(kubeconfig), "--output", "json")
+        assert result.returncode == 0, result.stderr
+        wasted = {image["image"]: image["wasted"] for image in json.loads(result.stdout)["images"]}
+        assert wasted == {
+            f"{registry.host}/realistic-{name}:{pulled.compression}": image.wasted_bytes
+            for name, image in pulled.images.items()
+        }
+        table = run_cli("report", "--kubeconfig", str(kubeconfig), "--view", "images", "--sort", "wasted")
+        assert table.returncode == 0 and "WASTED" in table.stdout
+        csv_out = run_cli(
+            "report", "--kubeconfig", str(kubeconfig), "--view", "images", "--sort", "wasted", "--output", "csv"
+        )
+        lines = csv_out.stdout.splitlines()
+        assert lines[0] == "image,base,nodes,size,unique,wasted"
+        assert [line.split(",")[-1] for line in lines[1:]] == ["133324989", "1620180"]
+    finally:
+        api.stop()
+        assert stop_exporter(exporter) == 0

@@ -9,13 +9,25 @@ from exporter.core.cluster import BaseRow, ClusterReport, ImageRow, NodeRow, Wor
 VIEWS = ("nodes", "bases", "workloads", "images")
 # Columns holding bytes (printed human-readable in tables and HTML, raw in JSON and CSV).
 BYTE_HEADERS = frozenset(
-    {"PHYSICAL", "LOGICAL", "SAVED", "SHARED", "UNIQUE", "RECLAIMABLE", "COMPRESSED", "BYTES", "ATTRIBUTED", "SIZE"}
+    {
+        "PHYSICAL",
+        "LOGICAL",
+        "SAVED",
+        "SHARED",
+        "UNIQUE",
+        "RECLAIMABLE",
+        "COMPRESSED",
+        "BYTES",
+        "ATTRIBUTED",
+        "SIZE",
+        "WASTED",
+    }
 )
 SORT_KEYS = {
     "nodes": ("physical", "logical", "saved", "reclaimable", "content", "images", "pods", "node"),
     "bases": ("bytes", "pods", "images", "nodes", "base"),
     "workloads": ("attributed", "pods", "nodes", "name"),
-    "images": ("size", "unique", "nodes", "image"),
+    "images": ("size", "unique", "wasted", "nodes", "image"),
 }
 
 
@@ -28,6 +40,8 @@ def rows(report: ClusterReport, view: str, sort: str = "", top: int = 0) -> tupl
 
     def order(item: object) -> object:
         value = getattr(item, key)
+        if value is None:  # unknown (wasted bytes not analysed): last
+            return 1
         return -value if numeric else value
 
     def cut(items: Sequence[object]) -> list[object]:
@@ -75,6 +89,6 @@ def rows(report: ClusterReport, view: str, sort: str = "", top: int = 0) -> tupl
             for w in cut(report.workloads)
             if isinstance(w, WorkloadRow)
         ]
-    return ["IMAGE", "BASE", "NODES", "SIZE", "UNIQUE"], [
-        [i.image, i.base, i.nodes, i.size, i.unique] for i in cut(report.images) if isinstance(i, ImageRow)
+    return ["IMAGE", "BASE", "NODES", "SIZE", "UNIQUE", "WASTED"], [
+        [i.image, i.base, i.nodes, i.size, i.unique, i.wasted] for i in cut(report.images) if isinstance(i, ImageRow)
     ]
