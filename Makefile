@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup setup-test demo test unit lint bench protos dashboards rules docs lock clean
+.PHONY: setup setup-test demo test unit lint bench bench-wasted protos dashboards rules docs lock clean
 
 setup:
 	@scripts/setup.sh
@@ -27,6 +27,9 @@ lint: setup-test
 
 bench: setup
 	$(PY) -m benchmarks.busy_node
+
+bench-wasted: setup-test  ## the wasted-bytes analysis on real Debian layers (needs mmdebstrap, zstd)
+	$(PY) -m benchmarks.wasted
 
 protos: setup
 	$(PY) scripts/gen_protos.py
