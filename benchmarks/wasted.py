@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +60,8 @@ def tar_listing_seconds(paths: list[Path], compression: Compression) -> float:
     """`tar -tv` over the blobs, as a shell user would list them."""
     started = time.perf_counter()
     for path in paths:
-        if compression == "gzip":
-            command = f"tar -tvzf {path} > /dev/null"
-        else:
-            command = f"zstd -dc {path} | tar -tv > /dev/null"
+        command = f"tar -tvzf {path}" if compression == "gzip" else f"zstd -dc {path} | tar -tv"
+        command += " > /dev/null"
         subprocess.run(["sh", "-c", command], check=True)
     return time.perf_counter() - started
 
@@ -96,11 +95,37 @@ def wait_figures(exporter: ServedExporter, started: float) -> float:
     raise SystemExit("bench: exporter exited")
 
 
+def scraped_while(exporter: ServedExporter, busy: Callable[[], object]) -> list[float]:
+    """Scrape latencies (every 20 ms) while `busy()` runs."""
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def scraper() -> None:
+        while not done.is_set():
+            latencies.append(scrape(exporter.base_url + "/metrics")[0])
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=scraper)
+    thread.start()
+    try:
+        busy()
+    finally:
+        done.set()
+        thread.join()
+    return latencies
+
+
 def measure_exporter(containerd: Containerd, workdir: Path) -> dict[str, Any]:
-    """The exporter as the DaemonSet runs it: analysis off, then at the default budget."""
+    """The exporter as the DaemonSet runs it: analysis off, then at the default budget.
+
+    The CPU the analysis used is the process's CPU minus what the same process
+    uses with the analysis off under the same scrapes (refreshes, HTTP).
+    """
     idle = start_exporter(containerd.endpoint, workdir, "--analysis-cpu", "0", "--log-level", "warning")
     try:
-        time.sleep(3)
+        cpu_before, wall_before = proc_cpu_seconds(idle.process.pid), time.perf_counter()
+        idle_latencies = scraped_while(idle, lambda: time.sleep(5))
+        baseline_cpu_rate = (proc_cpu_seconds(idle.process.pid) - cpu_before) / (time.perf_counter() - wall_before)
         idle_peak = proc_peak_rss_mib(idle.process.pid)
         idle_rss = proc_rss_mib(idle.process.pid)
     finally:
@@ -111,21 +136,11 @@ def measure_exporter(containerd: Containerd, workdir: Path) -> dict[str, Any]:
         pid = exporter.process.pid
         cpu_before = proc_cpu_seconds(pid)
         wall_before = time.perf_counter()
-        latencies: list[float] = []
-        done = threading.Event()
-
-        def scraper() -> None:
-            while not done.is_set():
-                latencies.append(scrape(exporter.base_url + "/metrics")[0])
-                time.sleep(0.02)
-
-        thread = threading.Thread(target=scraper)
-        thread.start()
-        seconds_to_figures = wait_figures(exporter, started)
-        done.set()
-        thread.join()
-        cpu_used = proc_cpu_seconds(pid) - cpu_before
+        figures: list[float] = []
+        latencies = scraped_while(exporter, lambda: figures.append(wait_figures(exporter, started)))
+        seconds_to_figures = figures[0]
         wall = time.perf_counter() - wall_before
+        cpu_used = proc_cpu_seconds(pid) - cpu_before - baseline_cpu_rate * wall
         peak = proc_peak_rss_mib(pid)
         time.sleep(2)
         rss_done = proc_rss_mib(pid)
@@ -134,11 +149,13 @@ def measure_exporter(containerd: Containerd, workdir: Path) -> dict[str, Any]:
     return {
         "seconds_to_figures": seconds_to_figures,
         "cpu_seconds": cpu_used,
+        "baseline_cpu_rate": baseline_cpu_rate,
         "cpu_fraction_used": cpu_used / wall,
         "cpu_budget": DEFAULT_CPU_FRACTION,
         "scrapes_during_analysis": len(latencies),
         "scrape_p50_ms": statistics.median(latencies) * 1000,
         "scrape_p99_ms": percentile(latencies, 0.99) * 1000,
+        "scrape_p99_ms_analysis_off": percentile(idle_latencies, 0.99) * 1000,
         "idle_peak_rss_mib": idle_peak,
         "idle_rss_mib": idle_rss,
         "peak_rss_mib": peak,
@@ -191,11 +208,12 @@ def report(results: dict[str, Any]) -> str:
         f"{z['tar_seconds']:.2f} s ({z['ratio_to_tar']:.2f}×) | ≤ 1.5× |",
         f"| exporter at the default budget: time to the figures | {ge['seconds_to_figures']:.1f} s | "
         f"{ze['seconds_to_figures']:.1f} s | |",
-        f"| CPU used meanwhile (budget {ge['cpu_budget']} core) | {ge['cpu_seconds']:.2f} s, "
+        f"| CPU the analysis used (budget {ge['cpu_budget']} core) | {ge['cpu_seconds']:.2f} s, "
         f"{ge['cpu_fraction_used']:.2f} core | {ze['cpu_seconds']:.2f} s, {ze['cpu_fraction_used']:.2f} core | "
         f"≤ budget |",
-        f"| scrape p50 / p99 while it runs | {ge['scrape_p50_ms']:.1f} / {ge['scrape_p99_ms']:.1f} ms | "
-        f"{ze['scrape_p50_ms']:.1f} / {ze['scrape_p99_ms']:.1f} ms | p99 ≤ 20 ms |",
+        f"| scrape p50 / p99 while it runs (p99 with the analysis off) | {ge['scrape_p50_ms']:.1f} / "
+        f"{ge['scrape_p99_ms']:.1f} ms ({ge['scrape_p99_ms_analysis_off']:.1f}) | {ze['scrape_p50_ms']:.1f} / "
+        f"{ze['scrape_p99_ms']:.1f} ms ({ze['scrape_p99_ms_analysis_off']:.1f}) | p99 ≤ 20 ms |",
         f"| peak RSS over the exporter with the analysis off | +{ge['peak_rss_over_idle_mib']:.1f} MiB "
         f"({ge['peak_rss_mib']:.1f} vs {ge['idle_peak_rss_mib']:.1f}) | +{ze['peak_rss_over_idle_mib']:.1f} MiB "
         f"({ze['peak_rss_mib']:.1f} vs {ze['idle_peak_rss_mib']:.1f}) | ≤ 15 MiB |",

@@ -9,9 +9,10 @@ content store (exporter.sources.layer_tar) into a compact summary
 alone. With a state directory the summaries survive restarts, so a restart
 reads no blob again.
 
-The thread keeps under a CPU budget (a fraction of one core) by sleeping
-against its own CPU time after every chunk it reads: a node with 50 GB of
-layers gets its figures slowly rather than losing a core for an hour.
+The analysis keeps the process under a CPU budget (a fraction of one core) by
+sleeping against the process's CPU time after every chunk it reads: a node
+with 50 GB of layers gets its figures slowly rather than losing a core for an
+hour.
 
 A layer whose blob is gone (containerd's `discard_unpacked_layers` removes
 blobs once unpacked) or cannot be read is unavailable, logged once; an image
@@ -60,13 +61,19 @@ class AnalysisOptions:
 
 
 class CpuBudget:
-    """Keeps a thread's CPU time under `fraction` of the wall time since `restart`, by sleeping."""
+    """Keeps CPU time under `fraction` of the wall time since `restart`, by sleeping.
+
+    The clock is the whole process's CPU time: the gRPC threads that receive the
+    blobs work for the analysis too, and while it runs the exporter as a whole
+    stays within the budget (refreshes and scrapes are never slowed, the
+    analysis waits for them).
+    """
 
     def __init__(
         self,
         fraction: float,
         wait: Callable[[float], object] = time.sleep,
-        cpu: Callable[[], float] = time.thread_time,
+        cpu: Callable[[], float] = time.process_time,
         wall: Callable[[], float] = time.monotonic,
     ) -> None:
         if fraction <= 0:
@@ -141,11 +148,14 @@ class LayerAnalyzer:
         options: AnalysisOptions,
         publish: Callable[[WasteReport], None] = lambda report: None,
         clock: Callable[[], float] = time.monotonic,
+        after_layer: Callable[[], None] = lambda: None,
     ) -> None:
         self._reader = reader
         self.options = options
         self._publish = publish
         self._clock = clock
+        # Called after each layer read: serve hands the freed buffers back to the OS there.
+        self._after_layer = after_layer
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._facts: NodeFacts | None = None
@@ -217,6 +227,7 @@ class LayerAnalyzer:
                 break
             assert source is not None  # _due() passes only layers with a blob
             self._read(source)
+            self._after_layer()
             pending = {later.diff_id for later in todo[index + 1 :] if later}
             self._update(facts, images, sources, pending)
         wanted = frozenset(sources)

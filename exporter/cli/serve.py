@@ -38,7 +38,7 @@ def _analyzer(config: Config, runtime: RuntimeSource) -> LayerAnalyzer | None:
         state_dir=Path(config.state_dir) if config.state_dir else None,
         retry_seconds=config.content_recheck_seconds,
     )
-    return LayerAnalyzer(reader, options)
+    return LayerAnalyzer(reader, options, after_layer=release_free_memory)
 
 
 def serve(config: Config) -> int:
@@ -89,6 +89,9 @@ def serve(config: Config) -> int:
     loop.start()
     http.start()
     if analyzer is not None:
+        # tarfile's header parsing is pure Python: hand the GIL over every 1 ms
+        # (not 5) so a scrape never waits long behind it.
+        sys.setswitchinterval(0.001)
         threading.Thread(target=analyzer.run, args=(stop,), name="analysis", daemon=True).start()
     logger.info(
         "layer-sharing-exporter %s serving on %s://%s:%d, runtime %s every %gs",

@@ -26,7 +26,7 @@ def test_missing_snapshot_is_reported_once_and_the_rest_exported(fake):
 
 
 def test_a_blob_is_read_in_ranged_calls_and_its_chunks_are_the_blob(fake):
-    blob = bytes(range(256)) * 10_000  # 2.56 MB: three ranges
+    blob = bytes(range(256)) * 10_000  # 2.56 MB: several ranges
     fake.blobs["sha256:" + "b" * 64] = blob
     runtime = source_for(fake)
     store = runtime.layer_store
@@ -34,7 +34,7 @@ def test_a_blob_is_read_in_ranged_calls_and_its_chunks_are_the_blob(fake):
     chunks = list(store.read_blob("sha256:" + "b" * 64, len(blob)))
     assert b"".join(chunks) == blob
     assert max(map(len, chunks)) <= BLOB_READ_RANGE
-    assert fake.calls["content/Read"] == 3
+    assert fake.calls["content/Read"] == -(-len(blob) // BLOB_READ_RANGE)  # one call per range
     runtime.close()
 
 
