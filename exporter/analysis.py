@@ -205,7 +205,8 @@ class LayerAnalyzer:
             except RuntimeUnavailableError as exc:
                 logger.info("layer analysis paused, the runtime is not answering: %s", exc)
             except Exception:  # the analysis must never end the exporter
-                logger.exception("layer analysis failed; retrying with the next refresh")
+                if not stop.is_set():  # at shutdown the channel closes under it: nothing to say
+                    logger.exception("layer analysis failed; retrying with the next refresh")
 
     # -- one pass --------------------------------------------------------------
 

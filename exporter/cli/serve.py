@@ -92,7 +92,8 @@ def serve(config: Config) -> int:
         # tarfile's header parsing is pure Python: hand the GIL over every 1 ms
         # (not 5) so a scrape never waits long behind it.
         sys.setswitchinterval(0.001)
-        threading.Thread(target=analyzer.run, args=(stop,), name="analysis", daemon=True).start()
+        analysis = threading.Thread(target=analyzer.run, args=(stop,), name="analysis", daemon=True)
+        analysis.start()
     logger.info(
         "layer-sharing-exporter %s serving on %s://%s:%d, runtime %s every %gs",
         __version__,
@@ -107,5 +108,7 @@ def serve(config: Config) -> int:
         analyzer.stop()
     server.shutdown()
     loop.join(timeout=config.rpc_timeout_seconds + 1)
+    if analyzer is not None:
+        analysis.join(timeout=config.rpc_timeout_seconds + 1)
     runtime.close()
     return EXIT_OK
