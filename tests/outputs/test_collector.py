@@ -182,7 +182,14 @@ def series_count(registry: CollectorRegistry) -> int:
 
 
 def test_series_budget_at_defaults_on_a_busy_node():
-    count = series_count(registry_for(up_state(busy_node_facts())))
+    facts = busy_node_facts()
+    # With the wasted-bytes analysis done: a figure for every image.
+    waste = WasteReport(
+        image_ids=frozenset(i.image_id for i in facts.images),
+        images={i.image_id: 1 for i in facts.images},
+        node_wasted_bytes=1,
+    )
+    count = series_count(registry_for(up_state(facts, waste=waste)))
     assert count <= 1000, count
     everything = series_count(registry_for(up_state(busy_node_facts()), MetricsOptions(images_top_n=0, bases_top_n=0)))
     assert everything > count  # the knobs matter
