@@ -11,8 +11,10 @@ propagate unchanged (they are not the layer's fault).
 from __future__ import annotations
 
 import hashlib
+import queue
 import re
 import tarfile
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Self, cast
@@ -195,6 +197,69 @@ def _prepend(first: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
     yield from chunks
 
 
+class _HashedBlocks:
+    """The decompressed blocks, made and hashed in a thread of their own.
+
+    Decompression and sha256 release the GIL, tar header parsing does not: with
+    the blocks made one step ahead, the two run side by side, like
+    `zstd -dc | tar -t`. At most _AHEAD blocks wait; an error of the producer
+    (the layer's or the chunk source's) is raised to the reader unchanged.
+    """
+
+    _AHEAD = 2
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=self._AHEAD)
+        self._stopped = threading.Event()
+        self._ended = False
+        self._sha256 = hashlib.sha256()
+        self._thread = threading.Thread(target=self._produce, args=(blocks,), name="layer-blocks", daemon=True)
+        self._thread.start()
+
+    def _produce(self, blocks: Iterator[bytes]) -> None:
+        try:
+            for block in blocks:
+                self._sha256.update(block)
+                if not self._put(block):
+                    return
+            self._put(None)
+        except BaseException as error:  # handed to the reader, whatever it is
+            self._put(error)
+
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._ended:
+            raise StopIteration
+        item = self._queue.get()
+        if item is None:
+            self._ended = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        return item
+
+    def hexdigest(self) -> str:
+        """The sha256 of every block; only complete once the blocks have ended."""
+        return self._sha256.hexdigest()
+
+    def close(self) -> None:
+        """Stop the producer (the reader gave up early) and let it end."""
+        self._stopped.set()
+        self._thread.join()
+
+
 class _LayerStream:
     """The uncompressed tar stream as a readable file, hashed as it is read.
 
@@ -204,12 +269,11 @@ class _LayerStream:
     cost twice the decompression itself.
     """
 
-    def __init__(self, blocks: Iterator[bytes]) -> None:
+    def __init__(self, blocks: _HashedBlocks) -> None:
         self._blocks = blocks
         self._buffer = b""
         self._offset = 0
         self._start = 0  # stream position of self._buffer[0]
-        self._sha256 = hashlib.sha256()
         self._empty_reads = 0
 
     def tell(self) -> int:
@@ -231,7 +295,6 @@ class _LayerStream:
         block = next(self._blocks, b"")
         if not block:
             return False
-        self._sha256.update(block)
         self._buffer, self._offset = block, 0
         return True
 
@@ -266,7 +329,7 @@ class _LayerStream:
         """Read to the end (padding after the archive is part of the diff ID); the digest."""
         while self._fill():
             pass
-        return "sha256:" + self._sha256.hexdigest()
+        return "sha256:" + self._blocks.hexdigest()
 
 
 class _CheckedTarInfo(tarfile.TarInfo):
@@ -353,9 +416,13 @@ def _checked_entries(
             blocks = _unzstd(source, first)
         else:
             blocks = _prepend(first, source)
-        stream = _LayerStream(blocks)
-        yield from _entries(stream, max_entries)
-        digest = stream.finish()
+        hashed = _HashedBlocks(blocks)
+        try:
+            stream = _LayerStream(hashed)
+            yield from _entries(stream, max_entries)
+            digest = stream.finish()
+        finally:
+            hashed.close()
     except _Outside as outside:
         raise outside.error from None
     except LayerContentError:
