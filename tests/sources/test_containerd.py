@@ -46,3 +46,16 @@ def test_a_missing_blob_says_it_is_missing(fake):
         list(store.read_blob("sha256:" + "c" * 64, 10))
     assert raised.value.missing
     runtime.close()
+
+
+def test_a_reader_that_stops_early_leaves_no_call_behind(fake):
+    blob = bytes(range(256)) * 10_000
+    fake.blobs["sha256:" + "d" * 64] = blob
+    runtime = source_for(fake)
+    store = runtime.layer_store
+    assert isinstance(store, ContainerdLayerStore)
+    chunks = store.read_blob("sha256:" + "d" * 64, len(blob))
+    assert next(chunks) == blob[:300_000]
+    chunks.close()  # the range fetched ahead is cancelled
+    assert fake.calls["content/Read"] <= 2
+    runtime.close()

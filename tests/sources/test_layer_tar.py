@@ -2,6 +2,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import random
 import tarfile
 import time
 import tracemalloc
@@ -279,3 +280,27 @@ def _flip(pair):
 def test_fuzz_only_content_errors_come_out(blob, chunk):
     with contextlib.suppress(LayerContentError):
         read(blob, diff_id(_VALID), chunk=chunk)
+
+
+def test_a_reader_that_stops_early_stops_the_block_thread():
+    """The blocks are made in a thread of their own: giving up on a layer must end it,
+    and must not read the rest of the blob."""
+    import threading
+
+    rng = random.Random(0)
+    # 4 MB that do not compress: the thread runs at most a few 256 KiB blocks ahead.
+    tar_bytes = make_tar([(f"f{i}", "file", rng.randbytes(10_000)) for i in range(400)])
+    blob = gzip.compress(tar_bytes)
+    pulled: list[int] = []
+
+    def source():
+        for chunk in chunked(blob, 4096):
+            pulled.append(len(chunk))
+            yield chunk
+
+    before = threading.active_count()
+    entries = layer_entries(source(), diff_id(tar_bytes))
+    assert next(entries).path == "f0"
+    entries.close()
+    assert threading.active_count() == before
+    assert sum(pulled) < len(blob) / 2
