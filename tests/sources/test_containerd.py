@@ -1,5 +1,7 @@
 """The containerd layer store against an in-process fake gRPC server: snapshot usage, namespaces."""
 
+from collections.abc import Generator
+
 import pytest
 
 from exporter.errors import BlobUnavailableError
@@ -56,6 +58,7 @@ def test_a_reader_that_stops_early_leaves_no_call_behind(fake):
     assert isinstance(store, ContainerdLayerStore)
     chunks = store.read_blob("sha256:" + "d" * 64, len(blob))
     assert next(chunks) == blob[:300_000]
+    assert isinstance(chunks, Generator)
     chunks.close()  # the range fetched ahead is cancelled
     assert fake.calls["content/Read"] <= 2
     runtime.close()

@@ -7,6 +7,7 @@ import tarfile
 import time
 import tracemalloc
 import zlib
+from collections.abc import Generator
 
 import pytest
 import zstandard
@@ -301,6 +302,7 @@ def test_a_reader_that_stops_early_stops_the_block_thread():
     before = threading.active_count()
     entries = layer_entries(source(), diff_id(tar_bytes))
     assert next(entries).path == "f0"
+    assert isinstance(entries, Generator)
     entries.close()
     assert threading.active_count() == before
     assert sum(pulled) < len(blob) / 2
