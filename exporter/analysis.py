@@ -161,7 +161,10 @@ class LayerAnalyzer:
         self._facts: NodeFacts | None = None
         # Sleeps end at once when the exporter stops.
         self._budget = CpuBudget(options.cpu_fraction, wait=lambda seconds: self._stop.wait(seconds))
-        self._summaries: dict[str, LayerSummary] = {}
+        # Summaries are kept encoded (exporter.sources.layer_state's format): one
+        # bytes object per layer instead of eleven arrays, about 5x smaller for the
+        # small layers most images end with; decoded only to compute new figures.
+        self._summaries: dict[str, bytes] = {}
         self._failures: dict[str, _Failure] = {}
         self._logged: set[str] = set()
         self._image_waste: dict[str, ImageWaste] = {}
@@ -256,7 +259,7 @@ class LayerAnalyzer:
         for diff_id in sources.keys() - self._summaries.keys():
             summary = layer_state.load(directory, diff_id)
             if summary is not None:
-                self._summaries[diff_id] = summary
+                self._summaries[diff_id] = layer_state.encode(diff_id, summary)
                 self.layers_loaded += 1
 
     def _due(self, diff_id: str, source: LayerSource | None, facts: NodeFacts) -> bool:
@@ -292,7 +295,7 @@ class LayerAnalyzer:
             self._unavailable(source.diff_id, source.digest, str(exc), retry_at)
             return False
         self._budget.pace()
-        self._summaries[source.diff_id] = summary
+        self._summaries[source.diff_id] = layer_state.encode(source.diff_id, summary)
         self._failures.pop(source.diff_id, None)
         self._logged.discard(source.diff_id)
         self.layers_read += 1
@@ -309,6 +312,9 @@ class LayerAnalyzer:
         except OSError as exc:
             self._state_dir_broken = True
             logger.warning("state directory %s not usable, summaries kept in memory only: %s", directory, exc)
+
+    def _summary(self, diff_id: str) -> LayerSummary:
+        return layer_state.decode(diff_id, self._summaries[diff_id])
 
     def _unavailable(self, diff_id: str, digest: str, reason: str, retry_at: float) -> None:
         self._failures[diff_id] = _Failure(digest, reason, retry_at)
@@ -330,7 +336,7 @@ class LayerAnalyzer:
         for image_id, image in images.items():
             waste = self._image_waste.get(image_id)
             if waste is None and all(diff_id in self._summaries for diff_id in image.diff_ids):
-                waste = image_wasted([self._summaries[diff_id] for diff_id in image.diff_ids])
+                waste = image_wasted([self._summary(diff_id) for diff_id in image.diff_ids])
                 self._image_waste[image_id] = waste
                 self._budget.pace()
             if waste is not None:
@@ -340,9 +346,12 @@ class LayerAnalyzer:
         node_bytes: int | None = None
         if len(figures) == len(images):
             if self._node is None or self._node[0] != image_ids:
+                # Each distinct layer decoded once, for this computation only.
+                distinct = {diff_id for image in images.values() for diff_id in image.diff_ids}
+                decoded = {diff_id: self._summary(diff_id) for diff_id in distinct}
                 layers = {
                     image_id: [
-                        (chain_id, self._summaries[diff_id])
+                        (chain_id, decoded[diff_id])
                         for chain_id, diff_id in zip(image.chain_ids, image.diff_ids, strict=True)
                     ]
                     for image_id, image in images.items()

@@ -231,3 +231,15 @@ def test_one_image_with_a_gone_layer_has_no_figure():
     detail = analyse_image(blobs, facts, facts.images[0])
     assert (detail.wasted_bytes, detail.layer_wasted_bytes, detail.hidden_files) == (None, (None, None), ())
     assert [diff_id for diff_id, _ in detail.unavailable] == [facts.images[0].diff_ids[1]]
+
+
+def test_summaries_are_kept_small():
+    """A node's images mostly end with small layers: each summary is kept as one bytes object."""
+    import sys
+
+    blobs = Blobs()
+    facts = node(blobs, {"app": [BASE, APP]})
+    analysis, _ = analyzer(blobs)
+    analysis.analyse(facts)
+    kept = analysis._summaries  # noqa: SLF001 - the memory is the point here
+    assert len(kept) == 2 and all(sys.getsizeof(encoded) < 320 for encoded in kept.values())
