@@ -48,6 +48,10 @@ from exporter.sources.node import BlobReader
 logger = logging.getLogger(__name__)
 
 DEFAULT_CPU_FRACTION = 0.25
+PROGRESS_SECONDS = 1.0
+# Hand memory back (after_layer) after a layer this big, and at the end of a pass:
+# small layers leave little behind, and trimming the heap costs a few ms each time.
+TRIM_AFTER_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +158,7 @@ class LayerAnalyzer:
         self.options = options
         self._publish = publish
         self._clock = clock
-        # Called after each layer read: serve hands the freed buffers back to the OS there.
+        # Called after big layers and after a pass: serve hands freed buffers back to the OS there.
         self._after_layer = after_layer
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -226,14 +230,18 @@ class LayerAnalyzer:
         self._update(facts, images, sources, pending={source.diff_id for source in todo if source})
         if todo:
             self._budget.restart()
+        progress_at = self._clock()
         for index, source in enumerate(todo):
             if self._stop.is_set():
                 break
             assert source is not None  # _due() passes only layers with a blob
             self._read(source)
-            self._after_layer()
-            pending = {later.diff_id for later in todo[index + 1 :] if later}
-            self._update(facts, images, sources, pending)
+            if source.size >= TRIM_AFTER_BYTES or index == len(todo) - 1:
+                self._after_layer()
+            # Progress (pending layers, images complete) at most once a second, and at the end.
+            if index == len(todo) - 1 or self._clock() - progress_at >= PROGRESS_SECONDS:
+                progress_at = self._clock()
+                self._update(facts, images, sources, {later.diff_id for later in todo[index + 1 :] if later})
         wanted = frozenset(sources)
         if self.options.state_dir is not None and not self._state_dir_broken and wanted != self._pruned_for:
             # Summaries of layers no image uses any more go (the directory holds only this node's layers).
