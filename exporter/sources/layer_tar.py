@@ -19,8 +19,6 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Self, cast
 
-import zstandard
-
 from exporter.core.wasted import EntryKind, LayerContentError, LayerSummary, TarEntry, summarize
 
 # Decompressed bytes per step: large enough that Python overhead is noise next to
@@ -183,6 +181,8 @@ def _gunzip(chunks: Iterator[bytes], first: bytes) -> Iterator[bytes]:
 
 
 def _unzstd(chunks: Iterator[bytes], first: bytes) -> Iterator[bytes]:
+    import zstandard  # most nodes have no zstd layer: its 0.3 MiB only when one comes
+
     framing = _ZstdFraming()
     source = cast("IO[bytes]", _ChunkReader(chunks, first, framing))
     reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=BLOCK_SIZE, read_across_frames=True)
