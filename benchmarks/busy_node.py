@@ -384,8 +384,11 @@ def main() -> int:
                     "bench-node",
                 ),
             )
+            # The first refresh may come before the watcher's first list; the next is an interval later.
             exporter.wait_for(
-                lambda: b'workload_kind="Deployment"' in scrape(exporter.base_url + "/metrics")[1], what="workloads"
+                lambda: b'workload_kind="Deployment"' in scrape(exporter.base_url + "/metrics")[1],
+                timeout=2 * SCRAPE_INTERVAL + 10,
+                what="workloads",
             )
             for clients in (1, 4):
                 scrape_latencies(exporter.base_url + "/metrics", clients, args.scrapes // clients)

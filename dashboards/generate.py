@@ -318,6 +318,49 @@ def node_dashboard() -> dashboard.Dashboard:
         24,
         8,
     )
+    board = add_row(board, lay, "Wasted bytes (files a later layer hides)")
+    board = add(
+        board,
+        lay,
+        bars_panel(
+            "Top images by wasted bytes",
+            "Bytes of files an image's layers store but a later layer of the same image deletes, "
+            "overwrites or hides under an opaque directory: `RUN rm` or `apt-get clean` in a step of its own. "
+            "The same on every node holding the image.",
+            f"topk(15, max by (image) (layer_sharing_image_wasted_bytes{{{SEL}}}))",
+            "{{image}}",
+        ),
+        12,
+        10,
+    )
+    board = add(
+        board,
+        lay,
+        stat_panel(
+            "Wasted on disk",
+            "Per node, file bytes of distinct layers that every image using the layer hides: stored, never seen. "
+            "Absent while the analysis runs or when a layer's blob is gone.",
+            f"sum(layer_sharing_wasted_bytes{{{SEL}}})",
+        ),
+        4,
+        10,
+    )
+    board = add(
+        board,
+        lay,
+        series_panel(
+            "Layer analysis",
+            "Layers not read yet (the analysis runs in the background under a CPU budget) and layers "
+            "whose blob is gone (discard_unpacked_layers) or unreadable: their images get no wasted figure.",
+            [
+                (f"sum(layer_sharing_analysis_pending_layers{{{SEL}}})", "pending"),
+                (f"sum(layer_sharing_analysis_unavailable_layers{{{SEL}}})", "unavailable"),
+            ],
+            "short",
+        ),
+        8,
+        10,
+    )
     board = add_row(board, lay, "Exporter")
     board = add(
         board,

@@ -51,6 +51,10 @@ class Config:
     # Workload attribution from the Kubernetes API (kubeconfig "" = in-cluster, else ~/.kube/config).
     kubernetes: bool = False
     kubeconfig: str = ""
+    # Wasted-bytes analysis: fraction of one core it may use (0 = off), and
+    # where its per-layer summaries survive restarts ("" = memory only).
+    analysis_cpu: float = 0.25
+    state_dir: str = ""
     metrics: MetricsOptions = field(default_factory=MetricsOptions)
     bases: tuple[BaseSpec, ...] = ()
 
@@ -73,6 +77,8 @@ _SCALAR_TYPES: dict[str, type] = {
     "web_config_file": str,
     "kubernetes": bool,
     "kubeconfig": str,
+    "analysis_cpu": float,
+    "state_dir": str,
 }
 _METRICS_TYPES: dict[str, type] = {
     "images_top_n": int,
@@ -214,6 +220,8 @@ def validate(config: Config) -> Config:
     ):
         if getattr(config, key) <= 0:
             raise ConfigError(f"{key}: must be > 0, got {getattr(config, key)}")
+    if not 0 <= config.analysis_cpu <= 64:
+        raise ConfigError(f"analysis_cpu: expected a fraction of one core, 0 (off) to 64, got {config.analysis_cpu}")
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}")
     for key in ("images_top_n", "bases_top_n", "layers_top_n"):

@@ -17,3 +17,15 @@ class RuntimeUnavailableError(Exception):
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names it."""
+
+
+class BlobUnavailableError(Exception):
+    """A content blob could not be read (gone from the store, or the read failed).
+
+    `missing` says the store does not hold it (containerd's NOT_FOUND), e.g.
+    layers garbage-collected after unpack with `discard_unpacked_layers`.
+    """
+
+    def __init__(self, message: str, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing

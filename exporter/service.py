@@ -19,7 +19,7 @@ from typing import Protocol
 from exporter.core.accounting import NodeReport, account
 from exporter.core.bases import BaseSpec
 from exporter.core.facts import NodeFacts, Workload
-from exporter.core.state import ExporterState
+from exporter.core.state import ExporterState, WasteReport
 from exporter.errors import RuntimeUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,12 @@ class FactSource(Protocol):
     def forget_runtime_state(self) -> None: ...
 
 
+class FactObserver(Protocol):
+    """Told of each refresh's facts (the layer analysis, exporter.analysis); must return at once."""
+
+    def observe(self, facts: NodeFacts) -> None: ...
+
+
 class Refresher:
     """Keeps `state` current by asking the runtime once per interval."""
 
@@ -56,6 +62,7 @@ class Refresher:
         after_refresh: Callable[[], None] = lambda: None,
         workloads: Callable[[], Mapping[tuple[str, str], Workload]] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        observer: FactObserver | None = None,
     ) -> None:
         self.source = source
         self.catalog = tuple(catalog)
@@ -64,10 +71,13 @@ class Refresher:
         self._after_refresh = after_refresh
         self._workloads = workloads
         self._state = ExporterState()
+        self._observer = observer
         self._lock = threading.Lock()
         self._monotonic = monotonic
         self._loop_heartbeat = monotonic()
         self._seen_progress = -1
+        # Publishing is also done by the analysis thread (publish_waste): one state at a time.
+        self._publish_lock = threading.Lock()
         self.refresh_failures: Counter[str] = Counter()
 
     @property
@@ -108,19 +118,31 @@ class Refresher:
             errors = dict(self.source.errors)
             for stage, count in self.refresh_failures.items():
                 errors[stage] = errors.get(stage, 0) + count
-            self._state = ExporterState(
-                generation=previous.generation + 1,
-                up=up,
-                report=report,
-                facts=facts,
-                last_error=error,
-                last_duration_seconds=duration,
-                last_success_timestamp=self._clock() if up else previous.last_success_timestamp,
-                refreshes=previous.refreshes + 1,
-                errors=errors,
-                calls=dict(self.source.calls),
-            )
+            with self._publish_lock:
+                self._state = self._next_state(
+                    up=up,
+                    report=report,
+                    facts=facts,
+                    last_error=error,
+                    last_duration_seconds=duration,
+                    last_success_timestamp=self._clock() if up else previous.last_success_timestamp,
+                    refreshes=previous.refreshes + 1,
+                    errors=errors,
+                    calls=dict(self.source.calls),
+                )
+            if facts is not None and self._observer is not None:
+                self._observer.observe(facts)
             return self._state
+
+    def _next_state(self, **values: object) -> ExporterState:
+        """The current state with `values` replaced, as a new generation (under _publish_lock)."""
+        current = self._state
+        return dataclasses.replace(current, generation=current.generation + 1, **values)  # type: ignore[arg-type]
+
+    def publish_waste(self, waste: WasteReport) -> None:
+        """Publish new wasted-bytes figures (from the analysis thread) without waiting for a refresh."""
+        with self._publish_lock:
+            self._state = self._next_state(waste=waste, calls=dict(self.source.calls))
 
     def _log_transition(self, up: bool, error: str) -> None:
         if up:

@@ -3,7 +3,7 @@
 
 The collector is run on a small node where every family appears (images, pods,
 workloads, a catalog base, one exported layer, an image filesystem with its
-capacity), and each family's name, type, labels and HELP text are written
+capacity, the layer analysis done), and each family's name, type, labels and HELP text are written
 between the markers below, so the reference cannot drift from the code.
 
     python -m scripts.gen_metrics_docs            # rewrite the section
@@ -23,7 +23,7 @@ from prometheus_client.metrics_core import Metric
 from exporter.core.accounting import account
 from exporter.core.bases import BaseSpec
 from exporter.core.facts import FilesystemFacts, Workload
-from exporter.core.state import ExporterState
+from exporter.core.state import ExporterState, WasteReport
 from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
 from scripts.generated import sync
 from tests.sample_facts import sample_facts
@@ -47,7 +47,9 @@ def representative_families() -> list[Metric]:
         workloads={(p.namespace, p.name): Workload("Deployment", p.name) for p in facts.pods},
     )
     report = account(facts, catalog=(BaseSpec("base", image="localhost/base:1"),))
-    state = ExporterState(generation=1, up=True, report=report, facts=facts, refreshes=1, calls={"/m": 1})
+    image_ids = frozenset(image.image_id for image in facts.images)
+    waste = WasteReport(image_ids=image_ids, images=dict.fromkeys(image_ids, 0), node_wasted_bytes=0)
+    state = ExporterState(generation=1, up=True, report=report, facts=facts, refreshes=1, calls={"/m": 1}, waste=waste)
     collector = LayerSharingCollector(lambda: state, MetricsOptions(layers_top_n=1))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)

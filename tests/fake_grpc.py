@@ -211,9 +211,15 @@ class FakeRuntime:
         if self.failing_reads:
             self.failing_reads -= 1
             context.abort(grpc.StatusCode.INTERNAL, "failed to read content: input/output error")
-        if request.digest not in self.blobs:
+        data = self.blobs.get(request.digest)
+        if data is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"content digest {request.digest}: not found")
-        return iter([content_pb.ReadContentResponse(offset=0, data=self.blobs[request.digest])])
+        end = len(data) if request.size <= 0 else min(len(data), request.offset + request.size)
+        # containerd answers in chunks of at most 1 MiB; smaller here, to see several.
+        return (
+            content_pb.ReadContentResponse(offset=at, data=data[at : min(at + 300_000, end)])
+            for at in range(request.offset, end, 300_000)
+        )
 
     def all_chain_ids(self) -> set[str]:
         return {c for diffs in self.images.values() for c in chain_ids(diffs)}

@@ -36,6 +36,8 @@ collect_writable_layers: false
 node_name: n1
 host_root: /host
 log_level: debug
+analysis_cpu: 0.5
+state_dir: /var/lib/lse
 metrics: {images_top_n: 0, pods: false, bases_top_n: 5, layers_top_n: 10}
 bases:
   - {name: debian, diff_ids: ["sha256:%s"]}
@@ -51,6 +53,7 @@ bases:
     assert config.collect_writable_layers is False and config.host_root == "/host"
     assert config.layer_store == "containers-storage"
     assert config.storage_root == "/host/var/lib/containers/storage"
+    assert config.analysis_cpu == 0.5 and config.state_dir == "/var/lib/lse"
 
 
 def test_catalog_versions_of_one_family():
@@ -78,6 +81,8 @@ def test_catalog_versions_of_one_family():
         ({"runtime_endpoint": "tcp://x:1"}, "runtime_endpoint"),
         ({"listen_address": "9877"}, "listen_address"),
         ({"log_level": "loud"}, "log_level"),
+        ({"analysis_cpu": -0.1}, "analysis_cpu: expected a fraction of one core"),
+        ({"analysis_cpu": "lots"}, "analysis_cpu: expected float"),
         ({"metrics": {"images_top_n": -1}}, "metrics.images_top_n"),
         ({"metrics": {"imagez": 1}}, "unknown key 'imagez'"),
         ({"bases": [{"name": "x"}]}, "exactly one of diff_ids or image"),

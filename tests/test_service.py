@@ -3,6 +3,7 @@ import logging
 import threading
 
 from exporter.core.facts import NodeFacts
+from exporter.core.state import WasteReport
 from exporter.service import Refresher
 from tests.fakes import FakeSource
 from tests.sample_facts import sample_facts
@@ -99,3 +100,21 @@ def test_liveness_ticks_during_a_long_first_refresh_and_fails_when_stuck():
         source.release.set()
         stop.set()
         thread.join(timeout=5)
+
+
+def test_the_observer_gets_each_refresh_and_waste_is_published_between_refreshes():
+    seen = []
+
+    class Observer:
+        def observe(self, facts):
+            seen.append(facts)
+
+    refresher = Refresher(FakeSource(sample_facts()), interval=30, observer=Observer())
+    first = refresher.refresh_once()
+    assert seen == [first.facts]
+    refresher.publish_waste(WasteReport(pending_layers=4))
+    published = refresher.state
+    assert published.generation == first.generation + 1 and published.report is first.report
+    assert published.waste == WasteReport(pending_layers=4)
+    after = refresher.refresh_once()  # a refresh keeps the latest figures
+    assert after.waste == WasteReport(pending_layers=4) and after.generation == published.generation + 1

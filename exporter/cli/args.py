@@ -74,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="TLS and basic auth for /metrics (Prometheus exporter-toolkit web config format)",
     )
 
+    serve.add_argument(
+        "--analysis-cpu",
+        type=float,
+        dest="analysis_cpu",
+        metavar="FRACTION",
+        help="fraction of one core the wasted-bytes analysis may use (default 0.25; 0 turns it off)",
+    )
+    serve.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="directory keeping per-layer analysis summaries across restarts (default: memory only)",
+    )
+
     df = sub.add_parser("df", parents=[common], help="print the node's layer sharing as a table")
     df.add_argument("--pods", action="store_true", help="show pods instead of images")
     df.add_argument("--image", metavar="REF", help="show one image's layers (tag, digest or ID)")
@@ -160,6 +173,8 @@ _FLAG_KEYS = (
     "web_config_file",
     "kubernetes",
     "kubeconfig",
+    "analysis_cpu",
+    "state_dir",
 )
 
 

@@ -5,41 +5,57 @@ from __future__ import annotations
 import argparse
 import sys
 
+from exporter.analysis import analyse_image
 from exporter.cli.args import EXIT_OK, EXIT_UNAVAILABLE
 from exporter.cli.runtime import runtime_source
 from exporter.config import Config
-from exporter.core.accounting import account
+from exporter.core.accounting import NodeReport, account
+from exporter.core.facts import NodeFacts
 from exporter.errors import RuntimeUnavailableError
 from exporter.formatting import human_bytes
 from exporter.outputs import df as df_mod
+from exporter.sources.node import RuntimeSource
+
+
+def _image(runtime: RuntimeSource, facts: NodeFacts, report: NodeReport, args: argparse.Namespace) -> int:
+    """One image's layers, with its wasted bytes read from the layer blobs now."""
+    image = report.image(args.image)
+    if image is None:
+        print(f"layer-sharing-exporter: no image {args.image!r} on this node", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    image_facts = next(f for f in facts.images if f.image_id == image.image_id)
+    reader = runtime.blob_reader()
+    waste = analyse_image(reader, facts, image_facts) if reader is not None else None
+    rows = df_mod.image_layers(report, facts, image, waste)
+    if args.output == "json":
+        print(df_mod.to_json(df_mod.image_dict(image, rows, waste)))
+        return EXIT_OK
+    wasted = ""
+    if waste is not None:
+        wasted = f", wasted {human_bytes(waste.wasted_bytes) if waste.wasted_bytes is not None else 'unknown'}"
+    print(
+        f"{image.name} ({image.image_id}): size {human_bytes(image.size)}, "
+        f"shared {human_bytes(image.shared)}, unique {human_bytes(image.unique)}{wasted}, "
+        f"base {image.base}{f':{image.base_version}' if image.base_version else ''} ({image.base_source})\n"
+    )
+    print(df_mod.image_layers_table(rows))
+    if waste is not None:
+        print("\n" + df_mod.image_waste_text(waste))
+    return EXIT_OK
 
 
 def df(config: Config, args: argparse.Namespace) -> int:
     runtime = runtime_source(config, keep_history=bool(args.image))
     try:
         facts = runtime.snapshot()
+        report = account(facts, config.bases)
+        if args.image:
+            return _image(runtime, facts, report, args)
     except RuntimeUnavailableError as exc:
         print(f"layer-sharing-exporter: runtime {config.runtime_endpoint} unreachable: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     finally:
         runtime.close()
-    report = account(facts, config.bases)
-    if args.image:
-        image = report.image(args.image)
-        if image is None:
-            print(f"layer-sharing-exporter: no image {args.image!r} on this node", file=sys.stderr)
-            return EXIT_UNAVAILABLE
-        rows = df_mod.image_layers(report, facts, image)
-        if args.output == "json":
-            print(df_mod.to_json({"image": image.name, "image_id": image.image_id, "layers": rows}))
-        else:
-            print(
-                f"{image.name} ({image.image_id}): size {human_bytes(image.size)}, "
-                f"shared {human_bytes(image.shared)}, unique {human_bytes(image.unique)}, "
-                f"base {image.base}{f':{image.base_version}' if image.base_version else ''} ({image.base_source})\n"
-            )
-            print(df_mod.image_layers_table(rows))
-        return EXIT_OK
     if args.output == "json":
         print(df_mod.to_json(df_mod.report_dict(report)))
     elif args.pods:

@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from exporter import __version__
 from exporter import config as config_mod
@@ -15,8 +16,29 @@ from exporter.cli.runtime import runtime_source
 from exporter.config import Config
 from exporter.errors import ConfigError
 from exporter.service import Refresher
+from exporter.sources.node import RuntimeSource
+
+if TYPE_CHECKING:
+    from exporter.analysis import LayerAnalyzer
 
 logger = logging.getLogger("exporter")
+
+
+def _analyzer(config: Config, runtime: RuntimeSource) -> LayerAnalyzer | None:
+    """The background wasted-bytes analysis, unless it is off or the layer store has no blobs to read."""
+    reader = runtime.blob_reader()
+    if config.analysis_cpu <= 0 or reader is None:
+        return None
+    from pathlib import Path
+
+    from exporter.analysis import AnalysisOptions, LayerAnalyzer
+
+    options = AnalysisOptions(
+        cpu_fraction=config.analysis_cpu,
+        state_dir=Path(config.state_dir) if config.state_dir else None,
+        retry_seconds=config.content_recheck_seconds,
+    )
+    return LayerAnalyzer(reader, options, after_layer=release_free_memory)
 
 
 def serve(config: Config) -> int:
@@ -38,9 +60,17 @@ def serve(config: Config) -> int:
         kube = PodWorkloads(config.node_name, config.kubeconfig)
         if kube.start():
             workloads = kube.workloads
+    analyzer = _analyzer(config, runtime)
     refresher = Refresher(
-        runtime, config.bases, config.refresh_interval_seconds, after_refresh=release_free_memory, workloads=workloads
+        runtime,
+        config.bases,
+        config.refresh_interval_seconds,
+        after_refresh=release_free_memory,
+        workloads=workloads,
+        observer=analyzer,
     )
+    if analyzer is not None:
+        analyzer.publish_to(refresher.publish_waste)
     try:
         server = MetricsServer(refresher, config.metrics, host, port, web)
     except OSError as exc:
@@ -58,6 +88,12 @@ def serve(config: Config) -> int:
     http = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     loop.start()
     http.start()
+    if analyzer is not None:
+        # tarfile's header parsing is pure Python: hand the GIL over every 1 ms
+        # (not 5) so a scrape never waits long behind it.
+        sys.setswitchinterval(0.001)
+        analysis = threading.Thread(target=analyzer.run, args=(stop,), name="analysis", daemon=True)
+        analysis.start()
     logger.info(
         "layer-sharing-exporter %s serving on %s://%s:%d, runtime %s every %gs",
         __version__,
@@ -68,7 +104,11 @@ def serve(config: Config) -> int:
         config.refresh_interval_seconds,
     )
     stop.wait()
+    if analyzer is not None:
+        analyzer.stop()
     server.shutdown()
     loop.join(timeout=config.rpc_timeout_seconds + 1)
+    if analyzer is not None:
+        analysis.join(timeout=config.rpc_timeout_seconds + 1)
     runtime.close()
     return EXIT_OK

@@ -91,6 +91,8 @@ class ImageRow:
     nodes: int
     size: int
     unique: int
+    # Files its layers store but it hides (the same on every node); None: no node could tell.
+    wasted: int | None = None
 
 
 @dataclass
@@ -180,6 +182,7 @@ class ClusterAggregates:
     image_nodes: Sequence[Aggregate] = ()  # by image, base: nodes holding the image
     image_size: Sequence[Aggregate] = ()  # by image
     image_unique: Sequence[Aggregate] = ()  # by image
+    image_wasted: Sequence[Aggregate] = ()  # by image: max over the nodes that analysed it
 
 
 def _scalar(samples: Iterable[Sample], name: str) -> int:
@@ -214,6 +217,7 @@ class _ImageAcc:
     nodes: int = 0
     size: int = 0
     unique: int = 0
+    wasted: int | None = None
 
 
 def _node_row(node: str, figures: Mapping[str, int]) -> NodeRow:
@@ -273,6 +277,9 @@ def build_report(nodes: Sequence[NodeSamples], unreachable: Sequence[tuple[str, 
                 images[labels["image"]].size += value
             elif sample.name == "layer_sharing_image_unique_bytes":
                 images[labels["image"]].unique += value
+            elif sample.name == "layer_sharing_image_wasted_bytes":
+                image = images[labels["image"]]
+                image.wasted = max(image.wasted or 0, value)
     node_rows = [_node_row(n.node, {f: _scalar(n.samples, name) for f, name in NODE_FIGURES.items()}) for n in nodes]
     return _assemble(
         node_rows,
@@ -294,7 +301,7 @@ def build_report(nodes: Sequence[NodeSamples], unreachable: Sequence[tuple[str, 
             )
             for (namespace, kind, name), a in workloads.items()
         ],
-        [ImageRow(name, a.base, a.nodes, a.size, a.unique) for name, a in images.items()],
+        [ImageRow(name, a.base, a.nodes, a.size, a.unique, a.wasted) for name, a in images.items()],
         unreachable,
     )
 
@@ -358,8 +365,17 @@ def build_report_from_aggregates(
         # The base most of the image's nodes name (they can disagree while catalogs roll out).
         image_base[name] = max(image_base.get(name, (-1, "")), (row.value, base))
     image_size, image_unique = keyed(aggregates.image_size, "image"), keyed(aggregates.image_unique, "image")
+    # The same on every node that analysed the image: the source takes the max, absent means unknown.
+    image_wasted = {row.labels.get("image", ""): row.value for row in aggregates.image_wasted}
     images = [
-        ImageRow(name, image_base.get(name, (0, ""))[1], image_nodes[name], image_size[(name,)], image_unique[(name,)])
+        ImageRow(
+            name,
+            image_base.get(name, (0, ""))[1],
+            image_nodes[name],
+            image_size[(name,)],
+            image_unique[(name,)],
+            image_wasted.get(name),
+        )
         for name in sorted({key[0] for key in image_size} | set(image_nodes))
     ]
     return _assemble(

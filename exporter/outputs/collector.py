@@ -15,9 +15,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.core.accounting import NodeReport
+from exporter.core.accounting import ImageReport, NodeReport
 from exporter.core.bases import SOURCE_NONE, UNSHARED
-from exporter.core.state import ExporterState
+from exporter.core.state import ExporterState, WasteReport
 
 # Error stages are exported at 0 from the start, so rate() works at once.
 ERROR_STAGES = (
@@ -105,7 +105,7 @@ class MetricsOptions:
     """Which optional series to export: the knobs of the cardinality budget."""
 
     # Per-image series for the N images with the most unique bytes (0 = all).
-    images_top_n: int = 50
+    images_top_n: int = 40
     # Per-pod series (5 per pod).
     pods: bool = True
     # Per-base series for the N bases with the most bytes (0 = all).
@@ -135,6 +135,8 @@ class LayerSharingCollector(Collector):
         if state.up and state.report is not None:
             yield from self._node(state.report)
             yield from self._images(state.report)
+            if state.waste is not None:
+                yield from self._waste(state.report, state.waste)
             if self._options.pods:
                 yield from self._pods(state.report)
             yield from self._bases(state.report)
@@ -239,8 +241,7 @@ class LayerSharingCollector(Collector):
             "Unix time the image was built (its config's created); absent when the config has none.",
             labels,
         )
-        top_n = self._options.images_top_n
-        for image in report.images[:top_n] if top_n else report.images:
+        for image in self._top_images(report):
             key = [image.image_id, image.name]
             size.add_metric(key, image.size)
             shared.add_metric(key, image.shared)
@@ -251,6 +252,44 @@ class LayerSharingCollector(Collector):
             if image.created is not None:
                 created.add_metric(key, image.created)
         yield from (size, shared, unique, compressed, containers, info, created)
+
+    def _top_images(self, report: NodeReport) -> tuple[ImageReport, ...]:
+        top_n = self._options.images_top_n
+        return report.images[:top_n] if top_n else report.images
+
+    def _waste(self, report: NodeReport, waste: WasteReport) -> Iterator[Metric]:
+        pending = _gauge(
+            "analysis_pending_layers", "Layers the wasted-bytes analysis has not read yet (it runs in the background)."
+        )
+        pending.add_metric([], waste.pending_layers)
+        unavailable = _gauge(
+            "analysis_unavailable_layers",
+            "Layers whose blob is gone from the content store (discard_unpacked_layers) or unreadable; "
+            "images using them get no wasted-bytes series.",
+        )
+        unavailable.add_metric([], waste.unavailable_layers)
+        yield from (pending, unavailable)
+        # The node figure only for the images it was computed over, and only when complete.
+        if waste.node_wasted_bytes is not None and waste.image_ids == {i.image_id for i in report.images}:
+            node = _gauge(
+                "wasted_bytes",
+                "Bytes of files, over the distinct layers on the node, that every image using their "
+                "layer hides (deleted or overwritten in a later layer): stored, never visible.",
+            )
+            node.add_metric([], waste.node_wasted_bytes)
+            yield node
+        labels = ["image_id", "image"]
+        images = _gauge(
+            "image_wasted_bytes",
+            "Bytes of files in the image's layers that a later layer of the image hides "
+            "(deleted, overwritten or under an opaque directory), as the layer tars record them.",
+            labels,
+        )
+        for image in self._top_images(report):
+            wasted = waste.images.get(image.image_id)
+            if wasted is not None:
+                images.add_metric([image.image_id, image.name], wasted)
+        yield images
 
     def _pods(self, report: NodeReport) -> Iterator[Metric]:
         # With workload attribution on, every pod series carries its workload.

@@ -14,6 +14,7 @@ from typing import Any
 
 from exporter.core.accounting import ImageReport, NodeReport
 from exporter.core.facts import NodeFacts, history_per_layer
+from exporter.core.state import ImageWasteDetail
 from exporter.formatting import human_bytes, one_line, short_digest, table
 
 
@@ -131,15 +132,19 @@ def duplicates_table(report: NodeReport) -> str:
     return table(("DIFF ID", "DUPLICATE", "CHAIN ID", "SIZE", "IMAGES"), rows)
 
 
-def image_layers(report: NodeReport, facts: NodeFacts, image: ImageReport) -> list[dict[str, Any]]:
-    """One image's layers bottom-up, with the history step and who shares each."""
+def image_layers(
+    report: NodeReport, facts: NodeFacts, image: ImageReport, waste: ImageWasteDetail | None = None
+) -> list[dict[str, Any]]:
+    """One image's layers bottom-up, with the history step, who shares each and its wasted bytes."""
     image_facts = next(f for f in facts.images if f.image_id == image.image_id)
     steps = history_per_layer(image_facts.diff_ids, image_facts.history)
     rows = []
-    for chain_id, step in zip(image.chain, steps, strict=True):
+    for index, (chain_id, step) in enumerate(zip(image.chain, steps, strict=True)):
         layer = report.layers[chain_id]
+        wasted = {"wasted_bytes": waste.layer_wasted_bytes[index]} if waste is not None else {}
         rows.append(
             {
+                **wasted,
                 "chain_id": chain_id,
                 "diff_id": layer.diff_id,
                 "size": layer.size,
@@ -152,13 +157,19 @@ def image_layers(report: NodeReport, facts: NodeFacts, image: ImageReport) -> li
     return rows
 
 
+def _wasted(value: int | None) -> str:
+    return "unknown" if value is None else human_bytes(value)
+
+
 def image_layers_table(rows: list[dict[str, Any]]) -> str:
+    with_waste = any("wasted_bytes" in r for r in rows)
     return table(
-        ("#", "SIZE", "CHAIN ID", "IMAGES", "PODS", "CREATED BY"),
+        ("#", "SIZE", *(("WASTED",) if with_waste else ()), "CHAIN ID", "IMAGES", "PODS", "CREATED BY"),
         [
             (
                 i,
                 human_bytes(r["size"]) if r["present"] else "missing",
+                *((_wasted(r.get("wasted_bytes")),) if with_waste else ()),
                 short_digest(r["chain_id"]),
                 r["images"],
                 r["pods"],
@@ -167,6 +178,35 @@ def image_layers_table(rows: list[dict[str, Any]]) -> str:
             for i, r in enumerate(rows)
         ],
     )
+
+
+HIDDEN_FILES_SHOWN = 10
+
+
+def image_waste_text(waste: ImageWasteDetail, shown: int = HIDDEN_FILES_SHOWN) -> str:
+    """The largest hidden files (or why the figure is unknown)."""
+    if waste.wasted_bytes is None:
+        return "Wasted bytes unknown: " + "; ".join(
+            f"layer {short_digest(diff_id)} unavailable ({reason})" for diff_id, reason in waste.unavailable
+        )
+    if not waste.hidden_files:
+        return "No file of this image is hidden by a later layer: nothing wasted."
+    rows = [(human_bytes(h.size), h.layer, h.hidden_by, h.path) for h in waste.hidden_files[:shown]]
+    text = f"Largest hidden files (stored in layer #, hidden by a later layer; {waste.hidden_file_count} in all):\n"
+    text += table(("SIZE", "IN LAYER", "HIDDEN BY", "PATH"), rows)
+    if waste.hidden_file_count > shown:
+        text += f"\n... and {waste.hidden_file_count - shown} more (--output json lists them all)"
+    return text
+
+
+def image_dict(image: ImageReport, rows: list[dict[str, Any]], waste: ImageWasteDetail | None) -> dict[str, Any]:
+    """`df --image --output json`: the layers and, when the blobs could be read, every hidden file."""
+    data: dict[str, Any] = {"image": image.name, "image_id": image.image_id, "layers": rows}
+    if waste is not None:
+        data["wasted_bytes"] = waste.wasted_bytes
+        data["hidden_files"] = [asdict(h) for h in waste.hidden_files]
+        data["unavailable_layers"] = [{"diff_id": d, "reason": r} for d, r in waste.unavailable]
+    return data
 
 
 def report_dict(report: NodeReport) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -18,8 +19,8 @@ from exporter._generated import containerd_content_v1_pb2 as content_pb
 from exporter._generated import containerd_images_v1_pb2 as images_pb
 from exporter._generated import containerd_snapshots_v1_pb2 as snapshots_pb
 from exporter.core.facts import DeclaredBase, ImageFacts, LayerBlob, LayerFacts, SnapshotUsage
-from exporter.errors import ParseError
-from exporter.sources.grpc_client import RpcSession, describe, stream_method, unary_method
+from exporter.errors import BlobUnavailableError, ParseError, RuntimeUnavailableError
+from exporter.sources.grpc_client import DOWN_CODES, RpcSession, describe, stream_method, unary_method
 from exporter.sources.oci import Index, Manifest, parse_manifest_or_index
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ DEFAULT_SNAPSHOTTER = "overlayfs"
 # A manifest read that failed is retried after this long, doubling up to the cap.
 MANIFEST_RETRY_SECONDS = 15.0
 MANIFEST_RETRY_MAX_SECONDS = 600.0
+# Bytes of a blob asked for per Read call: each call is read whole before its
+# chunks are handed on, so a caller that paces itself never holds a stream open
+# past its deadline, and no more than this is held at once.
+BLOB_READ_RANGE = 512 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +128,46 @@ class ContainerdLayerStore:
             self._usage_cache.clear()
             self._missing_reported.clear()
             self._remote.clear()
+
+    def read_blob(self, digest: str, size: int) -> Iterator[bytes]:
+        """The bytes of one content blob (a compressed layer), in order, in chunks.
+
+        One ranged `Content.Read` per BLOB_READ_RANGE bytes, the next one started
+        before this one's chunks are handed on, so the transfer overlaps the
+        caller's work. Raises BlobUnavailableError (missing=True when the store
+        does not hold it) and RuntimeUnavailableError. A blob shorter than
+        `size` just ends early (the caller checks the content's digest).
+        """
+        offset = 0
+        pending = self._start_range(digest, offset, size) if size > 0 else None
+        try:
+            while pending is not None:
+                chunks = self._finish_range(pending, digest, offset, size)
+                received = sum(map(len, chunks))
+                offset += received
+                pending = self._start_range(digest, offset, size) if received and offset < size else None
+                yield from chunks
+                del chunks
+        finally:
+            if pending is not None:
+                pending.cancel()
+
+    def _start_range(self, digest: str, offset: int, size: int) -> Any:
+        request = content_pb.ReadContentRequest(digest=digest, offset=offset, size=min(BLOB_READ_RANGE, size - offset))
+        return self.session.start_stream(self._content_read, request)
+
+    def _finish_range(self, call: Any, digest: str, offset: int, size: int, again: bool = True) -> list[bytes]:
+        try:
+            return [response.data for response in call]
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED and again:
+                # Started ahead and not read in time (a slow, throttled caller): ask once more.
+                return self._finish_range(self._start_range(digest, offset, size), digest, offset, size, again=False)
+            if code in DOWN_CODES:
+                raise RuntimeUnavailableError(describe(exc)) from None
+            missing = code == grpc.StatusCode.NOT_FOUND
+            raise BlobUnavailableError(f"reading blob {digest} failed: {describe(exc)}", missing) from None
 
     def forget_runtime_state(self) -> None:
         """Nothing to forget: every cache here is keyed by an immutable digest."""

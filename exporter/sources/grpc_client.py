@@ -163,6 +163,10 @@ class RpcSession:
                 raise RuntimeUnavailableError(describe(exc)) from None
             raise
 
+    def start_stream(self, method: Callable[..., Any], request: Any, native: bool = True) -> Any:
+        """Start a server-streaming call now; its replies arrive in the background until iterated."""
+        return method(request, timeout=self.rpc_timeout, metadata=self._metadata(native))
+
     def call_many(
         self,
         method: grpc.UnaryUnaryMultiCallable[Any, Any],

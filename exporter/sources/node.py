@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from exporter.core.facts import ImageFacts, LayerFacts, NodeFacts
+from exporter.errors import BlobUnavailableError
 from exporter.sources import containerd, containers_storage, cri
 from exporter.sources.grpc_client import RpcSession, read_only_channel
 
@@ -38,6 +39,12 @@ def choose_layer_store(setting: str, runtime_name: str) -> str:
     if setting != "auto":
         return setting
     return "containers-storage" if runtime_name == CRIO_RUNTIME_NAME else "containerd"
+
+
+class BlobReader(Protocol):
+    """A layer store that can hand out its compressed layer blobs (containerd's content store)."""
+
+    def read_blob(self, digest: str, size: int) -> Iterator[bytes]: ...
 
 
 class LayerStore(Protocol):
@@ -142,6 +149,23 @@ class RuntimeSource:
 
     def close(self) -> None:
         self._channel.close()
+
+    def blob_reader(self) -> BlobReader | None:
+        """The layer store's blobs, if it can keep them (the wasted-bytes analysis reads them).
+
+        With `auto` the store is only known after the first refresh, so this
+        source reads for it; a store that keeps no layer contents (CRI-O's
+        metadata) then answers every read as unavailable.
+        """
+        return None if self.options.layer_store == "containers-storage" else self
+
+    def read_blob(self, digest: str, size: int) -> Iterator[bytes]:
+        """One compressed layer blob, in chunks, from the layer store in use."""
+        store = self.layer_store
+        if not isinstance(store, containerd.ContainerdLayerStore):
+            kind = store.name if store is not None else "not known yet"
+            raise BlobUnavailableError(f"layer store {kind} keeps no layer blobs to read {digest} from")
+        return store.read_blob(digest, size)
 
     def snapshot(self) -> NodeFacts:
         """One consistent view of the node. Raises RuntimeUnavailableError."""

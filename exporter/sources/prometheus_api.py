@@ -29,6 +29,8 @@ IMAGE_RANKS = {
     "size": "layer_sharing_image_size_bytes",
     "unique": "layer_sharing_image_unique_bytes",
     "nodes": "layer_sharing_image_info",
+    # Ranked by the sum over nodes; the figure itself is the max (every node that analysed the image agrees).
+    "wasted": "layer_sharing_image_wasted_bytes",
 }
 QUERY_THREADS = 4
 
@@ -111,6 +113,7 @@ def image_queries(selector: str, images: Collection[str], image_rank: str = "siz
         "image_nodes": _counted("layer_sharing_image_info", narrowed, ("image", "base")),
         "image_size": _summed("layer_sharing_image_size_bytes", narrowed, ("image",)),
         "image_unique": _summed("layer_sharing_image_unique_bytes", narrowed, ("image",)),
+        "image_wasted": f"max by (image) ({_series('layer_sharing_image_wasted_bytes', narrowed, ('image',))})",
     }
     exprs.pop(RANKED_FIELD.get(image_rank, ""), None)
     return exprs
@@ -207,4 +210,5 @@ def fetch(
         image_nodes=answers.get("image_nodes", []),
         image_size=answers.get("image_size", []),
         image_unique=answers.get("image_unique", []),
+        image_wasted=answers.get("image_wasted", []),
     )

@@ -170,3 +170,23 @@ def test_aggregates_with_a_down_node_and_an_image_whose_base_differs():
     report = build_report_from_aggregates(aggregates)
     assert [(n.node, n.up, n.physical) for n in report.nodes] == [("a", True, 9), ("b", False, 0)]
     assert [(i.image, i.base, i.nodes, i.size, i.unique) for i in report.images] == [("app:1", "debian", 4, 40, 0)]
+
+
+def test_image_wasted_bytes_come_from_whichever_node_analysed_the_image():
+    from exporter.core.cluster import NodeSamples, Sample, build_report
+
+    def wasted(image: str, value: int) -> Sample:
+        return Sample("layer_sharing_image_wasted_bytes", {"image": image, "image_id": "sha256:x"}, value)
+
+    def info(image: str) -> Sample:
+        return Sample("layer_sharing_image_info", {"image": image, "base": ""}, 1)
+
+    report = build_report(
+        [
+            NodeSamples("a", (info("app"), wasted("app", 700), info("tool"))),
+            NodeSamples("b", (info("app"),)),  # its analysis not done yet
+        ]
+    )
+    by_name = {i.image: i for i in report.images}
+    assert (by_name["app"].wasted, by_name["app"].nodes) == (700, 2)
+    assert by_name["tool"].wasted is None  # unknown, not 0

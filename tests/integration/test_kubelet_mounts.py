@@ -199,7 +199,17 @@ def run_pod(node: KubeletNode, workdir: Path, pod: RenderedPod, *, mount_socket_
     # The ConfigMap volume, as the kubelet projects it.
     config_dir = Path(_under(container_root, pod.config_mount_path))
     config_dir.mkdir(parents=True, exist_ok=True)
-    (config_dir / "config.yaml").write_text(pod.config_yaml)
+    config_yaml = pod.config_yaml
+    # The emptyDir of the layer analysis's state, as the kubelet makes it: writable by the pod's user.
+    state = next(
+        (line.split(":", 1)[1].strip() for line in config_yaml.splitlines() if line.startswith("state_dir:")), ""
+    )
+    if state:
+        state_dir = Path(_under(container_root, state))
+        state_dir.mkdir(parents=True)
+        os.chown(state_dir, pod.run_as_user, pod.run_as_group)
+        config_yaml = config_yaml.replace(f"state_dir: {state}", f"state_dir: {state_dir}")
+    (config_dir / "config.yaml").write_text(config_yaml)
 
     port = free_port()
     args = []
@@ -292,6 +302,9 @@ def test_directory_mount_sees_a_restarted_containerd(node: KubeletNode, tmp_path
         exporter.wait_for(lambda: exporter.value("layer_sharing_physical_bytes") == want.physical, what="exact")
         assert exporter.value("layer_sharing_logical_bytes") == want.logical
         assert exporter.process.pid == pid and exporter.process.poll() is None
+        # The one thing it writes: the layer analysis's summaries, in the chart's emptyDir.
+        state_dir = Path(_under(run.container_root, "/var/lib/layer-sharing-exporter"))
+        exporter.wait_for(lambda: any(state_dir.iterdir()), what="layer summaries in the state emptyDir")
     finally:
         assert stop_exporter(exporter) == 0
         # The mounts lived in the exporter's mount namespace, gone with it.

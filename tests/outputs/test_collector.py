@@ -5,7 +5,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.core.accounting import account
 from exporter.core.facts import ContainerFacts, FilesystemFacts, ImageFacts, NodeFacts, PodFacts, SnapshotUsage
-from exporter.core.state import ExporterState
+from exporter.core.state import ExporterState, WasteReport
 from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
 from tests.fakes import digest
 from tests.sample_facts import APP_A, sample_facts
@@ -200,7 +200,14 @@ def series_count(registry: CollectorRegistry) -> int:
 
 
 def test_series_budget_at_defaults_on_a_busy_node():
-    count = series_count(registry_for(up_state(busy_node_facts())))
+    facts = busy_node_facts()
+    # With the wasted-bytes analysis done: a figure for every image.
+    waste = WasteReport(
+        image_ids=frozenset(i.image_id for i in facts.images),
+        images={i.image_id: 1 for i in facts.images},
+        node_wasted_bytes=1,
+    )
+    count = series_count(registry_for(up_state(facts, waste=waste)))
     assert count <= 1000, count
     everything = series_count(registry_for(up_state(busy_node_facts()), MetricsOptions(images_top_n=0, bases_top_n=0)))
     assert everything > count  # the knobs matter
@@ -277,3 +284,61 @@ def test_base_families_versions_drift_and_created():
         "layer_sharing_image_created_timestamp_seconds", {"image_id": APP_A.image_id, "image": "localhost/app-a:1"}
     )
     assert created == 1_700_000_002.5
+
+
+def waste_state(facts: NodeFacts, images: dict[str, int], node: int | None, **kw: int) -> ExporterState:
+    waste = WasteReport(
+        image_ids=frozenset(i.image_id for i in facts.images), images=images, node_wasted_bytes=node, **kw
+    )
+    return up_state(facts, waste=waste)
+
+
+def test_wasted_bytes_families_are_the_contract():
+    facts = sample_facts()
+    state = waste_state(facts, {i.image_id: 7 for i in facts.images}, 5)
+    found = samples(registry_for(state))
+    assert {name: sorted(next(iter(labels))) for name, labels in found.items() if name not in CONTRACT} == {
+        "layer_sharing_image_wasted_bytes": ["image", "image_id"],
+        "layer_sharing_wasted_bytes": [],
+        "layer_sharing_analysis_pending_layers": [],
+        "layer_sharing_analysis_unavailable_layers": [],
+    }
+
+
+def test_wasted_bytes_only_where_every_layer_was_analysed():
+    facts = sample_facts()
+    state = waste_state(facts, {APP_A.image_id: 1234}, None, pending_layers=2, unavailable_layers=1)
+    registry = registry_for(state)
+    labels = {"image_id": APP_A.image_id, "image": "localhost/app-a:1"}
+    assert registry.get_sample_value("layer_sharing_image_wasted_bytes", labels) == 1234
+    text = generate_latest(registry).decode()
+    assert text.count("layer_sharing_image_wasted_bytes{") == 1
+    assert "layer_sharing_wasted_bytes " not in text  # no partial node figure
+    assert registry.get_sample_value("layer_sharing_analysis_pending_layers") == 2
+    assert registry.get_sample_value("layer_sharing_analysis_unavailable_layers") == 1
+
+
+def test_the_node_wasted_figure_is_for_the_images_on_the_node_now():
+    facts = sample_facts()
+    complete = {i.image_id: 1 for i in facts.images}
+    assert registry_for(waste_state(facts, complete, 99)).get_sample_value("layer_sharing_wasted_bytes") == 99
+    older = up_state(facts, waste=WasteReport(image_ids=frozenset(complete) - {APP_A.image_id}, node_wasted_bytes=99))
+    assert registry_for(older).get_sample_value("layer_sharing_wasted_bytes") is None
+
+
+def test_image_wasted_series_follow_images_top_n():
+    facts = sample_facts()
+    state = waste_state(facts, {i.image_id: 1 for i in facts.images}, 0)
+    text = generate_latest(registry_for(state, MetricsOptions(images_top_n=2))).decode()
+    assert text.count("layer_sharing_image_wasted_bytes{") == 2
+    sizes = {
+        line.split("{")[1].split("}")[0]
+        for line in text.splitlines()
+        if line.startswith("layer_sharing_image_size_bytes{")
+    }
+    wasted = {
+        line.split("{")[1].split("}")[0]
+        for line in text.splitlines()
+        if line.startswith("layer_sharing_image_wasted_bytes{")
+    }
+    assert sizes == wasted

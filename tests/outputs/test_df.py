@@ -1,6 +1,7 @@
 import json
 
 from exporter.core.accounting import account
+from exporter.core.state import HiddenFileDetail, ImageWasteDetail
 from exporter.outputs import df
 from tests.sample_facts import APP_A, sample_facts
 
@@ -77,3 +78,32 @@ def test_bases_duplicates_and_created_in_the_tables():
         {"name": "debian", "versions": ["11", "12"], "bytes": 1550, "largest": 1300, "drift": 250}
     ]
     assert data["duplicates"][0]["bytes"] == 200 and len(data["duplicates"][0]["copies"]) == 2
+
+
+def test_image_layers_with_wasted_bytes_and_hidden_files():
+    facts = sample_facts()
+    report = account(facts)
+    image = report.image(APP_A.image_id)
+    assert image is not None
+    hidden = tuple(HiddenFileDetail(f"var/f{i}", 1000 - i, 0, 2) for i in range(12))
+    waste = ImageWasteDetail(11_934, (11_934, 0, 0), hidden, 12, ())
+    rows = df.image_layers(report, facts, image, waste)
+    assert [r["wasted_bytes"] for r in rows] == [11_934, 0, 0]
+    assert "WASTED" in df.image_layers_table(rows)
+    text = df.image_waste_text(waste)
+    assert "var/f0" in text and "var/f9" in text and "var/f10" not in text and "2 more" in text
+    data = json.loads(df.to_json(df.image_dict(image, rows, waste)))
+    assert data["wasted_bytes"] == 11_934 and len(data["hidden_files"]) == 12
+    assert data["hidden_files"][0] == {"path": "var/f0", "size": 1000, "layer": 0, "hidden_by": 2}
+
+
+def test_unknown_wasted_bytes_say_which_layer_and_why():
+    facts = sample_facts()
+    report = account(facts)
+    image = report.image(APP_A.image_id)
+    assert image is not None
+    waste = ImageWasteDetail(None, (None, None, None), (), 0, (("sha256:" + "a" * 64, "blob gone"),))
+    rows = df.image_layers(report, facts, image, waste)
+    assert "unknown" in df.image_layers_table(rows)
+    assert "blob gone" in df.image_waste_text(waste)
+    assert json.loads(df.to_json(df.image_dict(image, rows, waste)))["wasted_bytes"] is None

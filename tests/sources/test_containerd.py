@@ -3,10 +3,14 @@ namespaces, lazily pulled layers, manifest read retries."""
 
 import hashlib
 import json
+from collections.abc import Generator
+
+import pytest
 
 from exporter.core.accounting import account
 from exporter.core.facts import ImageFacts
-from exporter.sources.containerd import MANIFEST_RETRY_SECONDS, ContainerdLayerStore, ContainerdOptions
+from exporter.errors import BlobUnavailableError
+from exporter.sources.containerd import BLOB_READ_RANGE, MANIFEST_RETRY_SECONDS, ContainerdLayerStore, ContainerdOptions
 from exporter.sources.grpc_client import RpcSession, read_only_channel
 from exporter.sources.node import READ_ONLY_METHODS
 from tests.fake_grpc import source_for
@@ -134,3 +138,40 @@ def test_a_manifest_missing_from_the_content_store_is_found_once_it_is_back(fake
     now[0] += MANIFEST_RETRY_SECONDS
     assert [b.digest for b in store.read(images).layer_blobs[image_id]] == [_sha(layer)]
     channel.close()
+
+
+def test_a_blob_is_read_in_ranged_calls_and_its_chunks_are_the_blob(fake):
+    blob = bytes(range(256)) * 10_000  # 2.56 MB: several ranges
+    fake.blobs["sha256:" + "b" * 64] = blob
+    runtime = source_for(fake, layer_store="containerd")
+    store = runtime.layer_store
+    assert isinstance(store, ContainerdLayerStore)
+    chunks = list(store.read_blob("sha256:" + "b" * 64, len(blob)))
+    assert b"".join(chunks) == blob
+    assert max(map(len, chunks)) <= BLOB_READ_RANGE
+    assert fake.calls["content/Read"] == -(-len(blob) // BLOB_READ_RANGE)  # one call per range
+    runtime.close()
+
+
+def test_a_missing_blob_says_it_is_missing(fake):
+    runtime = source_for(fake, layer_store="containerd")
+    store = runtime.layer_store
+    assert isinstance(store, ContainerdLayerStore)
+    with pytest.raises(BlobUnavailableError) as raised:
+        list(store.read_blob("sha256:" + "c" * 64, 10))
+    assert raised.value.missing
+    runtime.close()
+
+
+def test_a_reader_that_stops_early_leaves_no_call_behind(fake):
+    blob = bytes(range(256)) * 10_000
+    fake.blobs["sha256:" + "d" * 64] = blob
+    runtime = source_for(fake, layer_store="containerd")
+    store = runtime.layer_store
+    assert isinstance(store, ContainerdLayerStore)
+    chunks = store.read_blob("sha256:" + "d" * 64, len(blob))
+    assert next(chunks) == blob[:300_000]
+    assert isinstance(chunks, Generator)
+    chunks.close()  # the range fetched ahead is cancelled
+    assert fake.calls["content/Read"] <= 2
+    runtime.close()

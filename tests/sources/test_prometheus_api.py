@@ -157,8 +157,8 @@ def test_images_ranked_by_the_sorted_column_and_capped():
     assert queries(images_cap=20, image_rank="nodes")["image_rank"].startswith("topk(20, count by (image) (")
     assert "layer_sharing_image_unique_bytes" in queries(image_rank="unique")["image_rank"]
     # The ranked figure is not asked twice; ranking by nodes counts images, not (image, base) pairs.
-    assert set(image_queries("", ["a"], "unique")) == {"image_nodes", "image_size"}
-    assert set(image_queries("", ["a"], "nodes")) == {"image_nodes", "image_size", "image_unique"}
+    assert set(image_queries("", ["a"], "unique")) == {"image_nodes", "image_size", "image_wasted"}
+    assert set(image_queries("", ["a"], "nodes")) == {"image_nodes", "image_size", "image_unique", "image_wasted"}
 
 
 def test_ranked_images_are_matched_exactly_whatever_their_characters():

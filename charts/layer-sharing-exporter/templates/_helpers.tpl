@@ -189,6 +189,10 @@ rpc_timeout_seconds: {{ .Values.config.rpcTimeoutSeconds }}
 collect_writable_layers: {{ .Values.config.collectWritableLayers }}
 writable_refresh_seconds: {{ .Values.config.writableRefreshSeconds }}
 log_level: {{ .Values.config.logLevel | quote }}
+analysis_cpu: {{ .Values.config.analysis.cpu }}
+{{- if .Values.config.analysis.stateDir }}
+state_dir: /var/lib/layer-sharing-exporter
+{{- end }}
 {{- if .Values.imageFilesystem.mountHostPath }}
 host_root: /host
 {{- end }}

@@ -28,7 +28,7 @@ def print_table(report: ClusterReport, view: str, sort: str = "", top: int = 0) 
     for row in data:
         table.add_row(
             *(
-                human_bytes(v) if h in BYTE_HEADERS and isinstance(v, int) else str(v)
+                human_bytes(v) if h in BYTE_HEADERS and isinstance(v, int) else "-" if v is None else str(v)
                 for h, v in zip(headers, row, strict=True)
             )
         )

@@ -23,6 +23,7 @@ BYTE_HEADERS = frozenset(
         "DRIFT",
         "ATTRIBUTED",
         "SIZE",
+        "WASTED",
     }
 )
 SORT_KEYS = {
@@ -40,7 +41,7 @@ SORT_KEYS = {
     ),
     "bases": ("bytes", "pods", "images", "nodes", "drift", "versions", "base"),
     "workloads": ("attributed", "pods", "nodes", "name"),
-    "images": ("size", "unique", "nodes", "image"),
+    "images": ("size", "unique", "wasted", "nodes", "image"),
 }
 
 
@@ -53,6 +54,8 @@ def rows(report: ClusterReport, view: str, sort: str = "", top: int = 0) -> tupl
 
     def order(item: object) -> object:
         value = getattr(item, key)
+        if value is None:  # unknown (wasted bytes not analysed): last
+            return 1
         return -value if numeric else value
 
     def cut(items: Sequence[object]) -> list[object]:
@@ -107,6 +110,6 @@ def rows(report: ClusterReport, view: str, sort: str = "", top: int = 0) -> tupl
             for w in cut(report.workloads)
             if isinstance(w, WorkloadRow)
         ]
-    return ["IMAGE", "BASE", "NODES", "SIZE", "UNIQUE"], [
-        [i.image, i.base, i.nodes, i.size, i.unique] for i in cut(report.images) if isinstance(i, ImageRow)
+    return ["IMAGE", "BASE", "NODES", "SIZE", "UNIQUE", "WASTED"], [
+        [i.image, i.base, i.nodes, i.size, i.unique, i.wasted] for i in cut(report.images) if isinstance(i, ImageRow)
     ]

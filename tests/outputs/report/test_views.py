@@ -22,3 +22,13 @@ def test_views_sort_and_cut(cluster: ClusterReport):
     assert [r[0] for r in by_name] == ["node-a", "node-b"]
     with pytest.raises(ValueError, match="cannot sort"):
         rows(cluster, "nodes", sort="colour")
+
+
+def test_images_by_wasted_bytes_unknown_last():
+    from exporter.core.cluster import ImageRow
+
+    report = ClusterReport(
+        images=[ImageRow("a", "", 1, 10, 5, None), ImageRow("b", "", 1, 10, 5, 70), ImageRow("c", "", 1, 10, 5, 900)]
+    )
+    headers, data = rows(report, "images", sort="wasted")
+    assert headers[-1] == "WASTED" and [row[0] for row in data] == ["c", "b", "a"]

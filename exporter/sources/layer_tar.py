@@ -1,0 +1,446 @@
+"""Layer blobs in: the entries of a layer tar, streamed from its compressed bytes.
+
+Only the tar headers matter, so file data is decompressed in bounded blocks,
+hashed and dropped: memory stays at a few MiB whatever the layer's size. The
+uncompressed stream's sha256 must equal the layer's diff ID, so a corrupt or
+truncated blob never yields a figure; every way the bytes can be wrong comes out
+as LayerContentError, while errors of the chunk source or of the throttle hook
+propagate unchanged (they are not the layer's fault).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import re
+import tarfile
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Self, cast
+
+from exporter.core.wasted import EntryKind, LayerContentError, LayerSummary, TarEntry, summarize
+
+# Decompressed bytes per step: large enough that Python overhead is noise next to
+# zlib/zstd, small enough to bound memory (a step holds about three blocks at once).
+BLOCK_SIZE = 256 << 10
+MAX_ENTRIES = 1_000_000
+MAX_PATH_BYTES = 4096
+# pax and GNU long-name headers are read whole by tarfile: bound them.
+MAX_META_HEADER_BYTES = 1 << 20
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_DIFF_ID = re.compile(r"sha256:[0-9a-f]{64}")
+_META_TYPES = frozenset(
+    {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
+)
+# Once the data has ended every read returns nothing: a reader that keeps asking
+# (a header claiming more data than there is) is stopped after a few.
+_READS_AFTER_END = 3
+
+
+class _Outside(BaseException):
+    """Carries an error of the chunk source or throttle hook past the content-error net."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _chunks_from(chunks: Iterable[bytes], on_chunk: Callable[[int], None] | None) -> Iterator[bytes]:
+    iterator = iter(chunks)
+    while True:
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        except Exception as error:
+            raise _Outside(error) from error
+        if chunk:
+            yield chunk
+        if on_chunk is not None:
+            try:
+                on_chunk(len(chunk))
+            except Exception as error:
+                raise _Outside(error) from error
+
+
+class _ZstdFraming:
+    """Follows zstd's frame and block headers (RFC 8878) over the compressed bytes.
+
+    zstandard's stream reader says nothing when the input stops inside a frame,
+    nor about bytes after the last frame, so the framing is walked here: one step
+    per block (up to 128 KiB), the block contents left to zstandard.
+    """
+
+    def __init__(self) -> None:
+        self._head = b""  # the header being collected
+        self._in_frame = False  # False: a frame header comes next; True: a block header
+        self._checksum = False
+        self._skip = 0  # bytes of block content, checksum or skippable frame still to pass
+        self._frames = 0
+
+    def _header_size(self) -> int:
+        if self._in_frame:
+            return 3
+        if len(self._head) < 5:
+            return 5
+        magic = int.from_bytes(self._head[:4], "little")
+        if magic & 0xFFFFFFF0 == 0x184D2A50:
+            return 8  # skippable frame: magic and a 4-byte length
+        descriptor = self._head[4]
+        content_size_bytes = (1 if descriptor & 0x20 else 0, 2, 4, 8)[descriptor >> 6]
+        window_bytes = 0 if descriptor & 0x20 else 1
+        return 5 + window_bytes + (0, 1, 2, 4)[descriptor & 3] + content_size_bytes
+
+    def _parse(self) -> None:
+        head, self._head = self._head, b""
+        if self._in_frame:
+            block = int.from_bytes(head, "little")
+            kind = (block >> 1) & 3
+            if kind == 3:
+                raise LayerContentError("corrupt zstd stream: reserved block type")
+            self._skip = 1 if kind == 1 else block >> 3  # RLE blocks carry one byte
+            if block & 1:  # the frame's last block
+                self._skip += 4 if self._checksum else 0
+                self._in_frame = False
+            return
+        magic = int.from_bytes(head[:4], "little")
+        if magic & 0xFFFFFFF0 == 0x184D2A50:
+            self._skip = int.from_bytes(head[4:8], "little")
+        elif magic == 0xFD2FB528 and not head[4] & 0x08:
+            self._checksum = bool(head[4] & 0x04)
+            self._in_frame = True
+            self._frames += 1
+        else:
+            raise LayerContentError("corrupt zstd stream: bytes after the last frame are not a frame")
+
+    def feed(self, data: bytes) -> None:
+        position = 0
+        while position < len(data):
+            if self._skip:
+                step = min(self._skip, len(data) - position)
+                self._skip -= step
+                position += step
+                continue
+            take = min(self._header_size() - len(self._head), len(data) - position)
+            self._head += data[position : position + take]
+            position += take
+            if len(self._head) == self._header_size():
+                self._parse()
+
+    def check_complete(self) -> None:
+        if self._in_frame or self._head or self._skip or not self._frames:
+            raise LayerContentError("zstd stream is truncated")
+
+
+class _ChunkReader:
+    """The compressed chunks as a readable file, for zstandard's stream reader."""
+
+    def __init__(self, chunks: Iterator[bytes], first: bytes, framing: _ZstdFraming) -> None:
+        self._chunks = chunks
+        self._pending = first
+        self._framing = framing
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._pending:
+            self._pending = next(self._chunks, b"")
+        if 0 <= size < len(self._pending):
+            out, self._pending = self._pending[:size], self._pending[size:]
+        else:
+            out, self._pending = self._pending, b""
+        self._framing.feed(out)
+        return out
+
+
+def _gunzip(chunks: Iterator[bytes], first: bytes) -> Iterator[bytes]:
+    member: zlib._Decompress | None = None  # None between gzip members
+    for chunk in _prepend(first, chunks):
+        data = chunk
+        while True:
+            if member is None:
+                member = zlib.decompressobj(wbits=31)  # gzip framing only
+            out = member.decompress(data, BLOCK_SIZE)
+            produced = len(out)
+            if out:
+                yield out
+                del out  # not kept alive while the next block is made
+            if member.eof:
+                # Concatenated members are one stream (RFC 1952); anything else after is an error.
+                data, member = member.unused_data, None
+                if not data:
+                    break
+            else:
+                data = member.unconsumed_tail
+                # A full block may leave output inside zlib even with no input left.
+                if not data and produced < BLOCK_SIZE:
+                    break
+    if member is not None:
+        raise LayerContentError("gzip stream is truncated")
+
+
+def _unzstd(chunks: Iterator[bytes], first: bytes) -> Iterator[bytes]:
+    import zstandard  # most nodes have no zstd layer: its 0.3 MiB only when one comes
+
+    framing = _ZstdFraming()
+    source = cast("IO[bytes]", _ChunkReader(chunks, first, framing))
+    reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=BLOCK_SIZE, read_across_frames=True)
+    while block := reader.read(BLOCK_SIZE):
+        yield block
+    framing.check_complete()
+
+
+def _prepend(first: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from chunks
+
+
+class _HashedBlocks:
+    """The decompressed blocks, made and hashed in a thread of their own.
+
+    Decompression and sha256 release the GIL, tar header parsing does not: with
+    the blocks made one step ahead, the two run side by side, like
+    `zstd -dc | tar -t`. At most _AHEAD blocks wait; an error of the producer
+    (the layer's or the chunk source's) is raised to the reader unchanged.
+    """
+
+    _AHEAD = 2
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=self._AHEAD)
+        self._stopped = threading.Event()
+        self._ended = False
+        self._sha256 = hashlib.sha256()
+        self._thread = threading.Thread(target=self._produce, args=(blocks,), name="layer-blocks", daemon=True)
+        self._thread.start()
+
+    def _produce(self, blocks: Iterator[bytes]) -> None:
+        try:
+            for block in blocks:
+                self._sha256.update(block)
+                if not self._put(block):
+                    return
+            self._put(None)
+        except BaseException as error:  # handed to the reader, whatever it is
+            self._put(error)
+
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        while not self._stopped.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._ended:
+            raise StopIteration
+        item = self._queue.get()
+        if item is None:
+            self._ended = True
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        return item
+
+    def hexdigest(self) -> str:
+        """The sha256 of every block; only complete once the blocks have ended."""
+        return self._sha256.hexdigest()
+
+    def close(self) -> None:
+        """Stop the producer (the reader gave up early) and let it end."""
+        self._stopped.set()
+        self._thread.join()
+
+
+class _LayerStream:
+    """The uncompressed tar stream as a readable file, hashed as it is read.
+
+    It also seeks forward: tarfile then passes over file data by moving an
+    offset through the decompressed blocks (every byte is still hashed), instead
+    of reading it through tarfile's stream buffer a few KiB at a time, which
+    cost twice the decompression itself.
+    """
+
+    def __init__(self, blocks: _HashedBlocks) -> None:
+        self._blocks = blocks
+        self._buffer = b""
+        self._offset = 0
+        self._start = 0  # stream position of self._buffer[0]
+        self._empty_reads = 0
+
+    def tell(self) -> int:
+        return self._start + self._offset
+
+    def seek(self, position: int, whence: int = 0) -> int:
+        """Move forward to `position` (or back within the current block)."""
+        if whence != 0 or position < self._start:
+            raise LayerContentError("the tar reader moved backwards in the layer")
+        while position > self._start + len(self._buffer):
+            if not self._fill():
+                raise LayerContentError("layer ends inside a file's data (truncated)")
+        self._offset = position - self._start
+        return position
+
+    def _fill(self) -> bool:
+        self._start += len(self._buffer)
+        self._buffer, self._offset = b"", 0  # drop the old block before making the next
+        block = next(self._blocks, b"")
+        if not block:
+            return False
+        self._buffer, self._offset = block, 0
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        parts: list[bytes] = []
+        wanted = size
+        while wanted:
+            available = len(self._buffer) - self._offset
+            if not available:
+                if not self._fill():
+                    break
+                continue
+            take = available if wanted < 0 else min(wanted, available)
+            parts.append(self._buffer[self._offset : self._offset + take])
+            self._offset += take
+            wanted -= take if wanted > 0 else 0
+        out = b"".join(parts)
+        if size and not out:
+            self._empty_reads += 1
+            if self._empty_reads > _READS_AFTER_END:
+                raise LayerContentError("layer ends inside a file's data (truncated)")
+        return out
+
+    def starts_with_zero_block(self) -> bool:
+        """Whether the stream is empty or begins with an end-of-archive block."""
+        start = self.tell()
+        head = self.read(tarfile.BLOCKSIZE)
+        self._buffer, self._offset, self._start = head + self._buffer[self._offset :], 0, start
+        return head.count(0) == len(head)
+
+    def finish(self) -> str:
+        """Read to the end (padding after the archive is part of the diff ID); the digest."""
+        while self._fill():
+            pass
+        return "sha256:" + self._blocks.hexdigest()
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    """tarfile's header parsing, with damaged headers and oversized metadata refused."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+        if 0 < len(buf) < tarfile.BLOCKSIZE:
+            raise LayerContentError("layer ends inside a tar header (truncated)")
+        if not buf or buf.count(0) == tarfile.BLOCKSIZE:
+            # tarfile's own end signals: a zero block ends the archive; no bytes at all
+            # means it has no end blocks, which is accepted (the diff ID vouches for it).
+            return super().frombuf(buf, encoding, errors)
+        try:
+            info = super().frombuf(buf, encoding, errors)
+        except tarfile.HeaderError as error:
+            raise LayerContentError(f"not a tar archive, or a damaged tar header: {error}") from error
+        if info.type in _META_TYPES and info.size > MAX_META_HEADER_BYTES:
+            raise LayerContentError(f"tar metadata header of {info.size} bytes (limit {MAX_META_HEADER_BYTES})")
+        return info
+
+
+def _kind(info: tarfile.TarInfo) -> EntryKind:
+    if info.isreg():
+        return "file"
+    if info.isdir():
+        return "dir"
+    if info.issym():
+        return "symlink"
+    if info.islnk():
+        return "hardlink"
+    return "other"
+
+
+def _entries(stream: _LayerStream, max_entries: int) -> Iterator[TarEntry]:
+    if stream.starts_with_zero_block():
+        return  # an empty layer: docker writes one as 1,024 zero bytes
+    # "r:" (not the stream mode "r|"): tarfile seeks over file data; the stream only goes forward.
+    with tarfile.open(fileobj=cast("IO[bytes]", stream), mode="r:", tarinfo=_CheckedTarInfo) as archive:
+        count = 0
+        while (info := archive.next()) is not None:
+            # tarfile keeps every member it read (not in typeshed); nothing here needs them.
+            archive.members.clear()  # type: ignore[attr-defined]
+            count += 1
+            if count > max_entries:
+                raise LayerContentError(f"layer has more than {max_entries} entries")
+            if len(info.name.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+                raise LayerContentError(f"layer entry path longer than {MAX_PATH_BYTES} bytes")
+            kind = _kind(info)
+            yield TarEntry(info.name, kind, info.size if kind == "file" else 0)
+
+
+def layer_entries(
+    chunks: Iterable[bytes],
+    diff_id: str,
+    *,
+    on_chunk: Callable[[int], None] | None = None,
+    max_entries: int = MAX_ENTRIES,
+) -> Iterator[TarEntry]:
+    """The entries of a layer blob (gzip, zstd or plain tar, told by its magic bytes).
+
+    `chunks` are the blob's bytes in order (containerd's content Read); `diff_id`
+    is the expected sha256 of the uncompressed tar. `on_chunk` is called after
+    each chunk with its length, for the caller to pace itself (sleep to keep CPU
+    under a budget). The entries are only vouched for once the iterator is
+    exhausted without LayerContentError: the digest is checked at the end.
+    """
+    if not _DIFF_ID.fullmatch(diff_id):
+        raise ValueError(f"not a sha256 diff ID: {diff_id!r}")
+    return _checked_entries(chunks, diff_id, on_chunk, max_entries)
+
+
+def _checked_entries(
+    chunks: Iterable[bytes], diff_id: str, on_chunk: Callable[[int], None] | None, max_entries: int
+) -> Iterator[TarEntry]:
+    try:
+        source = _chunks_from(chunks, on_chunk)
+        first = b""
+        while len(first) < len(_ZSTD_MAGIC) and (chunk := next(source, b"")):
+            first += chunk
+        if first.startswith(_GZIP_MAGIC):
+            blocks = _gunzip(source, first)
+        elif first.startswith(_ZSTD_MAGIC):
+            blocks = _unzstd(source, first)
+        else:
+            blocks = _prepend(first, source)
+        hashed = _HashedBlocks(blocks)
+        try:
+            stream = _LayerStream(hashed)
+            yield from _entries(stream, max_entries)
+            digest = stream.finish()
+        finally:
+            hashed.close()
+    except _Outside as outside:
+        raise outside.error from None
+    except LayerContentError:
+        raise
+    except Exception as error:
+        # Anything else raised while decoding untrusted bytes (zlib.error, ZstdError,
+        # tarfile.ReadError, EOFError, ...) is the layer's content being wrong.
+        raise LayerContentError(f"unreadable layer: {type(error).__name__}: {error}") from error
+    if digest != diff_id:
+        raise LayerContentError(f"layer content does not match its diff ID {diff_id} (got {digest})")
+
+
+def summarize_layer(
+    chunks: Iterable[bytes],
+    diff_id: str,
+    *,
+    on_chunk: Callable[[int], None] | None = None,
+    max_entries: int = MAX_ENTRIES,
+) -> LayerSummary:
+    """Read a layer blob and summarize it; LayerContentError if it is not the layer it claims."""
+    return summarize(layer_entries(chunks, diff_id, on_chunk=on_chunk, max_entries=max_entries))

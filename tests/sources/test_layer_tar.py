@@ -1,0 +1,308 @@
+import contextlib
+import gzip
+import hashlib
+import io
+import random
+import tarfile
+import time
+import tracemalloc
+import zlib
+from collections.abc import Generator
+
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exporter.core.wasted import LayerContentError, TarEntry
+from exporter.sources.layer_tar import layer_entries, summarize_layer
+
+
+def make_tar(members, tar_format=tarfile.PAX_FORMAT):
+    """members: (name, kind, data) with kind in file/dir/symlink/hardlink/fifo."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tar_format) as archive:
+        for name, kind, data in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+                continue
+            info.type = {
+                "dir": tarfile.DIRTYPE,
+                "symlink": tarfile.SYMTYPE,
+                "hardlink": tarfile.LNKTYPE,
+                "fifo": tarfile.FIFOTYPE,
+            }[kind]
+            info.linkname = "target" if kind in ("symlink", "hardlink") else ""
+            archive.addfile(info)
+    return out.getvalue()
+
+
+def diff_id(tar_bytes):
+    return "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
+
+
+def chunked(blob, size=7):
+    return [blob[i : i + size] for i in range(0, len(blob), size)]
+
+
+def read(blob, expected, chunk=4096, **options):
+    return list(layer_entries(chunked(blob, chunk), expected, **options))
+
+
+SAMPLE = [
+    ("./", "dir", b""),
+    ("./etc", "dir", b""),
+    ("./etc/passwd", "file", b"root:x:0:0\n"),
+    ("./bin/sh", "symlink", b""),
+    ("./bin/ln", "hardlink", b""),
+    ("./dev/fifo", "fifo", b""),
+    ("./etc/.wh.shadow", "file", b""),
+]
+SAMPLE_ENTRIES = [
+    TarEntry(".", "dir"),
+    TarEntry("./etc", "dir"),
+    TarEntry("./etc/passwd", "file", 11),
+    TarEntry("./bin/sh", "symlink"),
+    TarEntry("./bin/ln", "hardlink"),
+    TarEntry("./dev/fifo", "other"),
+    TarEntry("./etc/.wh.shadow", "file", 0),
+]
+
+
+def compressions():
+    return {
+        "plain": lambda data: data,
+        "gzip": gzip.compress,
+        "zstd": lambda data: zstandard.ZstdCompressor().compress(data),
+    }
+
+
+@pytest.mark.parametrize("compression", ["plain", "gzip", "zstd"])
+@pytest.mark.parametrize("chunk", [1, 3, 4096, 1 << 20])
+def test_reads_every_compression_in_any_chunking(compression, chunk):
+    tar_bytes = make_tar(SAMPLE)
+    blob = compressions()[compression](tar_bytes)
+    assert read(blob, diff_id(tar_bytes), chunk=chunk) == SAMPLE_ENTRIES
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_concatenated_members_and_frames_are_one_stream(compression):
+    tar_bytes = make_tar(SAMPLE)
+    compress = compressions()[compression]
+    blob = compress(tar_bytes[:1000]) + compress(tar_bytes[1000:])
+    assert read(blob, diff_id(tar_bytes)) == SAMPLE_ENTRIES
+
+
+def test_summarize_layer():
+    tar_bytes = make_tar(SAMPLE)
+    summary = summarize_layer([gzip.compress(tar_bytes)], diff_id(tar_bytes))
+    assert (summary.file_count, summary.total_file_bytes) == (1, 11)
+
+
+def test_empty_layer_of_zero_blocks_and_of_nothing():
+    assert read(b"\0" * 1024, diff_id(b"\0" * 1024)) == []
+    assert read(gzip.compress(b"\0" * 1024), diff_id(b"\0" * 1024)) == []
+    assert read(b"", diff_id(b"")) == []
+
+
+def test_long_names_via_pax_and_gnu():
+    name = "deep/" * 60 + "file.txt"
+    for tar_format in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
+        tar_bytes = make_tar([(name, "file", b"x" * 5)], tar_format)
+        assert read(tar_bytes, diff_id(tar_bytes)) == [TarEntry(name, "file", 5)]
+
+
+def test_diff_id_mismatch():
+    tar_bytes = make_tar(SAMPLE)
+    other = diff_id(tar_bytes + b"\0")
+    with pytest.raises(LayerContentError, match="diff ID"):
+        read(gzip.compress(tar_bytes), other)
+
+
+def test_malformed_expected_diff_id_is_the_callers_error():
+    with pytest.raises(ValueError) as raised:
+        layer_entries([b""], "sha512:00")
+    assert not isinstance(raised.value, LayerContentError)
+
+
+@pytest.mark.parametrize("compression", ["plain", "gzip", "zstd"])
+def test_truncated_blob(compression):
+    big = [("a", "file", bytes(range(256)) * 200), ("b", "file", b"y" * 3000)]
+    tar_bytes = make_tar(big)
+    blob = compressions()[compression](tar_bytes)
+    for cut in {len(blob) // 3, len(blob) // 2, len(blob) - 1, min(600, len(blob) - 1), 100}:
+        with pytest.raises(LayerContentError):
+            read(blob[:cut], diff_id(tar_bytes))
+
+
+def test_corrupt_gzip_and_zstd_and_not_a_tar():
+    tar_bytes = make_tar(SAMPLE)
+    gz = bytearray(gzip.compress(tar_bytes))
+    gz[len(gz) // 2] ^= 0xFF
+    zs = bytearray(zstandard.ZstdCompressor().compress(tar_bytes))
+    zs[len(zs) // 2] ^= 0xFF
+    for blob in (bytes(gz), bytes(zs), b"hello, not a tar" * 100, gzip.compress(b"not a tar" * 100)):
+        with pytest.raises(LayerContentError):
+            read(blob, diff_id(tar_bytes))
+    with pytest.raises(LayerContentError):
+        read(gzip.compress(tar_bytes) + b"trailing", diff_id(tar_bytes))
+
+
+def test_too_many_entries():
+    tar_bytes = make_tar([(f"f{n}", "file", b"") for n in range(20)])
+    assert len(read(tar_bytes, diff_id(tar_bytes), max_entries=20)) == 20
+    with pytest.raises(LayerContentError, match="more than 19"):
+        read(tar_bytes, diff_id(tar_bytes), max_entries=19)
+
+
+def test_path_too_long():
+    tar_bytes = make_tar([("x" * 5000, "file", b"")])
+    with pytest.raises(LayerContentError, match="longer than"):
+        read(tar_bytes, diff_id(tar_bytes))
+
+
+def test_escaping_paths_are_refused_by_the_summary_and_absolute_ones_made_relative():
+    tar_bytes = make_tar([("../outside", "file", b"x")])
+    with pytest.raises(LayerContentError, match="escapes"):
+        summarize_layer([tar_bytes], diff_id(tar_bytes))
+    tar_bytes = make_tar([("/etc/a", "file", b"x"), ("etc/a", "file", b"yy")])
+    assert summarize_layer([tar_bytes], diff_id(tar_bytes)).total_file_bytes == 2
+
+
+def test_huge_declared_size_then_truncation_fails_fast():
+    # A pax header may claim any size: 2**60 bytes of data that never come.
+    info = tarfile.TarInfo("huge")
+    info.size = 2**60
+    header = info.tobuf(format=tarfile.PAX_FORMAT)
+    blob = header + b"\0" * 5000
+    started = time.monotonic()
+    with pytest.raises(LayerContentError, match="truncated"):
+        read(blob, diff_id(blob))
+    assert time.monotonic() - started < 2
+
+
+def test_oversized_pax_header_is_refused_before_it_is_read():
+    info = tarfile.TarInfo("x")
+    info.type = tarfile.XHDTYPE
+    info.size = 1 << 30
+    blob = info.tobuf(format=tarfile.USTAR_FORMAT)
+    with pytest.raises(LayerContentError, match="metadata header"):
+        read(blob, diff_id(blob))
+
+
+def _big_layer_gzip(data_size):
+    """A gzip layer holding one file of zeros, built without holding it uncompressed."""
+    info = tarfile.TarInfo("zeros")
+    info.size = data_size
+    digest, compressor, parts = hashlib.sha256(), zlib.compressobj(wbits=31), []
+
+    def add(data):
+        digest.update(data)
+        parts.append(compressor.compress(data))
+
+    add(info.tobuf(format=tarfile.PAX_FORMAT))
+    zeros = bytes(1 << 20)
+    for offset in range(0, data_size, len(zeros)):
+        add(zeros[: min(len(zeros), data_size - offset)])
+    add(b"\0" * (-data_size % 512) + b"\0" * 1024)
+    parts.append(compressor.flush())
+    return b"".join(parts), "sha256:" + digest.hexdigest()
+
+
+def test_large_entry_streams_with_bounded_memory():
+    blob, expected = _big_layer_gzip(50 * 1024 * 1024)
+    chunks = chunked(blob, 64 * 1024)
+    tracemalloc.start()
+    try:
+        entries = list(layer_entries(chunks, expected))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert entries == [TarEntry("zeros", "file", 50 * 1024 * 1024)]
+    assert peak < 4 * 1024 * 1024
+
+
+def test_throttle_hook_sees_every_chunk():
+    tar_bytes = make_tar(SAMPLE)
+    blob = gzip.compress(tar_bytes)
+    seen: list[int] = []
+    read(blob, diff_id(tar_bytes), chunk=100, on_chunk=seen.append)
+    assert sum(seen) == len(blob)
+    assert max(seen) <= 100
+
+
+def test_errors_of_the_source_and_of_the_hook_pass_unchanged():
+    tar_bytes = make_tar(SAMPLE)
+
+    def failing_source():
+        yield tar_bytes[:10]
+        raise ConnectionError("containerd went away")
+
+    with pytest.raises(ConnectionError):
+        list(layer_entries(failing_source(), diff_id(tar_bytes)))
+
+    def stop(_):
+        raise InterruptedError("budget")
+
+    for blob in (tar_bytes, gzip.compress(tar_bytes), zstandard.ZstdCompressor().compress(tar_bytes)):
+        with pytest.raises(InterruptedError):
+            list(layer_entries([blob], diff_id(tar_bytes), on_chunk=stop))
+
+
+_VALID = make_tar(SAMPLE + [("./usr/lib/x", "file", b"z" * 700)])
+_VALID_BLOBS = [_VALID, gzip.compress(_VALID), zstandard.ZstdCompressor().compress(_VALID)]
+
+
+def _mutations():
+    random_bytes = st.binary(max_size=3000)
+    prefixed = st.tuples(st.sampled_from([b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b""]), random_bytes).map(
+        lambda pair: pair[0] + pair[1]
+    )
+    truncated = st.tuples(st.sampled_from(_VALID_BLOBS), st.integers(0, 5000)).map(lambda pair: pair[0][: pair[1]])
+    flipped = st.tuples(
+        st.sampled_from(_VALID_BLOBS),
+        st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=4),
+    ).map(_flip)
+    return st.one_of(random_bytes, prefixed, truncated, flipped)
+
+
+def _flip(pair):
+    blob, flips = pair
+    data = bytearray(blob)
+    for position, mask in flips:
+        data[position % len(data)] ^= mask
+    return bytes(data)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutations(), st.sampled_from([1, 5, 512, 4096]))
+def test_fuzz_only_content_errors_come_out(blob, chunk):
+    with contextlib.suppress(LayerContentError):
+        read(blob, diff_id(_VALID), chunk=chunk)
+
+
+def test_a_reader_that_stops_early_stops_the_block_thread():
+    """The blocks are made in a thread of their own: giving up on a layer must end it,
+    and must not read the rest of the blob."""
+    import threading
+
+    rng = random.Random(0)
+    # 4 MB that do not compress: the thread runs at most a few 256 KiB blocks ahead.
+    tar_bytes = make_tar([(f"f{i}", "file", rng.randbytes(10_000)) for i in range(400)])
+    blob = gzip.compress(tar_bytes)
+    pulled: list[int] = []
+
+    def source():
+        for chunk in chunked(blob, 4096):
+            pulled.append(len(chunk))
+            yield chunk
+
+    before = threading.active_count()
+    entries = layer_entries(source(), diff_id(tar_bytes))
+    assert next(entries).path == "f0"
+    assert isinstance(entries, Generator)
+    entries.close()
+    assert threading.active_count() == before
+    assert sum(pulled) < len(blob) / 2
