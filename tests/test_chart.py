@@ -300,7 +300,11 @@ def test_pod_is_hardened(chart, values_file):
         assert sc["allowPrivilegeEscalation"] is False and sc["privileged"] is False
         assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"] == {"drop": ["ALL"]}
         assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-        assert all(m.get("readOnly") for m in container.get("volumeMounts", []) if m["name"] not in ("scratch", "analysis-state"))
+        assert all(
+            m.get("readOnly")
+            for m in container.get("volumeMounts", [])
+            if m["name"] not in ("scratch", "analysis-state")
+        )
     assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
     assert pod["tolerations"] == [{"operator": "Exists"}]
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
