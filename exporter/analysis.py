@@ -36,9 +36,9 @@ from exporter.core.wasted import (
     LayerContentError,
     LayerSummary,
     file_paths,
+    hidden_everywhere,
     image_wasted,
     largest_hidden,
-    node_wasted,
 )
 from exporter.errors import BlobUnavailableError, RuntimeUnavailableError
 from exporter.sources import layer_state
@@ -206,25 +206,31 @@ class LayerAnalyzer:
             # Woken by new facts; otherwise now and then, to retry failed reads.
             self._wake.wait(timeout=self.options.retry_seconds)
             self._wake.clear()
-            facts = self._facts
-            if facts is None or stop.is_set():
-                continue
-            if facts.layer_store != "containerd":
-                # CRI-O's containers/storage metadata holds no layer contents (docs/deployment.md).
-                if not self._said_unavailable:
-                    self._said_unavailable = True
-                    logger.warning(
-                        "wasted-bytes analysis unavailable: the %s layer store keeps no layer contents",
-                        facts.layer_store,
-                    )
-                continue
-            try:
-                self.analyse(facts)
-            except RuntimeUnavailableError as exc:
-                logger.info("layer analysis paused, the runtime is not answering: %s", exc)
-            except Exception:  # the analysis must never end the exporter
-                if not stop.is_set():  # at shutdown the channel closes under it: nothing to say
-                    logger.exception("layer analysis failed; retrying with the next refresh")
+            if not stop.is_set():
+                # In a call of its own so that no facts stay referenced while waiting:
+                # the next refresh's facts would be kept beside these.
+                self._analyse_latest(stop)
+
+    def _analyse_latest(self, stop: threading.Event) -> None:
+        facts = self._facts
+        if facts is None:
+            return
+        if facts.layer_store != "containerd":
+            # CRI-O's containers/storage metadata holds no layer contents (docs/deployment.md).
+            if not self._said_unavailable:
+                self._said_unavailable = True
+                logger.warning(
+                    "wasted-bytes analysis unavailable: the %s layer store keeps no layer contents",
+                    facts.layer_store,
+                )
+            return
+        try:
+            self.analyse(facts)
+        except RuntimeUnavailableError as exc:
+            logger.info("layer analysis paused, the runtime is not answering: %s", exc)
+        except Exception:  # the analysis must never end the exporter
+            if not stop.is_set():  # at shutdown the channel closes under it: nothing to say
+                logger.exception("layer analysis failed; retrying with the next refresh")
 
     # -- one pass --------------------------------------------------------------
 
@@ -365,17 +371,21 @@ class LayerAnalyzer:
         node_bytes: int | None = None
         if len(figures) == len(images):
             if self._node is None or self._node[0] != image_ids:
-                # Each distinct layer decoded once, for this computation only.
-                distinct = {diff_id for image in images.values() for diff_id in image.diff_ids}
-                decoded = {diff_id: self._summary(diff_id) for diff_id in distinct}
-                layers = {
-                    image_id: [
-                        (chain_id, decoded[diff_id])
-                        for chain_id, diff_id in zip(image.chain_ids, image.diff_ids, strict=True)
-                    ]
-                    for image_id, image in images.items()
+                # From the masks kept per image; a summary is decoded only where some file
+                # is hidden everywhere, one at a time (decoding them all at once took MiBs
+                # of small objects for a moment, which stayed as heap fragmentation).
+                masks = hidden_everywhere(
+                    {image_id: image.chain_ids for image_id, image in images.items()}, self._image_waste
+                )
+                diff_ids = {
+                    chain_id: diff_id
+                    for image in images.values()
+                    for chain_id, diff_id in zip(image.chain_ids, image.diff_ids, strict=True)
                 }
-                self._node = (image_ids, node_wasted(layers, self._image_waste).wasted_bytes)
+                node_total = sum(
+                    self._summary(diff_ids[chain_id]).bytes_of(mask) for chain_id, mask in masks.items() if mask
+                )
+                self._node = (image_ids, node_total)
                 self._budget.pace()
             node_bytes = self._node[1]
         report = WasteReport(

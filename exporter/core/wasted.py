@@ -416,6 +416,23 @@ class NodeWaste:
     image_wasted_bytes: Mapping[str, int]
 
 
+def hidden_everywhere(images: Mapping[str, Sequence[str]], computed: Mapping[str, ImageWaste]) -> dict[str, int]:
+    """Per distinct layer (chain ID), the files hidden in every image that uses it, as a mask.
+
+    `images` gives every image's chain IDs bottom-up, `computed` its image_wasted().
+    The node's wasted bytes are these files' sizes (LayerSummary.bytes_of), so a
+    caller can get them one layer at a time, and only for the non-zero masks.
+    """
+    masks: dict[str, int] = {}
+    for image, chain_ids in images.items():
+        hidden = computed[image].hidden
+        if len(hidden) != len(chain_ids):
+            raise ValueError(f"computed waste of {image} is for another layer list")
+        for chain_id, mask in zip(chain_ids, hidden, strict=True):
+            masks[chain_id] = masks.get(chain_id, mask) & mask
+    return masks
+
+
 def node_wasted(
     images: Mapping[str, Sequence[tuple[str, LayerSummary]]],
     computed: Mapping[str, ImageWaste] | None = None,
@@ -425,20 +442,16 @@ def node_wasted(
     `computed` may hold image_wasted() results the caller kept, by image; they must
     be for the same layers.
     """
-    hidden_everywhere: dict[str, int] = {}
     summaries: dict[str, LayerSummary] = {}
-    per_image: dict[str, int] = {}
+    wastes: dict[str, ImageWaste] = {}
     for image, layers in images.items():
-        waste = (computed or {}).get(image) or image_wasted([summary for _, summary in layers])
-        if len(waste.hidden) != len(layers):
-            raise ValueError(f"computed waste of {image} is for another layer list")
-        per_image[image] = waste.wasted_bytes
-        for (chain_id, summary), mask in zip(layers, waste.hidden, strict=True):
+        wastes[image] = (computed or {}).get(image) or image_wasted([summary for _, summary in layers])
+        for chain_id, summary in layers:
             summaries.setdefault(chain_id, summary)
-            hidden_everywhere[chain_id] = hidden_everywhere.get(chain_id, mask) & mask
-    per_layer = {chain_id: summaries[chain_id].bytes_of(mask) for chain_id, mask in hidden_everywhere.items()}
+    masks = hidden_everywhere({image: [chain_id for chain_id, _ in layers] for image, layers in images.items()}, wastes)
+    per_layer = {chain_id: summaries[chain_id].bytes_of(mask) for chain_id, mask in masks.items()}
     return NodeWaste(
         wasted_bytes=sum(per_layer.values()),
         layer_wasted_bytes=per_layer,
-        image_wasted_bytes=per_image,
+        image_wasted_bytes={image: waste.wasted_bytes for image, waste in wastes.items()},
     )

@@ -36,6 +36,9 @@ class StateSource(Protocol):
 
 
 _EOF = b"# EOF\n"
+# What the collector sees between renders: holding the last rendered state would keep
+# its facts and report alive beside the current ones after the next refresh.
+_UNPINNED = ExporterState()
 _LANDING = """<!doctype html>
 <html><head><title>layer-sharing-exporter</title></head>
 <body><h1>layer-sharing-exporter {version}</h1>
@@ -55,7 +58,7 @@ class Exposition:
         self._process_registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self._process_registry)
         PlatformCollector(registry=self._process_registry)
-        self._pinned_state = refresher.state
+        self._pinned_state = _UNPINNED
         self._cache: dict[tuple[int, str], bytes] = {}
         self._lock = threading.Lock()
 
@@ -69,7 +72,10 @@ class Exposition:
                 body = self._cache.get(key)
                 if body is None:
                     self._pinned_state = state
-                    body = encoder(self._registry)
+                    try:
+                        body = encoder(self._registry)
+                    finally:
+                        self._pinned_state = _UNPINNED
                     if body.endswith(_EOF):  # OpenMetrics: one EOF, at the very end
                         body = body[: -len(_EOF)]
                     self._cache = {k: v for k, v in self._cache.items() if k[0] == state.generation}

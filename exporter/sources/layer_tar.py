@@ -11,15 +11,18 @@ propagate unchanged (they are not the layer's fault).
 from __future__ import annotations
 
 import hashlib
-import queue
 import re
-import tarfile
 import threading
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO, Self, cast
+from functools import cache
+from typing import IO, TYPE_CHECKING, Self, cast
 
 from exporter.core.wasted import EntryKind, LayerContentError, LayerSummary, TarEntry, summarize
+
+if TYPE_CHECKING:
+    import tarfile
 
 # Decompressed bytes per step: large enough that Python overhead is noise next to
 # zlib/zstd, small enough to bound memory (a step holds about three blocks at once).
@@ -35,9 +38,8 @@ MAX_META_HEADER_BYTES = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _DIFF_ID = re.compile(r"sha256:[0-9a-f]{64}")
-_META_TYPES = frozenset(
-    {tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK}
-)
+# pax (x, g, Solaris X) and GNU long name/link (L, K) headers.
+_META_TYPES = frozenset({b"x", b"g", b"X", b"L", b"K"})
 # Once the data has ended every read returns nothing: a reader that keeps asking
 # (a header claiming more data than there is) is stopped after a few.
 _READS_AFTER_END = 3
@@ -212,7 +214,9 @@ class _HashedBlocks:
     _AHEAD = 2
 
     def __init__(self, blocks: Iterator[bytes]) -> None:
-        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=self._AHEAD)
+        # A deque and a condition rather than queue.Queue: the queue module is not loaded for this.
+        self._waiting: deque[bytes | BaseException | None] = deque()
+        self._changed = threading.Condition()
         self._stopped = threading.Event()
         self._ended = False
         self._sha256 = hashlib.sha256()
@@ -229,13 +233,16 @@ class _HashedBlocks:
             self._put(error)
 
     def _put(self, item: bytes | BaseException | None) -> bool:
-        while not self._stopped.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        with self._changed:
+            while not self._stopped.is_set():
+                if len(self._waiting) < self._AHEAD:
+                    break
+                self._changed.wait(0.1)
+            else:
+                return False
+            self._waiting.append(item)
+            self._changed.notify()
+        return True
 
     def __iter__(self) -> Self:
         return self
@@ -243,7 +250,11 @@ class _HashedBlocks:
     def __next__(self) -> bytes:
         if self._ended:
             raise StopIteration
-        item = self._queue.get()
+        with self._changed:
+            while not self._waiting:
+                self._changed.wait()
+            item = self._waiting.popleft()
+            self._changed.notify()
         if item is None:
             self._ended = True
             raise StopIteration
@@ -262,6 +273,8 @@ class _HashedBlocks:
     def close(self) -> None:
         """Stop the producer (the reader gave up early) and let it end."""
         self._stopped.set()
+        with self._changed:
+            self._changed.notify_all()
         self._thread.join()
 
 
@@ -347,24 +360,33 @@ class _LayerStream:
         return "sha256:" + self._blocks.hexdigest()
 
 
-class _CheckedTarInfo(tarfile.TarInfo):
-    """tarfile's header parsing, with damaged headers and oversized metadata refused."""
+@cache
+def _checked_tar_info() -> type[tarfile.TarInfo]:
+    """tarfile's TarInfo, refusing damaged headers and oversized metadata.
 
-    @classmethod
-    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
-        if 0 < len(buf) < TAR_BLOCK:
-            raise LayerContentError("layer ends inside a tar header (truncated)")
-        if not buf or buf.count(0) == TAR_BLOCK:
-            # tarfile's own end signals: a zero block ends the archive; no bytes at all
-            # means it has no end blocks, which is accepted (the diff ID vouches for it).
-            return super().frombuf(buf, encoding, errors)
-        try:
-            info = super().frombuf(buf, encoding, errors)
-        except tarfile.HeaderError as error:
-            raise LayerContentError(f"not a tar archive, or a damaged tar header: {error}") from error
-        if info.type in _META_TYPES and info.size > MAX_META_HEADER_BYTES:
-            raise LayerContentError(f"tar metadata header of {info.size} bytes (limit {MAX_META_HEADER_BYTES})")
-        return info
+    tarfile (and what it imports) is loaded only for a layer that needs it: most
+    layers have plain headers only, and the exporter runs for months.
+    """
+    import tarfile
+
+    class CheckedTarInfo(tarfile.TarInfo):
+        @classmethod
+        def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+            if 0 < len(buf) < TAR_BLOCK:
+                raise LayerContentError("layer ends inside a tar header (truncated)")
+            if not buf or buf.count(0) == TAR_BLOCK:
+                # tarfile's own end signals: a zero block ends the archive; no bytes at all
+                # means it has no end blocks, which is accepted (the diff ID vouches for it).
+                return super().frombuf(buf, encoding, errors)
+            try:
+                info = super().frombuf(buf, encoding, errors)
+            except tarfile.HeaderError as error:
+                raise LayerContentError(f"not a tar archive, or a damaged tar header: {error}") from error
+            if info.type in _META_TYPES and info.size > MAX_META_HEADER_BYTES:
+                raise LayerContentError(f"tar metadata header of {info.size} bytes (limit {MAX_META_HEADER_BYTES})")
+            return info
+
+    return CheckedTarInfo
 
 
 def _kind(info: tarfile.TarInfo) -> EntryKind:
@@ -469,8 +491,10 @@ def _entries(stream: _LayerStream, max_entries: int, *, fast: bool = True) -> It
         stream.seek(stream.tell() + TAR_BLOCK + skip)
     if stream.tell() == 0 and stream.starts_with_zero_block():
         return  # an empty layer: docker writes one as 1,024 zero bytes
+    import tarfile
+
     # "r:" (not the stream mode "r|"): tarfile seeks over file data; the stream only goes forward.
-    with tarfile.open(fileobj=cast("IO[bytes]", stream), mode="r:", tarinfo=_CheckedTarInfo) as archive:
+    with tarfile.open(fileobj=cast("IO[bytes]", stream), mode="r:", tarinfo=_checked_tar_info()) as archive:
         while (info := archive.next()) is not None:
             # tarfile keeps every member it read (not in typeshed); nothing here needs them.
             archive.members.clear()  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from exporter.core.wasted import (
     LayerSummary,
     TarEntry,
     file_paths,
+    hidden_everywhere,
     image_wasted,
     largest_hidden,
     node_wasted,
@@ -216,6 +217,21 @@ def test_node_takes_waste_the_caller_kept():
     assert node_wasted(images, kept) == node_wasted(images)
     with pytest.raises(ValueError):
         node_wasted({"img": images["img"][:1]}, kept)
+
+
+def test_hidden_everywhere_gives_the_node_figure_layer_by_layer():
+    base = summarize([file("a", 10), file("b", 20)])
+    hides_a, hides_b = summarize([whiteout("a")]), summarize([whiteout("b")])
+    images = {
+        "img1": [("sha256:base", base), ("sha256:c1", hides_a)],
+        "img2": [("sha256:base", base), ("sha256:c2", hides_a), ("sha256:c3", hides_b)],
+    }
+    computed = {image: image_wasted([s for _, s in layers]) for image, layers in images.items()}
+    masks = hidden_everywhere({image: [c for c, _ in layers] for image, layers in images.items()}, computed)
+    assert masks == {"sha256:base": 0b01, "sha256:c1": 0, "sha256:c2": 0, "sha256:c3": 0}
+    assert base.bytes_of(masks["sha256:base"]) == node_wasted(images).wasted_bytes == 10
+    with pytest.raises(ValueError):
+        hidden_everywhere({"img1": ["sha256:base"]}, computed)
 
 
 # --- memory ---
