@@ -153,6 +153,7 @@ class LayerAnalyzer:
         publish: Callable[[WasteReport], None] = lambda report: None,
         clock: Callable[[], float] = time.monotonic,
         after_layer: Callable[[], None] = lambda: None,
+        after_pass: Callable[[], None] | None = None,
     ) -> None:
         self._reader = reader
         self.options = options
@@ -160,6 +161,8 @@ class LayerAnalyzer:
         self._clock = clock
         # Called after big layers and after a pass: serve hands freed buffers back to the OS there.
         self._after_layer = after_layer
+        # Called once a pass has read its last layer (serve: a full collection too).
+        self._after_pass = after_pass or after_layer
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._facts: NodeFacts | None = None
@@ -253,7 +256,9 @@ class LayerAnalyzer:
                 break
             assert source is not None  # _due() passes only layers with a blob
             self._read(source)
-            if source.size >= TRIM_AFTER_BYTES or index == len(todo) - 1:
+            if index == len(todo) - 1:
+                self._after_pass()
+            elif source.size >= TRIM_AFTER_BYTES:
                 self._after_layer()
             # Progress (pending layers, images complete) at most once a second, and at the end.
             if index == len(todo) - 1 or self._clock() - progress_at >= PROGRESS_SECONDS:

@@ -243,3 +243,19 @@ def test_summaries_are_kept_small():
     analysis.analyse(facts)
     kept = analysis._summaries  # noqa: SLF001 - the memory is the point here
     assert len(kept) == 2 and all(sys.getsizeof(encoded) < 320 for encoded in kept.values())
+
+
+def test_after_pass_is_called_once_a_pass_has_read_its_last_layer():
+    blobs = Blobs()
+    facts = node(blobs, {"clean": [BASE, CLEANUP, APP]})
+    calls: list[str] = []
+    analysis = LayerAnalyzer(
+        blobs,
+        AnalysisOptions(cpu_fraction=64),
+        after_layer=lambda: calls.append("layer"),
+        after_pass=lambda: calls.append("pass"),
+    )
+    analysis.analyse(facts)
+    assert calls == ["pass"]  # the layers are small: no trim after each
+    analysis.analyse(facts)
+    assert calls == ["pass"]  # nothing read, nothing to hand back

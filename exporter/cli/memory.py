@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -23,3 +24,12 @@ def release_free_memory() -> None:
     """Hand memory freed by a refresh back to the OS (glibc malloc_trim); no-op elsewhere."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def collect_and_release() -> None:
+    """Free what only the cycle collector can, then hand freed memory back (after a layer analysis pass).
+
+    Not after every refresh: a full collection holds the GIL for some milliseconds.
+    """
+    gc.collect()
+    release_free_memory()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from exporter import __version__
 from exporter import config as config_mod
 from exporter.cli.args import EXIT_OK, EXIT_USAGE
-from exporter.cli.memory import limit_malloc_arenas, release_free_memory
+from exporter.cli.memory import collect_and_release, limit_malloc_arenas, release_free_memory
 from exporter.cli.runtime import runtime_source
 from exporter.config import Config
 from exporter.errors import ConfigError
@@ -38,7 +38,7 @@ def _analyzer(config: Config, runtime: RuntimeSource) -> LayerAnalyzer | None:
         state_dir=Path(config.state_dir) if config.state_dir else None,
         retry_seconds=config.content_recheck_seconds,
     )
-    return LayerAnalyzer(reader, options, after_layer=release_free_memory)
+    return LayerAnalyzer(reader, options, after_layer=release_free_memory, after_pass=collect_and_release)
 
 
 def serve(config: Config) -> int:

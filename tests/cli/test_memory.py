@@ -1,0 +1,21 @@
+import gc
+
+from exporter.cli import memory
+
+
+class _Node:
+    other: "_Node"
+
+
+def test_collect_and_release_frees_cycles():
+    gc.collect()
+    gc.disable()  # no automatic collection between the asserts
+    try:
+        first, second = _Node(), _Node()
+        first.other, second.other = second, first
+        del first, second
+        assert any(isinstance(o, _Node) for o in gc.get_objects())
+        memory.collect_and_release()
+        assert not any(isinstance(o, _Node) for o in gc.get_objects())
+    finally:
+        gc.enable()
