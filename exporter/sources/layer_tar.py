@@ -278,6 +278,28 @@ class _HashedBlocks:
         self._thread.join()
 
 
+class _InlineBlocks:
+    """The decompressed blocks made when asked for, hashed as they are taken (a small blob)."""
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self._blocks = blocks
+        self._sha256 = hashlib.sha256()
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> bytes:
+        block = next(self._blocks)
+        self._sha256.update(block)
+        return block
+
+    def hexdigest(self) -> str:
+        return self._sha256.hexdigest()
+
+    def close(self) -> None:
+        pass
+
+
 class _LayerStream:
     """The uncompressed tar stream as a readable file, hashed as it is read.
 
@@ -287,7 +309,7 @@ class _LayerStream:
     cost twice the decompression itself.
     """
 
-    def __init__(self, blocks: _HashedBlocks) -> None:
+    def __init__(self, blocks: _HashedBlocks | _InlineBlocks) -> None:
         self._blocks = blocks
         self._buffer = b""
         self._offset = 0
@@ -535,13 +557,18 @@ def _checked_entries(
         first = b""
         while len(first) < len(_ZSTD_MAGIC) and (chunk := next(source, b"")):
             first += chunk
+        rest = next(source, b"")
+        if rest:
+            source = _prepend(rest, source)
         if first.startswith(_GZIP_MAGIC):
             blocks = _gunzip(source, first)
         elif first.startswith(_ZSTD_MAGIC):
             blocks = _unzstd(source, first)
         else:
             blocks = _prepend(first, source)
-        hashed = _HashedBlocks(blocks)
+        # A blob that came whole in its first chunk (most layers are small) is read
+        # without a thread: starting one per layer costs more than it saves there.
+        hashed = _InlineBlocks(blocks) if not rest else _HashedBlocks(blocks)
         try:
             stream = _LayerStream(hashed)
             yield from _entries(stream, max_entries)

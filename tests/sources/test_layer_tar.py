@@ -407,3 +407,14 @@ def test_plain_header_details_as_tarfile():
             TarEntry("caf\udce9", "file", 0),
         ]
     )
+
+
+def test_a_blob_in_one_chunk_is_read_without_a_thread():
+    import threading
+
+    tar_bytes = make_tar(SAMPLE)
+    before = threading.active_count()
+    entries = layer_entries([gzip.compress(tar_bytes)], diff_id(tar_bytes))
+    assert next(entries) == SAMPLE_ENTRIES[0]
+    assert threading.active_count() == before
+    assert list(entries) == SAMPLE_ENTRIES[1:]
