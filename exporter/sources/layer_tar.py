@@ -211,9 +211,9 @@ class _HashedBlocks:
     (the layer's or the chunk source's) is raised to the reader unchanged.
     """
 
-    _AHEAD = 2
-
-    def __init__(self, blocks: Iterator[bytes]) -> None:
+    def __init__(self, blocks: Iterator[bytes], *, ahead: int = 2, hashed: bool = True) -> None:
+        self._AHEAD = ahead
+        self._hashed = hashed
         # A deque and a condition rather than queue.Queue: the queue module is not loaded for this.
         self._waiting: deque[bytes | BaseException | None] = deque()
         self._changed = threading.Condition()
@@ -263,7 +263,8 @@ class _HashedBlocks:
             raise item
         # Hashed by the reader: decompression alone keeps the producer busy, and
         # the tar headers leave the reader most of its time.
-        self._sha256.update(item)
+        if self._hashed:
+            self._sha256.update(item)
         return item
 
     def hexdigest(self) -> str:
@@ -558,23 +559,31 @@ def _checked_entries(
         while len(first) < len(_ZSTD_MAGIC) and (chunk := next(source, b"")):
             first += chunk
         rest = next(source, b"")
+        fetched: _HashedBlocks | None = None
         if rest:
-            source = _prepend(rest, source)
+            # Receiving the chunks (gRPC) takes about as long as decompressing them: a
+            # thread for each, the reader hashing and parsing.
+            fetched = _HashedBlocks(_prepend(rest, source), ahead=1, hashed=False)
+            source = fetched
         if first.startswith(_GZIP_MAGIC):
             blocks = _gunzip(source, first)
         elif first.startswith(_ZSTD_MAGIC):
             blocks = _unzstd(source, first)
         else:
             blocks = _prepend(first, source)
-        # A blob that came whole in its first chunk (most layers are small) is read
-        # without a thread: starting one per layer costs more than it saves there.
-        hashed = _InlineBlocks(blocks) if not rest else _HashedBlocks(blocks)
         try:
-            stream = _LayerStream(hashed)
-            yield from _entries(stream, max_entries)
-            digest = stream.finish()
+            # A blob that came whole in its first chunk (most layers are small) is read
+            # without threads: starting them costs more than they save there.
+            hashed = _InlineBlocks(blocks) if not rest else _HashedBlocks(blocks)
+            try:
+                stream = _LayerStream(hashed)
+                yield from _entries(stream, max_entries)
+                digest = stream.finish()
+            finally:
+                hashed.close()
         finally:
-            hashed.close()
+            if fetched is not None:
+                fetched.close()
     except _Outside as outside:
         raise outside.error from None
     except LayerContentError:
