@@ -32,16 +32,22 @@ ROOT = Path(__file__).resolve().parents[2]
 NODE = "itest-node"
 
 
-@pytest.fixture(scope="module")
-def cluster(
-    sample_node: SampleNode, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[KubeApiStandIn, ServedExporter, Path]]:
-    tmp = tmp_path_factory.mktemp("report")
+def _api_with_workloads() -> KubeApiStandIn:
+    """The stand-in API server (no real one can be had here) with the sample node's pods and a Deployment."""
     api = KubeApiStandIn(NODE).start()
     api.add_owner(owned("ReplicaSet", "default", "web-5d8f", ("Deployment", "web")))
     for name in ("web-1", "web-2"):
         api.add_pod(pod("default", name, NODE, ("ReplicaSet", "web-5d8f")))
     api.add_pod(pod("other", "solo", NODE))
+    return api
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    sample_node: SampleNode, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[KubeApiStandIn, ServedExporter, Path]]:
+    tmp = tmp_path_factory.mktemp("report")
+    api = _api_with_workloads()
     kubeconfig = api.kubeconfig(tmp / "kubeconfig")
     exporter = start_with_catalog(
         sample_node,
@@ -219,11 +225,7 @@ def operator_scrape(sample_node: SampleNode, tmp_path_factory: pytest.TempPathFa
     if binary is None:
         pytest.fail("prometheus not found: run scripts/setup.sh (Debian package prometheus)")
     tmp = tmp_path_factory.mktemp("report-operator")
-    api = KubeApiStandIn(NODE).start()
-    api.add_owner(owned("ReplicaSet", "default", "web-5d8f", ("Deployment", "web")))
-    for name in ("web-1", "web-2"):
-        api.add_pod(pod("default", name, NODE, ("ReplicaSet", "web-5d8f")))
-    api.add_pod(pod("other", "solo", NODE))
+    api = _api_with_workloads()
     kubeconfig = api.kubeconfig(tmp / "kubeconfig")
     exporters: dict[str, ServedExporter] = {}
     process: subprocess.Popen[bytes] | None = None
