@@ -42,6 +42,7 @@ from exporter.core.wasted import (
 )
 from exporter.errors import BlobUnavailableError, RuntimeUnavailableError
 from exporter.sources import layer_state
+from exporter.sources.containerd import ContainerdLayerStore
 from exporter.sources.layer_tar import layer_entries, summarize_layer
 from exporter.sources.node import BlobReader
 
@@ -218,7 +219,7 @@ class LayerAnalyzer:
         facts = self._facts
         if facts is None:
             return
-        if facts.layer_store != "containerd":
+        if facts.layer_store != ContainerdLayerStore.name:
             # CRI-O's containers/storage metadata holds no layer contents (docs/deployment.md).
             if not self._said_unavailable:
                 self._said_unavailable = True

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from exporter.core.cluster import ClusterReport, ImageRow, NodeRow
 from exporter.formatting import human_bytes
-from exporter.outputs.report.views import BYTE_HEADERS, rows
+from exporter.outputs.report.views import BYTE_HEADERS, cell_text, rows
 
 _PALETTE = [
     "#4e79a7",
@@ -157,7 +157,7 @@ def _html_table(headers: Sequence[str], data: Sequence[Sequence[object]]) -> str
     body = "".join(
         "<tr>"
         + "".join(
-            f"<td class=num>{human_bytes(int(str(v)))}</td>" if i in byte_columns else f"<td>{_esc(v)}</td>"
+            f"<td class=num>{_esc(cell_text(headers[i], v))}</td>" if i in byte_columns else f"<td>{_esc(v)}</td>"
             for i, v in enumerate(row)
         )
         + "</tr>"

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from exporter.core.cluster import ClusterReport
 from exporter.formatting import human_bytes
-from exporter.outputs.report.views import BYTE_HEADERS, rows
+from exporter.outputs.report.views import BYTE_HEADERS, cell_text, rows
 
 
 def print_table(report: ClusterReport, view: str, sort: str = "", top: int = 0) -> None:
@@ -26,10 +26,5 @@ def print_table(report: ClusterReport, view: str, sort: str = "", top: int = 0) 
     for header in headers:
         table.add_column(header, justify="right" if header in BYTE_HEADERS else "left")
     for row in data:
-        table.add_row(
-            *(
-                human_bytes(v) if h in BYTE_HEADERS and isinstance(v, int) else "-" if v is None else str(v)
-                for h, v in zip(headers, row, strict=True)
-            )
-        )
+        table.add_row(*(cell_text(h, v) for h, v in zip(headers, row, strict=True)))
     console.print(table)

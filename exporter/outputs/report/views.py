@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from exporter.core.cluster import BaseRow, ClusterReport, ImageRow, NodeRow, WorkloadRow
+from exporter.formatting import human_bytes
 
 VIEWS = ("nodes", "bases", "workloads", "images")
 # Columns holding bytes (printed human-readable in tables and HTML, raw in JSON and CSV).
@@ -26,6 +27,17 @@ BYTE_HEADERS = frozenset(
         "WASTED",
     }
 )
+
+
+def cell_text(header: str, value: object) -> str:
+    """A cell as people read it: bytes human-readable, an unknown value "-" (never 0)."""
+    if value is None:
+        return "-"
+    if header in BYTE_HEADERS and isinstance(value, int):
+        return human_bytes(value)
+    return str(value)
+
+
 SORT_KEYS = {
     "nodes": (
         "physical",

@@ -32,3 +32,11 @@ def test_images_by_wasted_bytes_unknown_last():
     )
     headers, data = rows(report, "images", sort="wasted")
     assert headers[-1] == "WASTED" and [row[0] for row in data] == ["c", "b", "a"]
+
+
+def test_cells_read_bytes_human_and_unknown_as_a_dash():
+    from exporter.outputs.report.views import cell_text
+
+    assert cell_text("SIZE", 1_500_000) == "1.5MB" and cell_text("NODES", 3) == "3"
+    assert cell_text("WASTED", None) == "-"  # not analysed yet: unknown, never 0
+    assert cell_text("UP", True) == "True"
