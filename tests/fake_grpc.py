@@ -41,6 +41,9 @@ class FakeRuntime:
         self.image_targets: list[str] = []
         self.blobs: dict[str, bytes] = {}
         self.failing_reads = 0  # the next N Content/Read calls fail (INTERNAL)
+        self.chunk_delay = 0.0  # seconds before each Content/Read chunk (a slow disk)
+        # Blob digest -> the containerd.io/uncompressed label containerd sets when it unpacks the blob.
+        self.uncompressed: dict[str, str] = {}
         self.delay = 0.0
         self.calls: Counter[str] = Counter()
         self.metadata: list[dict[str, str]] = []
@@ -87,6 +90,11 @@ class FakeRuntime:
             }
             generic.append(grpc.method_handlers_generic_handler(service, table))
         stream = {
+            "Info": grpc.unary_unary_rpc_method_handler(
+                self._wrap("content", "Info", self.content_info),
+                request_deserializer=content_pb.InfoRequest.FromString,
+                response_serializer=lambda m: m.SerializeToString(),
+            ),
             "List": grpc.unary_stream_rpc_method_handler(
                 self._wrap("content", "List", self.content_list),
                 request_deserializer=content_pb.ListContentRequest.FromString,
@@ -207,6 +215,17 @@ class FakeRuntime:
         infos = [content_pb.Info(digest=d, size=len(b)) for d, b in self.blobs.items()]
         return iter([content_pb.ListContentResponse(info=infos)])
 
+    def content_info(self, request: content_pb.InfoRequest, context: grpc.ServicerContext) -> Any:
+        data = self.blobs.get(request.digest)
+        if data is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"content digest {request.digest}: not found")
+        labels = (
+            {"containerd.io/uncompressed": self.uncompressed[request.digest]}
+            if request.digest in self.uncompressed
+            else {}
+        )
+        return content_pb.InfoResponse(info=content_pb.Info(digest=request.digest, size=len(data), labels=labels))
+
     def content_read(self, request: content_pb.ReadContentRequest, context: grpc.ServicerContext) -> Any:
         if self.failing_reads:
             self.failing_reads -= 1
@@ -216,10 +235,10 @@ class FakeRuntime:
             context.abort(grpc.StatusCode.NOT_FOUND, f"content digest {request.digest}: not found")
         end = len(data) if request.size <= 0 else min(len(data), request.offset + request.size)
         # containerd answers in chunks of at most 1 MiB; smaller here, to see several.
-        return (
-            content_pb.ReadContentResponse(offset=at, data=data[at : min(at + 300_000, end)])
-            for at in range(request.offset, end, 300_000)
-        )
+        for at in range(request.offset, end, 300_000):
+            if self.chunk_delay:
+                time.sleep(self.chunk_delay)
+            yield content_pb.ReadContentResponse(offset=at, data=data[at : min(at + 300_000, end)])
 
     def all_chain_ids(self) -> set[str]:
         return {c for diffs in self.images.values() for c in chain_ids(diffs)}

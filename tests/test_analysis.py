@@ -3,6 +3,7 @@ summaries, state across restarts, unavailable layers, the CPU budget."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -42,6 +43,9 @@ class Blobs:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
         self.reads: Counter[str] = Counter()
+        # What the runtime recorded as each blob's uncompressed digest (containerd's label).
+        self.recorded: dict[str, str] = {}
+        self.info_calls: Counter[str] = Counter()
 
     def add(self, entries: Sequence[Entry]) -> tuple[str, LayerBlob]:
         tar = layer_tar(entries)
@@ -57,6 +61,12 @@ class Blobs:
             raise BlobUnavailableError(f"{digest} not found", missing=True)
         for start in range(0, len(data), 100):
             yield data[start : start + 100]
+
+    def uncompressed_digest(self, digest: str) -> str | None:
+        self.info_calls[digest] += 1
+        if digest not in self.data:
+            raise BlobUnavailableError(f"{digest} not found", missing=True)
+        return self.recorded.get(digest)
 
 
 BASE: list[Entry] = [("etc", -1), ("etc/motd", 100), ("var/cache/apt.bin", 5000), ("usr/bin/tool", 700)]
@@ -101,6 +111,39 @@ def test_every_layer_is_read_once_and_the_figures_come_from_the_summaries():
     count = len(published)
     assert analysis.analyse(facts) == report and len(published) == count
     assert sum(blobs.reads.values()) == 3
+
+
+def test_a_big_blob_the_runtime_recorded_is_checked_by_its_own_digest(monkeypatch: pytest.MonkeyPatch):
+    """Where containerd decompressed a blob itself and recorded its diff ID, the
+    compressed bytes are checked against the blob digest and the tar is not hashed:
+    shown with a blob whose tar does not match the diff ID the image claims."""
+    monkeypatch.setattr("exporter.analysis.CHECK_BLOB_DIGEST_FROM", 0)
+    blobs = Blobs()
+    honest = node(blobs, {"clean": [BASE, CLEANUP]})
+    claimed = "sha256:" + "e" * 64  # not the sha256 of the base layer's tar
+    image = dataclasses.replace(honest.images[0], diff_ids=(claimed, honest.images[0].diff_ids[1]))
+    facts = dataclasses.replace(honest, images=(image,))
+    base_blob = facts.layer_blobs[image.image_id][0].digest
+
+    analysis, _ = analyzer(blobs)
+    assert analysis.analyse(facts).unavailable_layers == 1  # nothing recorded: the diff ID is checked, and fails
+    blobs.recorded[base_blob] = claimed
+    analysis, _ = analyzer(blobs)
+    report = analysis.analyse(facts)  # the runtime vouches for the pair: read by the blob's digest
+    assert (report.unavailable_layers, report.images) == (0, {image.image_id: 5100})
+    damaged = bytearray(blobs.data[base_blob])
+    damaged[len(damaged) // 2] ^= 0xFF
+    blobs.data[base_blob] = bytes(damaged)
+    analysis, _ = analyzer(blobs)
+    assert analysis.analyse(facts).unavailable_layers == 1  # a damaged blob fails its own digest
+
+
+def test_small_blobs_are_checked_by_their_diff_id_without_asking_the_runtime():
+    blobs = Blobs()
+    facts = node(blobs, {"clean": [BASE, CLEANUP, APP]})
+    analysis, _ = analyzer(blobs)
+    assert analysis.analyse(facts).images == {image_id("clean"): 5800}
+    assert not blobs.info_calls  # every blob is below CHECK_BLOB_DIGEST_FROM
 
 
 def test_a_restart_with_the_state_dir_reads_no_blob(tmp_path: Path):

@@ -84,6 +84,9 @@ def normalize_path(path: str) -> str:
     >>> normalize_path("./")
     ''
     """
+    wrapped = f"/{path}/"
+    if "//" not in wrapped and "/./" not in wrapped and "/../" not in wrapped:
+        return path  # already normal, as nearly every path a layer tool writes
     parts: list[str] = []
     for segment in path.split("/"):
         if segment == ".." and parts:

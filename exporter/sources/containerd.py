@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 
@@ -30,7 +29,16 @@ _CONTENT = "/containerd.services.content.v1.Content/"
 _SNAPSHOTS = "/containerd.services.snapshots.v1.Snapshots/"
 
 # The containerd methods this process may call: every one of them reads.
-METHODS = frozenset({_IMAGES + "List", _CONTENT + "List", _CONTENT + "Read", _SNAPSHOTS + "Usage", _SNAPSHOTS + "Stat"})
+METHODS = frozenset(
+    {
+        _IMAGES + "List",
+        _CONTENT + "Info",
+        _CONTENT + "List",
+        _CONTENT + "Read",
+        _SNAPSHOTS + "Usage",
+        _SNAPSHOTS + "Stat",
+    }
+)
 
 # The label remote snapshotters (stargz, SOCI, nydus) put on a lazily pulled layer.
 REMOTE_SNAPSHOT_LABEL = "containerd.io/snapshot/remote"
@@ -39,10 +47,9 @@ DEFAULT_SNAPSHOTTER = "overlayfs"
 # A manifest read that failed is retried after this long, doubling up to the cap.
 MANIFEST_RETRY_SECONDS = 15.0
 MANIFEST_RETRY_MAX_SECONDS = 600.0
-# Bytes of a blob asked for per Read call: each call is read whole before its
-# chunks are handed on, so a caller that paces itself never holds a stream open
-# past its deadline, and no more than this is held at once.
-BLOB_READ_RANGE = 512 << 10
+# The label containerd puts on a compressed layer blob once it has decompressed it
+# (unpacking it): the digest of the uncompressed tar, i.e. the layer's diff ID.
+UNCOMPRESSED_LABEL = "containerd.io/uncompressed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,7 @@ class ContainerdLayerStore:
         self._content_read = stream_method(
             ch, _CONTENT + "Read", content_pb.ReadContentRequest, content_pb.ReadContentResponse
         )
+        self._content_info = unary_method(ch, _CONTENT + "Info", content_pb.InfoRequest, content_pb.InfoResponse)
         self._usage = unary_method(ch, _SNAPSHOTS + "Usage", snapshots_pb.UsageRequest, snapshots_pb.UsageResponse)
         self._stat = unary_method(
             ch, _SNAPSHOTS + "Stat", snapshots_pb.StatSnapshotRequest, snapshots_pb.StatSnapshotResponse
@@ -132,42 +140,50 @@ class ContainerdLayerStore:
     def read_blob(self, digest: str, size: int) -> Iterator[bytes]:
         """The bytes of one content blob (a compressed layer), in order, in chunks.
 
-        One ranged `Content.Read` per BLOB_READ_RANGE bytes, the next one started
-        before this one's chunks are handed on, so the transfer overlaps the
-        caller's work. Raises BlobUnavailableError (missing=True when the store
-        does not hold it) and RuntimeUnavailableError. A blob shorter than
-        `size` just ends early (the caller checks the content's digest).
+        One `Content.Read` for the blob, its chunks handed on as they arrive:
+        gRPC's flow control holds containerd back while the caller is busy, so
+        little is buffered. A call that reaches its deadline after bringing
+        something (a caller pacing itself through a big blob) goes on with a new
+        call from where it stopped. Raises BlobUnavailableError (missing=True
+        when the store does not hold it) and RuntimeUnavailableError. At most
+        `size` bytes are read; a shorter blob just ends early (the caller checks
+        the content's digest).
         """
         offset = 0
-        pending = self._start_range(digest, offset, size) if size > 0 else None
-        try:
-            while pending is not None:
-                chunks = self._finish_range(pending, digest, offset, size)
-                received = sum(map(len, chunks))
-                offset += received
-                pending = self._start_range(digest, offset, size) if received and offset < size else None
-                yield from chunks
-                del chunks
-        finally:
-            if pending is not None:
-                pending.cancel()
+        while offset < size:
+            request = content_pb.ReadContentRequest(digest=digest, offset=offset, size=size - offset)
+            call = self.session.start_stream(self._content_read, request)
+            received = 0
+            try:
+                for response in call:
+                    data = response.data  # each access copies the bytes out of the message
+                    received += len(data)
+                    yield data
+                return
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED and received:
+                    offset += received
+                    continue
+                if code in DOWN_CODES:
+                    raise RuntimeUnavailableError(describe(exc)) from None
+                missing = code == grpc.StatusCode.NOT_FOUND
+                raise BlobUnavailableError(f"reading blob {digest} failed: {describe(exc)}", missing) from None
+            finally:
+                call.cancel()  # a caller that stopped early leaves no call running
 
-    def _start_range(self, digest: str, offset: int, size: int) -> Any:
-        request = content_pb.ReadContentRequest(digest=digest, offset=offset, size=min(BLOB_READ_RANGE, size - offset))
-        return self.session.start_stream(self._content_read, request)
+    def uncompressed_digest(self, digest: str) -> str | None:
+        """The diff ID containerd recorded for a blob it decompressed (None: it recorded none).
 
-    def _finish_range(self, call: Any, digest: str, offset: int, size: int, again: bool = True) -> list[bytes]:
+        Raises BlobUnavailableError (missing=True when the store does not hold it)
+        and RuntimeUnavailableError.
+        """
         try:
-            return [response.data for response in call]
+            info = self.session.call(self._content_info, content_pb.InfoRequest(digest=digest), native=True).info
         except grpc.RpcError as exc:
-            code = exc.code()
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED and again:
-                # Started ahead and not read in time (a slow, throttled caller): ask once more.
-                return self._finish_range(self._start_range(digest, offset, size), digest, offset, size, again=False)
-            if code in DOWN_CODES:
-                raise RuntimeUnavailableError(describe(exc)) from None
-            missing = code == grpc.StatusCode.NOT_FOUND
+            missing = exc.code() == grpc.StatusCode.NOT_FOUND
             raise BlobUnavailableError(f"reading blob {digest} failed: {describe(exc)}", missing) from None
+        return info.labels.get(UNCOMPRESSED_LABEL)
 
     def forget_runtime_state(self) -> None:
         """Nothing to forget: every cache here is keyed by an immutable digest."""

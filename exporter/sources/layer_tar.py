@@ -14,7 +14,7 @@ import hashlib
 import re
 import threading
 import zlib
-from collections import deque
+from _queue import SimpleQueue  # what queue.SimpleQueue is, without loading the queue module
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from typing import IO, TYPE_CHECKING, Self, cast
@@ -53,7 +53,9 @@ class _Outside(BaseException):
         self.error = error
 
 
-def _chunks_from(chunks: Iterable[bytes], on_chunk: Callable[[int], None] | None) -> Iterator[bytes]:
+def _chunks_from(
+    chunks: Iterable[bytes], on_chunk: Callable[[int], None] | None, blob_sha256: hashlib._Hash | None
+) -> Iterator[bytes]:
     iterator = iter(chunks)
     while True:
         try:
@@ -63,6 +65,8 @@ def _chunks_from(chunks: Iterable[bytes], on_chunk: Callable[[int], None] | None
         except Exception as error:
             raise _Outside(error) from error
         if chunk:
+            if blob_sha256 is not None:
+                blob_sha256.update(chunk)  # in whichever thread receives the chunks
             yield chunk
         if on_chunk is not None:
             try:
@@ -207,17 +211,19 @@ class _HashedBlocks:
 
     Decompression and sha256 release the GIL, tar header parsing does not: with
     the blocks made one step ahead, decompression runs beside hashing and
-    parsing, like `zstd -dc | tar -t`. At most _AHEAD blocks wait; an error of the producer
+    parsing, like `zstd -dc | tar -t`. At most `ahead` blocks wait; an error of the producer
     (the layer's or the chunk source's) is raised to the reader unchanged.
     """
 
     def __init__(self, blocks: Iterator[bytes], *, ahead: int = 2, hashed: bool = True) -> None:
-        self._AHEAD = ahead
         self._hashed = hashed
-        # A deque and a condition rather than queue.Queue: the queue module is not loaded for this.
-        self._waiting: deque[bytes | BaseException | None] = deque()
-        self._changed = threading.Condition()
-        self._stopped = threading.Event()
+        # Two C queues rather than a Condition: a block is handed over without
+        # running Python locking code, and a producer waiting for room sleeps in C.
+        self._items: SimpleQueue[bytes | BaseException | None] = SimpleQueue()
+        self._room: SimpleQueue[bool] = SimpleQueue()  # a token per block that may be made ahead
+        for _ in range(ahead):
+            self._room.put(True)
+        self._stopped = False
         self._ended = False
         self._sha256 = hashlib.sha256()
         self._thread = threading.Thread(target=self._produce, args=(blocks,), name="layer-blocks", daemon=True)
@@ -226,23 +232,12 @@ class _HashedBlocks:
     def _produce(self, blocks: Iterator[bytes]) -> None:
         try:
             for block in blocks:
-                if not self._put(block):
+                if not self._room.get() or self._stopped:
                     return
-            self._put(None)
+                self._items.put(block)
+            self._items.put(None)
         except BaseException as error:  # handed to the reader, whatever it is
-            self._put(error)
-
-    def _put(self, item: bytes | BaseException | None) -> bool:
-        with self._changed:
-            while not self._stopped.is_set():
-                if len(self._waiting) < self._AHEAD:
-                    break
-                self._changed.wait(0.1)
-            else:
-                return False
-            self._waiting.append(item)
-            self._changed.notify()
-        return True
+            self._items.put(error)
 
     def __iter__(self) -> Self:
         return self
@@ -250,11 +245,8 @@ class _HashedBlocks:
     def __next__(self) -> bytes:
         if self._ended:
             raise StopIteration
-        with self._changed:
-            while not self._waiting:
-                self._changed.wait()
-            item = self._waiting.popleft()
-            self._changed.notify()
+        item = self._items.get()
+        self._room.put(True)
         if item is None:
             self._ended = True
             raise StopIteration
@@ -273,17 +265,17 @@ class _HashedBlocks:
 
     def close(self) -> None:
         """Stop the producer (the reader gave up early) and let it end."""
-        self._stopped.set()
-        with self._changed:
-            self._changed.notify_all()
+        self._stopped = True
+        self._room.put(False)  # wakes a producer waiting for room
         self._thread.join()
 
 
 class _InlineBlocks:
     """The decompressed blocks made when asked for, hashed as they are taken (a small blob)."""
 
-    def __init__(self, blocks: Iterator[bytes]) -> None:
+    def __init__(self, blocks: Iterator[bytes], *, hashed: bool = True) -> None:
         self._blocks = blocks
+        self._hashed = hashed
         self._sha256 = hashlib.sha256()
 
     def __iter__(self) -> Self:
@@ -291,7 +283,8 @@ class _InlineBlocks:
 
     def __next__(self) -> bytes:
         block = next(self._blocks)
-        self._sha256.update(block)
+        if self._hashed:
+            self._sha256.update(block)
         return block
 
     def hexdigest(self) -> str:
@@ -377,7 +370,7 @@ class _LayerStream:
         return head.count(0) == len(head)
 
     def finish(self) -> str:
-        """Read to the end (padding after the archive is part of the diff ID); the digest."""
+        """Read to the end (padding after the archive is part of the diff ID); the digest (if hashed)."""
         while self._fill():
             pass
         return "sha256:" + self._blocks.hexdigest()
@@ -437,6 +430,8 @@ _KINDS: dict[bytes, EntryKind] = {
 }
 _HAS_NO_DATA = frozenset({b"1", b"2", b"3", b"4", b"5", b"6"})  # tarfile skips no data after these
 _HANDED_OVER = frozenset({b"x", b"g", b"X", b"L", b"K", b"S"})
+# Of those, the headers that extend only the member after them (pax extended, GNU long name and link).
+_EXTENDING_ONE = frozenset({b"x", b"L", b"K"})
 _ZERO_BLOCK = bytes(TAR_BLOCK)
 _HEADER_NUMBERS = ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (329, 337), (337, 345))
 
@@ -446,6 +441,10 @@ def _number(field: bytes) -> int:
     if field[0] in (0o200, 0o377):
         value = int.from_bytes(field[1:], "big")
         return value - 256 ** (len(field) - 1) if field[0] == 0o377 else value
+    try:
+        return int(field.partition(b"\0")[0] or b"0", 8)  # the usual field, without decoding it
+    except ValueError:
+        pass  # all blanks (0 for tarfile), or not a number at all: as tarfile reads it
     end = field.find(0)
     try:
         return int((field if end < 0 else field[:end]).decode("ascii").strip() or "0", 8)
@@ -494,8 +493,11 @@ def _plain_header(header: bytes) -> tuple[str, EntryKind, int, int] | None:
 
 
 def _entries(stream: _LayerStream, max_entries: int, *, fast: bool = True) -> Iterator[TarEntry]:
-    """The entries, plain headers read here, the rest of the archive by tarfile from the first other one."""
+    """The entries: plain headers read here, a member with extended headers (pax,
+    GNU long names) by tarfile, and the whole rest by tarfile from a header that
+    affects later members (pax global, sparse, Solaris)."""
     count = 0
+    archive: tarfile.TarFile | None = None
     while fast:
         header = stream.peek_block()
         if not header or header == _ZERO_BLOCK:
@@ -503,66 +505,105 @@ def _entries(stream: _LayerStream, max_entries: int, *, fast: bool = True) -> It
         if len(header) < TAR_BLOCK:
             raise LayerContentError("layer ends inside a tar header (truncated)")
         plain = _plain_header(header)
-        if plain is None:
+        if plain is not None:
+            path, kind, size, skip = plain
+            # A plain header's path has at most 256 bytes (prefix, "/", name): below MAX_PATH_BYTES.
+            entry = TarEntry(path, kind, size if kind == "file" else 0)
+            stream.seek(stream.tell() + TAR_BLOCK + skip)
+        elif header[156:157] in _EXTENDING_ONE:
+            # Extended headers are rare (a long path, a capability xattr): tarfile reads
+            # this member with them, and the plain headers after it are read here again.
+            if archive is None:
+                archive = _open_archive(stream)  # reads the member at the stream's position
+            else:
+                archive.offset = stream.tell()  # where its next() reads
+            info = archive.next()
+            archive.members.clear()  # type: ignore[attr-defined]  # tarfile keeps every member it read
+            if info is None:
+                return
+            stream.seek(archive.offset)  # past the member's data
+            entry = _tarfile_entry(info)
+        else:
             break
-        path, kind, size, skip = plain
         count += 1
         if count > max_entries:
             raise LayerContentError(f"layer has more than {max_entries} entries")
-        # A plain header's path has at most 256 bytes (prefix, "/", name): below MAX_PATH_BYTES.
-        yield TarEntry(path, kind, size if kind == "file" else 0)
-        stream.seek(stream.tell() + TAR_BLOCK + skip)
+        yield entry
     if stream.tell() == 0 and stream.starts_with_zero_block():
         return  # an empty layer: docker writes one as 1,024 zero bytes
-    import tarfile
-
-    # "r:" (not the stream mode "r|"): tarfile seeks over file data; the stream only goes forward.
-    with tarfile.open(fileobj=cast("IO[bytes]", stream), mode="r:", tarinfo=_checked_tar_info()) as archive:
+    if archive is None:
+        archive = _open_archive(stream)
+    else:
+        archive.offset = stream.tell()
+    with archive:
         while (info := archive.next()) is not None:
-            # tarfile keeps every member it read (not in typeshed); nothing here needs them.
             archive.members.clear()  # type: ignore[attr-defined]
             count += 1
             if count > max_entries:
                 raise LayerContentError(f"layer has more than {max_entries} entries")
-            if len(info.name.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
-                raise LayerContentError(f"layer entry path longer than {MAX_PATH_BYTES} bytes")
-            kind = _kind(info)
-            yield TarEntry(info.name, kind, info.size if kind == "file" else 0)
+            yield _tarfile_entry(info)
+
+
+def _open_archive(stream: _LayerStream) -> tarfile.TarFile:
+    """tarfile over the stream, its first member the one at the stream's position."""
+    import tarfile
+
+    # "r:" (not the stream mode "r|"): tarfile seeks over file data; the stream only goes forward.
+    return tarfile.open(fileobj=cast("IO[bytes]", stream), mode="r:", tarinfo=_checked_tar_info())
+
+
+def _tarfile_entry(info: tarfile.TarInfo) -> TarEntry:
+    if len(info.name.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise LayerContentError(f"layer entry path longer than {MAX_PATH_BYTES} bytes")
+    kind = _kind(info)
+    return TarEntry(info.name, kind, info.size if kind == "file" else 0)
 
 
 def layer_entries(
     chunks: Iterable[bytes],
     diff_id: str,
     *,
+    blob_digest: str | None = None,
     on_chunk: Callable[[int], None] | None = None,
     max_entries: int = MAX_ENTRIES,
 ) -> Iterator[TarEntry]:
     """The entries of a layer blob (gzip, zstd or plain tar, told by its magic bytes).
 
     `chunks` are the blob's bytes in order (containerd's content Read); `diff_id`
-    is the expected sha256 of the uncompressed tar. `on_chunk` is called after
-    each chunk with its length, for the caller to pace itself (sleep to keep CPU
-    under a budget). The entries are only vouched for once the iterator is
-    exhausted without LayerContentError: the digest is checked at the end.
+    is the expected sha256 of the uncompressed tar. With `blob_digest`, the
+    compressed bytes are checked against it instead: only for a blob the runtime
+    itself decompressed and recorded as `diff_id` (containerd's
+    containerd.io/uncompressed label), where it vouches as much for a third of
+    the hashing. `on_chunk` is called after each chunk with its length, for the
+    caller to pace itself (sleep to keep CPU under a budget). The entries are
+    only vouched for once the iterator is exhausted without LayerContentError:
+    the digest is checked at the end.
     """
     if not _DIFF_ID.fullmatch(diff_id):
         raise ValueError(f"not a sha256 diff ID: {diff_id!r}")
-    return _checked_entries(chunks, diff_id, on_chunk, max_entries)
+    if blob_digest is not None and not _DIFF_ID.fullmatch(blob_digest):
+        raise ValueError(f"not a sha256 blob digest: {blob_digest!r}")
+    return _checked_entries(chunks, diff_id, blob_digest, on_chunk, max_entries)
 
 
 def _checked_entries(
-    chunks: Iterable[bytes], diff_id: str, on_chunk: Callable[[int], None] | None, max_entries: int
+    chunks: Iterable[bytes],
+    diff_id: str,
+    blob_digest: str | None,
+    on_chunk: Callable[[int], None] | None,
+    max_entries: int,
 ) -> Iterator[TarEntry]:
+    blob_sha256 = hashlib.sha256() if blob_digest is not None else None
     try:
-        source = _chunks_from(chunks, on_chunk)
+        source = _chunks_from(chunks, on_chunk, blob_sha256)
         first = b""
         while len(first) < len(_ZSTD_MAGIC) and (chunk := next(source, b"")):
             first += chunk
         rest = next(source, b"")
         fetched: _HashedBlocks | None = None
         if rest:
-            # Receiving the chunks (gRPC) takes about as long as decompressing them: a
-            # thread for each, the reader hashing and parsing.
+            # Decompression is the longest step: the chunks are received (and the blob
+            # hashed) in a thread of their own, decompressed in another, parsed here.
             fetched = _HashedBlocks(_prepend(rest, source), ahead=1, hashed=False)
             source = fetched
         if first.startswith(_GZIP_MAGIC):
@@ -574,11 +615,12 @@ def _checked_entries(
         try:
             # A blob that came whole in its first chunk (most layers are small) is read
             # without threads: starting them costs more than they save there.
-            hashed = _InlineBlocks(blocks) if not rest else _HashedBlocks(blocks)
+            hash_tar = blob_sha256 is None
+            hashed = _InlineBlocks(blocks, hashed=hash_tar) if not rest else _HashedBlocks(blocks, hashed=hash_tar)
             try:
                 stream = _LayerStream(hashed)
                 yield from _entries(stream, max_entries)
-                digest = stream.finish()
+                tar_digest = stream.finish()
             finally:
                 hashed.close()
         finally:
@@ -592,16 +634,24 @@ def _checked_entries(
         # Anything else raised while decoding untrusted bytes (zlib.error, ZstdError,
         # tarfile.ReadError, EOFError, ...) is the layer's content being wrong.
         raise LayerContentError(f"unreadable layer: {type(error).__name__}: {error}") from error
-    if digest != diff_id:
-        raise LayerContentError(f"layer content does not match its diff ID {diff_id} (got {digest})")
+    if blob_sha256 is not None:
+        # Every chunk was hashed: the decompressors read their input to its end.
+        digest = "sha256:" + blob_sha256.hexdigest()
+        if digest != blob_digest:
+            raise LayerContentError(f"layer blob does not match its digest {blob_digest} (got {digest})")
+    elif tar_digest != diff_id:
+        raise LayerContentError(f"layer content does not match its diff ID {diff_id} (got {tar_digest})")
 
 
 def summarize_layer(
     chunks: Iterable[bytes],
     diff_id: str,
     *,
+    blob_digest: str | None = None,
     on_chunk: Callable[[int], None] | None = None,
     max_entries: int = MAX_ENTRIES,
 ) -> LayerSummary:
     """Read a layer blob and summarize it; LayerContentError if it is not the layer it claims."""
-    return summarize(layer_entries(chunks, diff_id, on_chunk=on_chunk, max_entries=max_entries))
+    return summarize(
+        layer_entries(chunks, diff_id, blob_digest=blob_digest, on_chunk=on_chunk, max_entries=max_entries)
+    )

@@ -46,6 +46,10 @@ class BlobReader(Protocol):
 
     def read_blob(self, digest: str, size: int) -> Iterator[bytes]: ...
 
+    def uncompressed_digest(self, digest: str) -> str | None:
+        """The diff ID the store recorded when it decompressed the blob itself (None: none)."""
+        ...
+
 
 class LayerStore(Protocol):
     """A runtime's layer store: the layers of the images CRI listed."""
@@ -161,11 +165,18 @@ class RuntimeSource:
 
     def read_blob(self, digest: str, size: int) -> Iterator[bytes]:
         """One compressed layer blob, in chunks, from the layer store in use."""
+        return self._blob_store(digest).read_blob(digest, size)
+
+    def uncompressed_digest(self, digest: str) -> str | None:
+        """The diff ID the layer store in use recorded for a blob it decompressed."""
+        return self._blob_store(digest).uncompressed_digest(digest)
+
+    def _blob_store(self, digest: str) -> containerd.ContainerdLayerStore:
         store = self.layer_store
         if not isinstance(store, containerd.ContainerdLayerStore):
             kind = store.name if store is not None else "not known yet"
             raise BlobUnavailableError(f"layer store {kind} keeps no layer blobs to read {digest} from")
-        return store.read_blob(digest, size)
+        return store
 
     def snapshot(self) -> NodeFacts:
         """One consistent view of the node. Raises RuntimeUnavailableError."""

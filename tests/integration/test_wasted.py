@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.sources.node import RuntimeOptions, RuntimeSource
 from tests.harness.containerd import Containerd
 from tests.harness.kube_api import KubeApiStandIn, exporter_pod
 from tests.harness.pods import PodMaker
@@ -22,6 +23,7 @@ from tests.harness.registry import Registry
 from tests.integration.conftest import ServedExporter, run_cli, start_exporter, stop_exporter
 
 CONTENT_READ = "containerd.services.content.v1.Content/Read"
+CONTENT_INFO = "containerd.services.content.v1.Content/Info"
 
 
 @dataclass
@@ -103,8 +105,10 @@ def image_wasted(metrics: Mapping[tuple[str, tuple[tuple[str, str], ...]], float
     }
 
 
-def content_reads(metrics: Mapping[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
-    return metrics.get(("layer_sharing_runtime_requests_total", (("method", CONTENT_READ),)), 0.0)
+def content_reads(
+    metrics: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], method: str = CONTENT_READ
+) -> float:
+    return metrics.get(("layer_sharing_runtime_requests_total", (("method", method),)), 0.0)
 
 
 def test_every_image_and_the_node_are_exact_and_a_restart_reads_no_blob(pulled: PulledNode, tmp_path: Path):
@@ -124,10 +128,19 @@ def test_every_image_and_the_node_are_exact_and_a_restart_reads_no_blob(pulled: 
         assert metrics[("layer_sharing_analysis_unavailable_layers", ())] == 0
         assert metrics[("layer_sharing_errors_total", (("stage", "content"),))] == 0
         first_reads = content_reads(metrics)
+        # Blobs of 1 MiB or more are checked by their own digest where containerd recorded
+        # their diff ID when it unpacked them (one Info call each to learn that).
+        big_layers = {
+            layer.diff_id
+            for image in images.values()
+            for layer in image.layers
+            if len(layer.blob(pulled.compression).data) >= 1 << 20
+        }
+        assert content_reads(metrics, CONTENT_INFO) == len(big_layers) == 2
     finally:
         assert stop_exporter(first) == 0
     manifests = len(images)  # one manifest each: the only content a restarted exporter reads
-    assert first_reads > manifests + 4  # and, the first time, the 4 distinct layers' blobs
+    assert first_reads == manifests + 4  # and, the first time, each of the 4 distinct layers' blobs in one call
     assert len(list(state_dir.iterdir())) == 4
     second = start_exporter(
         pulled.containerd.endpoint,
@@ -146,6 +159,21 @@ def test_every_image_and_the_node_are_exact_and_a_restart_reads_no_blob(pulled: 
         assert content_reads(metrics) == manifests
     finally:
         assert stop_exporter(second) == 0
+
+
+def test_containerd_records_each_unpacked_blobs_diff_id(pulled: PulledNode):
+    """What the analysis trusts a blob's own digest on: the containerd.io/uncompressed
+    label containerd sets once it has decompressed the blob itself (unpacking it)."""
+    runtime = RuntimeSource(RuntimeOptions(endpoint=pulled.containerd.endpoint, layer_store="containerd"))
+    try:
+        runtime.snapshot()
+        for image in pulled.images.values():
+            for layer in image.layers:
+                assert runtime.uncompressed_digest(layer.blob(pulled.compression).digest) == layer.diff_id
+        config = next(iter(runtime.snapshot().layer_blobs))  # an image ID is its config blob's digest
+        assert runtime.uncompressed_digest(config) is None  # never decompressed
+    finally:
+        runtime.close()
 
 
 def test_df_image_shows_wasted_bytes_per_layer_and_the_largest_hidden_files(pulled: PulledNode):

@@ -121,9 +121,50 @@ def test_diff_id_mismatch():
         read(gzip.compress(tar_bytes), other)
 
 
+def blob_digest(blob):
+    return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+
+@pytest.mark.parametrize("compression", ["plain", "gzip", "zstd"])
+@pytest.mark.parametrize("chunk", [1, 4096, 1 << 20])
+def test_with_a_blob_digest_the_compressed_bytes_are_checked_instead_of_the_tar(compression, chunk):
+    """For a blob the runtime decompressed and recorded as the diff ID, its own
+    digest vouches for it: the tar is not hashed (a wrong diff ID goes unseen,
+    a wrong blob digest does not)."""
+    tar_bytes = make_tar(SAMPLE)
+    blob = compressions()[compression](tar_bytes)
+    unrelated = diff_id(b"another layer")
+    assert read(blob, unrelated, chunk=chunk, blob_digest=blob_digest(blob)) == SAMPLE_ENTRIES
+    with pytest.raises(LayerContentError, match="does not match its digest"):
+        read(blob, diff_id(tar_bytes), chunk=chunk, blob_digest=blob_digest(blob + b"x"))
+
+
+@pytest.mark.parametrize("compression", ["plain", "gzip", "zstd"])
+def test_a_truncated_or_corrupt_blob_fails_whichever_digest_is_checked(compression):
+    big = [("a", "file", bytes(range(256)) * 200), ("b", "file", b"y" * 3000)]
+    tar_bytes = make_tar(big)
+    blob = compressions()[compression](tar_bytes)
+    for cut in {len(blob) // 3, len(blob) // 2, len(blob) - 1, 100}:
+        with pytest.raises(LayerContentError):  # the runtime's digest of the whole blob
+            read(blob[:cut], diff_id(tar_bytes), blob_digest=blob_digest(blob))
+        if compression != "plain":  # a stored blob cut short, its digest "right": decompression notices
+            with pytest.raises(LayerContentError):
+                read(blob[:cut], diff_id(tar_bytes), blob_digest=blob_digest(blob[:cut]))
+    damaged = bytearray(blob)
+    damaged[len(damaged) // 2] ^= 0xFF
+    with pytest.raises(LayerContentError):
+        read(bytes(damaged), diff_id(tar_bytes), blob_digest=blob_digest(blob))
+    if compression != "plain":
+        with pytest.raises(LayerContentError):  # bytes after the stream, even under the blob's digest
+            read(blob + b"trailing", diff_id(tar_bytes), blob_digest=blob_digest(blob + b"trailing"))
+
+
 def test_malformed_expected_diff_id_is_the_callers_error():
     with pytest.raises(ValueError) as raised:
         layer_entries([b""], "sha512:00")
+    assert not isinstance(raised.value, LayerContentError)
+    with pytest.raises(ValueError) as raised:
+        layer_entries([b""], diff_id(b""), blob_digest="md5:00")
     assert not isinstance(raised.value, LayerContentError)
 
 
@@ -277,10 +318,13 @@ def _flip(pair):
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_mutations(), st.sampled_from([1, 5, 512, 4096]))
-def test_fuzz_only_content_errors_come_out(blob, chunk):
+@given(_mutations(), st.sampled_from([1, 5, 512, 4096]), st.booleans())
+def test_fuzz_only_content_errors_come_out(blob, chunk, vouched):
+    """`vouched`: the damaged blob's own digest is the one checked, as if the
+    runtime had recorded it; the decoders alone must then turn every damage into
+    LayerContentError (or read the bytes as they are)."""
     with contextlib.suppress(LayerContentError):
-        read(blob, diff_id(_VALID), chunk=chunk)
+        read(blob, diff_id(_VALID), chunk=chunk, blob_digest=blob_digest(blob) if vouched else None)
 
 
 def test_a_reader_that_stops_early_stops_the_block_thread():
