@@ -16,7 +16,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +28,7 @@ from typing import Any
 from exporter.core.accounting import account
 from exporter.sources.node import RuntimeOptions, RuntimeSource
 from tests.harness.containerd import PAUSE_REF, Containerd
-from tests.harness.image_env import compile_like_image, runtime_env
+from tests.harness.image_env import compile_like_image, compile_like_pip_install, runtime_env
 from tests.harness.images import ImageSpec, Layer, busybox_layer, write_images_tar
 from tests.harness.kube_api import KubeApiStandIn, owned, pod
 from tests.harness.pods import ContainerSpec, PodHandle, PodMaker
@@ -243,7 +242,7 @@ def main() -> int:
     # too, or the cold start would include compiling it.
     compile_like_image()
     # ...and for the comparison run with Python's default settings.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "exporter")], check=True)
+    compile_like_pip_install()
     workdir = Path(tempfile.mkdtemp(prefix="lse-bench-"))
     containerd = Containerd(workdir / "containerd")
     results: dict[str, Any] = {

@@ -30,7 +30,7 @@ from benchmarks.busy_node import (
 )
 from benchmarks.wasted import proc_rss_mib
 from tests.harness.containerd import Containerd
-from tests.harness.image_env import compile_like_image
+from tests.harness.image_env import compile_like_image, compile_like_pip_install
 from tests.integration.conftest import stop_exporter
 
 
@@ -60,6 +60,7 @@ def analysed(containerd: Containerd, workdir: Path, env: dict[str, str] | None) 
 
 def main() -> int:
     compile_like_image()
+    compile_like_pip_install()  # the pip_install run: bytecode as pip writes it
     workdir = Path(tempfile.mkdtemp(prefix="lse-bench-wasted-busy-"))
     containerd = Containerd(workdir / "containerd")
     results: dict[str, Any] = {}

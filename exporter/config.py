@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from exporter.core.bases import BaseSpec
+from exporter.documents import parse_document
 from exporter.errors import ConfigError, ParseError
 from exporter.outputs.collector import MetricsOptions
 from exporter.sources.containers_storage import DEFAULT_STORAGE_ROOT
@@ -172,11 +171,7 @@ def load_file(path: str | Path, base: Config | None = None) -> Config:
         text = Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return from_mapping(data or {}, base)
+    return from_mapping(parse_document(text, f"config file {path}") or {}, base)
 
 
 def from_environment(env: Mapping[str, str] | None = None) -> Config:

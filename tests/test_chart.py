@@ -3,6 +3,7 @@ Helm v4), validated against the Kubernetes schemas of the supported versions."""
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 import subprocess
@@ -348,6 +349,8 @@ def test_config_map_is_a_valid_exporter_config(chart, tmp_path):
     config = load_file(path)
     assert [b.name for b in config.bases] == ["debian-12", "alpine-3.20"]
     assert config.host_root == "/host" and config.metrics.layers_top_n == 20
+    # JSON, so that the exporter reads it without loading a YAML parser (tests/test_documents.py).
+    assert isinstance(json.loads(config_map["data"]["config.yaml"]), dict)
 
 
 def test_monitoring_objects_have_their_required_fields(chart):

@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from exporter.documents import parse_document
 from exporter.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -143,11 +142,10 @@ def load(path: str | Path) -> WebConfig:
     """Read and check a web config file; ConfigError names what is wrong."""
     file = Path(path)
     try:
-        doc = yaml.safe_load(file.read_text()) or {}
+        text = file.read_text()
     except OSError as exc:
         raise ConfigError(f"web config {file}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"web config {file}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    doc = parse_document(text, f"web config {file}") or {}
     if not isinstance(doc, dict):
         raise ConfigError(f"web config {file}: expected a mapping")
     unknown = set(doc) - {"tls_server_config", "basic_auth_users", "http_server_config"}

@@ -306,10 +306,11 @@ class ContainerdLayerStore:
             return
         # Only the layer blobs of known images matter (the store also holds
         # configs, manifests and indexes); keep just those.
-        layer_digests = {blob.digest for blobs in self._blobs.values() for blob in blobs}
+        # Keyed by the manifests' own digest strings: the listing's copies would double them.
+        layer_digests = {blob.digest: blob.digest for blobs in self._blobs.values() for blob in blobs}
         try:
             present = {
-                info.digest: info.size
+                layer_digests[info.digest]: info.size
                 for response in self.session.stream(self._content_list, content_pb.ListContentRequest())
                 for info in response.info
                 if info.digest in layer_digests

@@ -42,7 +42,8 @@ def test_report_refuses_an_unknown_view_before_asking_anything(capsys):
 
 def test_serve_loads_only_what_it_runs():
     """The serve process's memory is budgeted (benchmarks/busy_node.py): the report,
-    df, bcrypt (basic auth) and the kubernetes client (--kubernetes) load on demand."""
+    df, bcrypt (basic auth), the kubernetes client (--kubernetes) and the YAML parser
+    (a config that is not JSON) load on demand."""
     import subprocess
     import sys
 
@@ -50,14 +51,14 @@ def test_serve_loads_only_what_it_runs():
         "import sys; import exporter.cli.main, exporter.cli.serve, exporter.outputs.server, "
         "exporter.outputs.webconfig, exporter.sources.kubernetes.workloads; "
         "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('exporter', 'bcrypt', 'kubernetes', 'rich', 'csv'))))"
+        "('exporter', 'bcrypt', 'kubernetes', 'rich', 'csv', 'yaml'))))"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     loaded = set(result.stdout.split())
     assert {"exporter.cli.serve", "exporter.outputs.server", "exporter.sources.node"} <= loaded
     report_and_df = {m for m in loaded if m.startswith(("exporter.outputs.report", "exporter.cli.report"))}
     assert not report_and_df and "exporter.outputs.df" not in loaded and "exporter.cli.df" not in loaded
-    assert not loaded & {"bcrypt", "kubernetes", "rich", "csv"}
+    assert not loaded & {"bcrypt", "kubernetes", "rich", "csv", "yaml"}
 
 
 def test_layer_store_flags_override_the_config_file(tmp_path):

@@ -48,3 +48,9 @@ def compile_like_image() -> None:
         check=True,
         stdout=subprocess.DEVNULL,
     )
+
+
+def compile_like_pip_install() -> None:
+    """Byte-compile the package as `pip install` does (Python's default settings),
+    so that a process run that way does not compile it at every start."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "exporter")], check=True)

@@ -1,0 +1,42 @@
+"""The config and web config documents: JSON (what the chart writes) without a YAML
+parser, YAML as users write it, a clear error for neither."""
+
+import subprocess
+import sys
+
+import pytest
+
+from exporter.documents import parse_document
+from exporter.errors import ConfigError
+
+
+def test_json_and_yaml_give_the_same_data():
+    as_json = '{"refresh_interval_seconds": 30, "metrics": {"pods": true}, "bases": []}'
+    as_yaml = "refresh_interval_seconds: 30\nmetrics:\n  pods: true\nbases: []\n"
+    assert (
+        parse_document(as_json, "x")
+        == parse_document(as_yaml, "x")
+        == {
+            "refresh_interval_seconds": 30,
+            "metrics": {"pods": True},
+            "bases": [],
+        }
+    )
+    assert parse_document("{pods: true}", "x") == {"pods": True}  # YAML flow style, not JSON
+    assert parse_document("", "x") is None
+
+
+def test_a_json_document_is_read_without_loading_yaml(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text('{"log_level": "debug"}\n')
+    probe = (
+        "import sys; from exporter import config; "
+        f"assert config.load_file({str(path)!r}).log_level == 'debug'; print('yaml' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_neither_json_nor_yaml_names_the_document():
+    with pytest.raises(ConfigError, match=r"^config file c\.yaml: not valid YAML"):
+        parse_document("a: [1, 2\n", "config file c.yaml")
