@@ -158,6 +158,7 @@ def start_exporter(
     interval: float,
     env: dict[str, str] | None = None,
     extra: tuple[str, ...] = (),
+    python: str = sys.executable,
 ) -> ServedExporter:
     """The exporter as a process, as the DaemonSet runs it (the test harness's
     launcher: Python set up as the image sets it unless `env` is given)."""
@@ -174,6 +175,7 @@ def start_exporter(
         "warning",
         *extra,
         env=env,
+        python=python,
     )
 
 

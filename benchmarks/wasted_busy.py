@@ -3,8 +3,9 @@
     .venv/bin/python -m benchmarks.wasted_busy
 
 The same 300 images and 110 pods (about 1,900 small layers) on a real
-containerd; the exporter at defaults, once as `pip install` runs it (Python's
-default settings) and once as the image runs it: time until every layer is
+containerd; the exporter at defaults, once as `pip install` gives it (its own
+virtualenv with only the locked runtime dependencies, the package installed and
+byte-compiled, Python's default settings) and once as the image runs it: time until every layer is
 analysed, peak RSS meanwhile, RSS once done (after one more refresh), series.
 Writes a table and benchmarks/results/wasted_busy.json. Needs root.
 """
@@ -12,7 +13,7 @@ Writes a table and benchmarks/results/wasted_busy.json. Needs root.
 from __future__ import annotations
 
 import json
-import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,13 +31,15 @@ from benchmarks.busy_node import (
 )
 from benchmarks.wasted import proc_rss_mib
 from tests.harness.containerd import Containerd
-from tests.harness.image_env import compile_like_image, compile_like_pip_install
+from tests.harness.image_env import compile_like_image, default_python_env, pip_installed_python
 from tests.integration.conftest import stop_exporter
 
 
-def analysed(containerd: Containerd, workdir: Path, env: dict[str, str] | None) -> dict[str, Any]:
+def analysed(
+    containerd: Containerd, workdir: Path, env: dict[str, str] | None, python: str = sys.executable
+) -> dict[str, Any]:
     started = time.perf_counter()
-    exporter = start_exporter(containerd.endpoint, workdir, "{}\n", interval=SCRAPE_INTERVAL, env=env)
+    exporter = start_exporter(containerd.endpoint, workdir, "{}\n", interval=SCRAPE_INTERVAL, env=env, python=python)
     try:
 
         def done() -> bool:
@@ -60,14 +63,13 @@ def analysed(containerd: Containerd, workdir: Path, env: dict[str, str] | None) 
 
 def main() -> int:
     compile_like_image()
-    compile_like_pip_install()  # the pip_install run: bytecode as pip writes it
     workdir = Path(tempfile.mkdtemp(prefix="lse-bench-wasted-busy-"))
     containerd = Containerd(workdir / "containerd")
     results: dict[str, Any] = {}
     try:
         containerd.start()
         build_node(containerd, workdir, 300, 110)
-        results["pip_install"] = analysed(containerd, workdir, dict(os.environ))
+        results["pip_install"] = analysed(containerd, workdir, default_python_env(), pip_installed_python())
         results["image"] = analysed(containerd, workdir, None)
     finally:
         containerd.cleanup()

@@ -54,3 +54,30 @@ def compile_like_pip_install() -> None:
     """Byte-compile the package as `pip install` does (Python's default settings),
     so that a process run that way does not compile it at every start."""
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "exporter")], check=True)
+
+
+PIP_VENV = ROOT / ".cache" / "pip-install-venv"
+
+
+def pip_installed_python() -> str:
+    """A Python with the exporter as `pip install` gives it: its own virtualenv
+    holding only the locked runtime dependencies and the package (byte-compiled,
+    not editable), none of the test tools. The dependencies are kept between runs
+    (until requirements.lock changes); the package is installed afresh each time.
+    pip finds its index in the machine's own configuration."""
+    lock = (ROOT / "requirements.lock").read_bytes()
+    stamp = PIP_VENV / "requirements.lock"
+    python = PIP_VENV / "bin" / "python"
+    if not python.exists() or not stamp.exists() or stamp.read_bytes() != lock:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(PIP_VENV)], check=True)
+        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, "--require-hashes", "--no-deps", "-r", str(ROOT / "requirements.lock")], check=True)
+        stamp.write_bytes(lock)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--no-deps", "--force-reinstall", str(ROOT)], check=True)
+    return str(python)
+
+
+def default_python_env() -> dict[str, str]:
+    """os.environ without any PYTHON* setting: Python as a plain install runs it."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}

@@ -105,15 +105,17 @@ class ServedExporter:
         return self.log_path.read_text()
 
 
-def start_exporter(endpoint: str, workdir: Path, *extra: str, env: dict[str, str] | None = None) -> ServedExporter:
+def start_exporter(
+    endpoint: str, workdir: Path, *extra: str, env: dict[str, str] | None = None, python: str = sys.executable
+) -> ServedExporter:
     """The exporter as a process, with Python set up as the image sets it (-OO)
-    unless `env` says otherwise."""
+    unless `env` says otherwise, run by `python` (another environment's)."""
     port = free_port()
     log_path = workdir / f"exporter-{port}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [
-                sys.executable,
+                python,
                 "-m",
                 "exporter",
                 "serve",
@@ -126,6 +128,8 @@ def start_exporter(endpoint: str, workdir: Path, *extra: str, env: dict[str, str
             stdout=log,
             stderr=subprocess.STDOUT,
             env=image_python_env() if env is None else env,
+            # Another environment's Python must not import the package from this checkout (-m puts the cwd first).
+            cwd=workdir if python != sys.executable else None,
         )
     served = ServedExporter(process, f"http://127.0.0.1:{port}", log_path)
     served.wait_for(lambda: served.get("/readyz")[0] == 200, what="exporter ready")

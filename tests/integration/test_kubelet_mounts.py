@@ -20,6 +20,7 @@ tests.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import shlex
@@ -199,17 +200,14 @@ def run_pod(node: KubeletNode, workdir: Path, pod: RenderedPod, *, mount_socket_
     # The ConfigMap volume, as the kubelet projects it.
     config_dir = Path(_under(container_root, pod.config_mount_path))
     config_dir.mkdir(parents=True, exist_ok=True)
-    config_yaml = pod.config_yaml
+    config = yaml.safe_load(pod.config_yaml)  # JSON, as the chart writes it
     # The emptyDir of the layer analysis's state, as the kubelet makes it: writable by the pod's user.
-    state = next(
-        (line.split(":", 1)[1].strip() for line in config_yaml.splitlines() if line.startswith("state_dir:")), ""
-    )
-    if state:
+    if state := config.get("state_dir"):
         state_dir = Path(_under(container_root, state))
         state_dir.mkdir(parents=True)
         os.chown(state_dir, pod.run_as_user, pod.run_as_group)
-        config_yaml = config_yaml.replace(f"state_dir: {state}", f"state_dir: {state_dir}")
-    (config_dir / "config.yaml").write_text(config_yaml)
+        config["state_dir"] = str(state_dir)
+    (config_dir / "config.yaml").write_text(json.dumps(config, indent=2))
 
     port = free_port()
     args = []
