@@ -184,9 +184,9 @@ class LayerAnalyzer:
         self._facts: NodeFacts | None = None
         # Sleeps end at once when the exporter stops.
         self._budget = CpuBudget(options.cpu_fraction, wait=lambda seconds: self._stop.wait(seconds))
-        # Summaries are kept encoded (exporter.sources.layer_state's format): one
-        # bytes object per layer instead of eleven arrays, about 5x smaller for the
-        # small layers most images end with; decoded only to compute new figures.
+        # Summaries are kept packed (exporter.sources.layer_state.pack): one bytes
+        # object per layer instead of eleven arrays, several times smaller for the
+        # small layers most images end with; unpacked only to compute new figures.
         self._summaries: dict[str, bytes] = {}
         self._failures: dict[str, _Failure] = {}
         self._logged: set[str] = set()
@@ -305,7 +305,7 @@ class LayerAnalyzer:
         for diff_id in sources.keys() - self._summaries.keys():
             summary = layer_state.load(directory, diff_id)
             if summary is not None:
-                self._summaries[diff_id] = layer_state.encode(diff_id, summary)
+                self._summaries[diff_id] = layer_state.pack(summary)
                 self.layers_loaded += 1
 
     def _due(self, diff_id: str, source: LayerSource | None, facts: NodeFacts) -> bool:
@@ -344,7 +344,7 @@ class LayerAnalyzer:
             self._unavailable(source.diff_id, source.digest, str(exc), retry_at)
             return False
         self._budget.pace()
-        self._summaries[source.diff_id] = layer_state.encode(source.diff_id, summary)
+        self._summaries[source.diff_id] = layer_state.pack(summary)
         self._failures.pop(source.diff_id, None)
         self._logged.discard(source.diff_id)
         self.layers_read += 1
@@ -363,7 +363,7 @@ class LayerAnalyzer:
             logger.warning("state directory %s not usable, summaries kept in memory only: %s", directory, exc)
 
     def _summary(self, diff_id: str) -> LayerSummary:
-        return layer_state.decode(diff_id, self._summaries[diff_id])
+        return layer_state.unpack(self._summaries[diff_id])
 
     def _unavailable(self, diff_id: str, digest: str, reason: str, retry_at: float) -> None:
         self._failures[diff_id] = _Failure(digest, reason, retry_at)

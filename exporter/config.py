@@ -18,9 +18,8 @@ from exporter.core.bases import BaseSpec
 from exporter.documents import parse_document
 from exporter.errors import ConfigError, ParseError
 from exporter.outputs.collector import MetricsOptions
-from exporter.sources.containers_storage import DEFAULT_STORAGE_ROOT
 from exporter.sources.grpc_client import normalize_endpoint
-from exporter.sources.node import LAYER_STORES
+from exporter.sources.node import DEFAULT_STORAGE_ROOT, LAYER_STORES
 from exporter.sources.oci import DIGEST_RE
 
 DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"

@@ -9,8 +9,7 @@ from typing import Any
 from exporter import __version__
 from exporter import config as config_mod
 from exporter.config import Config
-from exporter.sources.containers_storage import DEFAULT_STORAGE_ROOT
-from exporter.sources.node import LAYER_STORES
+from exporter.sources.node import DEFAULT_STORAGE_ROOT, LAYER_STORES
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
 

@@ -40,7 +40,6 @@ from exporter.errors import ParseError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STORAGE_ROOT = "/var/lib/containers/storage"
 # The graph driver whose metadata directories are read (CRI-O's default and
 # the only one the chart mounts): overlay-layers/ and overlay-images/.
 DRIVER = "overlay"
@@ -295,7 +294,7 @@ class _Reporter:
 
 @dataclass(frozen=True, slots=True)
 class ContainersStorageOptions:
-    storage_root: str = DEFAULT_STORAGE_ROOT
+    storage_root: str  # the graph root (CRI-O's `root` in storage.conf)
 
 
 class ContainersStorageLayerStore:

@@ -59,6 +59,7 @@ def test_serve_loads_only_what_it_runs():
     report_and_df = {m for m in loaded if m.startswith(("exporter.outputs.report", "exporter.cli.report"))}
     assert not report_and_df and "exporter.outputs.df" not in loaded and "exporter.cli.df" not in loaded
     assert not loaded & {"bcrypt", "kubernetes", "rich", "csv", "yaml"}
+    assert "exporter.sources.containers_storage" not in loaded  # CRI-O's store: loaded on a CRI-O node
 
 
 def test_layer_store_flags_override_the_config_file(tmp_path):

@@ -29,6 +29,17 @@ def test_round_trip(tmp_path, summary):
     assert layer_state.load(tmp_path, DIFF_ID) == summary
 
 
+@pytest.mark.parametrize("summary", [sample(0), sample(3), sample(70_000), sample(2, big=True)])
+def test_packed_in_memory_without_what_only_a_file_needs(summary):
+    packed = layer_state.pack(summary)
+    assert layer_state.unpack(packed) == summary
+    file_content = layer_state.encode(DIFF_ID, summary)
+    assert len(file_content) - len(packed) == 8 + 2 + 32 + 32  # magic, version, diff ID, checksum
+    assert packed in file_content  # the file holds the packed form as it is
+    with pytest.raises(Exception, match="shorter"):
+        layer_state.unpack(packed[:-1])
+
+
 def test_missing_is_none_and_quiet(tmp_path, caplog):
     assert layer_state.load(tmp_path, DIFF_ID) is None
     assert layer_state.load(tmp_path / "nonexistent", DIFF_ID) is None
