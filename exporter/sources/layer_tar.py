@@ -14,7 +14,7 @@ import hashlib
 import re
 import threading
 import zlib
-from _queue import SimpleQueue  # what queue.SimpleQueue is, without loading the queue module
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from typing import IO, TYPE_CHECKING, Self, cast
@@ -211,19 +211,17 @@ class _HashedBlocks:
 
     Decompression and sha256 release the GIL, tar header parsing does not: with
     the blocks made one step ahead, decompression runs beside hashing and
-    parsing, like `zstd -dc | tar -t`. At most `ahead` blocks wait; an error of the producer
+    parsing, like `zstd -dc | tar -t`. At most _AHEAD blocks wait; an error of the producer
     (the layer's or the chunk source's) is raised to the reader unchanged.
     """
 
     def __init__(self, blocks: Iterator[bytes], *, ahead: int = 2, hashed: bool = True) -> None:
+        self._AHEAD = ahead
         self._hashed = hashed
-        # Two C queues rather than a Condition: a block is handed over without
-        # running Python locking code, and a producer waiting for room sleeps in C.
-        self._items: SimpleQueue[bytes | BaseException | None] = SimpleQueue()
-        self._room: SimpleQueue[bool] = SimpleQueue()  # a token per block that may be made ahead
-        for _ in range(ahead):
-            self._room.put(True)
-        self._stopped = False
+        # A deque and a condition rather than queue.Queue: the queue module is not loaded for this.
+        self._waiting: deque[bytes | BaseException | None] = deque()
+        self._changed = threading.Condition()
+        self._stopped = threading.Event()
         self._ended = False
         self._sha256 = hashlib.sha256()
         self._thread = threading.Thread(target=self._produce, args=(blocks,), name="layer-blocks", daemon=True)
@@ -232,12 +230,23 @@ class _HashedBlocks:
     def _produce(self, blocks: Iterator[bytes]) -> None:
         try:
             for block in blocks:
-                if not self._room.get() or self._stopped:
+                if not self._put(block):
                     return
-                self._items.put(block)
-            self._items.put(None)
+            self._put(None)
         except BaseException as error:  # handed to the reader, whatever it is
-            self._items.put(error)
+            self._put(error)
+
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        with self._changed:
+            while not self._stopped.is_set():
+                if len(self._waiting) < self._AHEAD:
+                    break
+                self._changed.wait(0.1)
+            else:
+                return False
+            self._waiting.append(item)
+            self._changed.notify()
+        return True
 
     def __iter__(self) -> Self:
         return self
@@ -245,8 +254,11 @@ class _HashedBlocks:
     def __next__(self) -> bytes:
         if self._ended:
             raise StopIteration
-        item = self._items.get()
-        self._room.put(True)
+        with self._changed:
+            while not self._waiting:
+                self._changed.wait()
+            item = self._waiting.popleft()
+            self._changed.notify()
         if item is None:
             self._ended = True
             raise StopIteration
@@ -265,8 +277,9 @@ class _HashedBlocks:
 
     def close(self) -> None:
         """Stop the producer (the reader gave up early) and let it end."""
-        self._stopped = True
-        self._room.put(False)  # wakes a producer waiting for room
+        self._stopped.set()
+        with self._changed:
+            self._changed.notify_all()
         self._thread.join()
 
 
