@@ -440,6 +440,8 @@ def analyse_image(
     """
     sources = layer_sources(facts)
     summaries: list[LayerSummary] = []
+    # What each layer was checked against, for its second read (one Content.Info each).
+    checked_against: list[str | None] = []
     unavailable: list[tuple[str, str]] = []
     for diff_id in image.diff_ids:
         source = sources.get(diff_id)
@@ -451,6 +453,7 @@ def analyse_image(
             summaries.append(
                 summarize_layer(reader.read_blob(source.digest, source.size), diff_id, blob_digest=blob_digest)
             )
+            checked_against.append(blob_digest)
         except (LayerContentError, BlobUnavailableError) as exc:
             unavailable.append((diff_id, str(exc)))
     if unavailable:
@@ -463,9 +466,7 @@ def analyse_image(
         assert source is not None
         numbers = [h.file_number for h in hidden if h.layer == layer]
         entries = layer_entries(
-            reader.read_blob(source.digest, source.size),
-            source.diff_id,
-            blob_digest=blob_digest_to_check(reader, source),
+            reader.read_blob(source.digest, source.size), source.diff_id, blob_digest=checked_against[layer]
         )
         for number, path in file_paths(summaries[layer], entries, numbers).items():
             paths[(layer, number)] = path
