@@ -17,7 +17,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from functools import cache
-from typing import IO, TYPE_CHECKING, Self, cast
+from typing import IO, TYPE_CHECKING, Generic, Self, TypeVar, cast
 
 from exporter.core.wasted import EntryKind, LayerContentError, LayerSummary, TarEntry, summarize
 
@@ -53,9 +53,14 @@ class _Outside(BaseException):
         self.error = error
 
 
+# A chunk of the compressed blob: the reader's own bytes, or a view into a received message.
+Chunk = bytes | memoryview
+_Item = TypeVar("_Item", bound=Chunk)
+
+
 def _chunks_from(
-    chunks: Iterable[bytes], on_chunk: Callable[[int], None] | None, blob_sha256: hashlib._Hash | None
-) -> Iterator[bytes]:
+    chunks: Iterable[Chunk], on_chunk: Callable[[int], None] | None, blob_sha256: hashlib._Hash | None
+) -> Iterator[Chunk]:
     iterator = iter(chunks)
     while True:
         try:
@@ -64,13 +69,15 @@ def _chunks_from(
             return
         except Exception as error:
             raise _Outside(error) from error
-        if chunk:
+        length = len(chunk)
+        if length:
             if blob_sha256 is not None:
                 blob_sha256.update(chunk)  # in whichever thread receives the chunks
             yield chunk
+        del chunk  # not kept while pacing or waiting for the next one
         if on_chunk is not None:
             try:
-                on_chunk(len(chunk))
+                on_chunk(length)
             except Exception as error:
                 raise _Outside(error) from error
 
@@ -125,7 +132,7 @@ class _ZstdFraming:
         else:
             raise LayerContentError("corrupt zstd stream: bytes after the last frame are not a frame")
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: Chunk) -> None:
         position = 0
         while position < len(data):
             if self._skip:
@@ -147,12 +154,12 @@ class _ZstdFraming:
 class _ChunkReader:
     """The compressed chunks as a readable file, for zstandard's stream reader."""
 
-    def __init__(self, chunks: Iterator[bytes], first: bytes, framing: _ZstdFraming) -> None:
+    def __init__(self, chunks: Iterator[Chunk], framing: _ZstdFraming) -> None:
         self._chunks = chunks
-        self._pending = first
+        self._pending: Chunk = b""
         self._framing = framing
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1) -> Chunk:
         if not self._pending:
             self._pending = next(self._chunks, b"")
         if 0 <= size < len(self._pending):
@@ -163,9 +170,9 @@ class _ChunkReader:
         return out
 
 
-def _gunzip(chunks: Iterator[bytes], first: bytes) -> Iterator[bytes]:
+def _gunzip(chunks: Iterator[Chunk]) -> Iterator[bytes]:
     member: zlib._Decompress | None = None  # None between gzip members
-    for chunk in _prepend(first, chunks):
+    for chunk in chunks:
         data = chunk
         while True:
             if member is None:
@@ -189,24 +196,25 @@ def _gunzip(chunks: Iterator[bytes], first: bytes) -> Iterator[bytes]:
         raise LayerContentError("gzip stream is truncated")
 
 
-def _unzstd(chunks: Iterator[bytes], first: bytes) -> Iterator[bytes]:
+def _unzstd(chunks: Iterator[Chunk]) -> Iterator[bytes]:
     import zstandard  # most nodes have no zstd layer: its 0.3 MiB only when one comes
 
     framing = _ZstdFraming()
-    source = cast("IO[bytes]", _ChunkReader(chunks, first, framing))
+    source = cast("IO[bytes]", _ChunkReader(chunks, framing))
     reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=READ_SIZE, read_across_frames=True)
     while block := reader.read(BLOCK_SIZE):
         yield block
     framing.check_complete()
 
 
-def _prepend(first: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
-    if first:
-        yield first
+def _prepend(first: list[_Item], chunks: Iterator[_Item]) -> Iterator[_Item]:
+    """The items of `first` (emptied as they go: none is kept once handed on), then `chunks`."""
+    while first:
+        yield first.pop(0)
     yield from chunks
 
 
-class _HashedBlocks:
+class _HashedBlocks(Generic[_Item]):
     """The decompressed blocks, made in a thread of their own, hashed as they are taken.
 
     Decompression and sha256 release the GIL, tar header parsing does not: with
@@ -215,11 +223,11 @@ class _HashedBlocks:
     (the layer's or the chunk source's) is raised to the reader unchanged.
     """
 
-    def __init__(self, blocks: Iterator[bytes], *, ahead: int = 2, hashed: bool = True) -> None:
+    def __init__(self, blocks: Iterator[_Item], *, ahead: int = 2, hashed: bool = True) -> None:
         self._AHEAD = ahead
         self._hashed = hashed
         # A deque and a condition rather than queue.Queue: the queue module is not loaded for this.
-        self._waiting: deque[bytes | BaseException | None] = deque()
+        self._waiting: deque[_Item | BaseException | None] = deque()
         self._changed = threading.Condition()
         self._stopped = threading.Event()
         self._ended = False
@@ -227,16 +235,18 @@ class _HashedBlocks:
         self._thread = threading.Thread(target=self._produce, args=(blocks,), name="layer-blocks", daemon=True)
         self._thread.start()
 
-    def _produce(self, blocks: Iterator[bytes]) -> None:
+    def _produce(self, blocks: Iterator[_Item]) -> None:
         try:
             for block in blocks:
-                if not self._put(block):
+                put = self._put(block)
+                del block  # not kept while the next one is made or received
+                if not put:
                     return
             self._put(None)
         except BaseException as error:  # handed to the reader, whatever it is
             self._put(error)
 
-    def _put(self, item: bytes | BaseException | None) -> bool:
+    def _put(self, item: _Item | BaseException | None) -> bool:
         with self._changed:
             while not self._stopped.is_set():
                 if len(self._waiting) < self._AHEAD:
@@ -251,7 +261,7 @@ class _HashedBlocks:
     def __iter__(self) -> Self:
         return self
 
-    def __next__(self) -> bytes:
+    def __next__(self) -> _Item:
         if self._ended:
             raise StopIteration
         with self._changed:
@@ -316,7 +326,7 @@ class _LayerStream:
     cost twice the decompression itself.
     """
 
-    def __init__(self, blocks: _HashedBlocks | _InlineBlocks) -> None:
+    def __init__(self, blocks: _HashedBlocks[bytes] | _InlineBlocks) -> None:
         self._blocks = blocks
         self._buffer = b""
         self._offset = 0
@@ -573,7 +583,7 @@ def _tarfile_entry(info: tarfile.TarInfo) -> TarEntry:
 
 
 def layer_entries(
-    chunks: Iterable[bytes],
+    chunks: Iterable[Chunk],
     diff_id: str,
     *,
     blob_digest: str | None = None,
@@ -600,7 +610,7 @@ def layer_entries(
 
 
 def _checked_entries(
-    chunks: Iterable[bytes],
+    chunks: Iterable[Chunk],
     diff_id: str,
     blob_digest: str | None,
     on_chunk: Callable[[int], None] | None,
@@ -608,28 +618,38 @@ def _checked_entries(
 ) -> Iterator[TarEntry]:
     blob_sha256 = hashlib.sha256() if blob_digest is not None else None
     try:
-        source = _chunks_from(chunks, on_chunk, blob_sha256)
-        first = b""
-        while len(first) < len(_ZSTD_MAGIC) and (chunk := next(source, b"")):
-            first += chunk
+        source: Iterator[Chunk] = _chunks_from(chunks, on_chunk, blob_sha256)
+        first: list[Chunk] = []  # enough chunks for the magic bytes (handed on, not kept)
+        magic = b""
+        while len(magic) < len(_ZSTD_MAGIC):
+            chunk = next(source, b"")
+            if not chunk:
+                break
+            first.append(chunk)
+            magic += chunk[: len(_ZSTD_MAGIC) - len(magic)]
+            del chunk
         rest = next(source, b"")
-        fetched: _HashedBlocks | None = None
+        threaded = bool(rest)
+        fetched: _HashedBlocks[Chunk] | None = None
         if rest:
             # Decompression is the longest step: the chunks are received (and the blob
             # hashed) in a thread of their own, decompressed in another, parsed here.
-            fetched = _HashedBlocks(_prepend(rest, source), ahead=1, hashed=False)
+            fetched = _HashedBlocks(_prepend([rest], source), ahead=1, hashed=False)
             source = fetched
-        if first.startswith(_GZIP_MAGIC):
-            blocks = _gunzip(source, first)
-        elif first.startswith(_ZSTD_MAGIC):
-            blocks = _unzstd(source, first)
+        del rest
+        source = _prepend(first, source)
+        blocks: Iterator[bytes]
+        if magic.startswith(_GZIP_MAGIC):
+            blocks = _gunzip(source)
+        elif magic.startswith(_ZSTD_MAGIC):
+            blocks = _unzstd(source)
         else:
-            blocks = _prepend(first, source)
+            blocks = (bytes(chunk) for chunk in source)  # an uncompressed layer (rare): its own bytes
         try:
             # A blob that came whole in its first chunk (most layers are small) is read
             # without threads: starting them costs more than they save there.
             hash_tar = blob_sha256 is None
-            hashed = _InlineBlocks(blocks, hashed=hash_tar) if not rest else _HashedBlocks(blocks, hashed=hash_tar)
+            hashed = _HashedBlocks(blocks, hashed=hash_tar) if threaded else _InlineBlocks(blocks, hashed=hash_tar)
             try:
                 stream = _LayerStream(hashed)
                 yield from _entries(stream, max_entries)
@@ -657,7 +677,7 @@ def _checked_entries(
 
 
 def summarize_layer(
-    chunks: Iterable[bytes],
+    chunks: Iterable[Chunk],
     diff_id: str,
     *,
     blob_digest: str | None = None,

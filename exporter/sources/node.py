@@ -46,7 +46,7 @@ def choose_layer_store(setting: str, runtime_name: str) -> str:
 class BlobReader(Protocol):
     """A layer store that can hand out its compressed layer blobs (containerd's content store)."""
 
-    def read_blob(self, digest: str, size: int) -> Iterator[bytes]: ...
+    def read_blob(self, digest: str, size: int) -> Iterator[bytes | memoryview]: ...
 
     def uncompressed_digest(self, digest: str) -> str | None:
         """The diff ID the store recorded when it decompressed the blob itself (None: none)."""
@@ -169,7 +169,7 @@ class RuntimeSource:
         """
         return None if self.options.layer_store == "containers-storage" else self
 
-    def read_blob(self, digest: str, size: int) -> Iterator[bytes]:
+    def read_blob(self, digest: str, size: int) -> Iterator[bytes | memoryview]:
         """One compressed layer blob, in chunks, from the layer store in use."""
         return self._blob_store(digest).read_blob(digest, size)
 

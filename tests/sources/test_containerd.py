@@ -3,20 +3,18 @@ namespaces, lazily pulled layers, manifest read retries."""
 
 import hashlib
 import json
+import random
+import time
 from collections.abc import Generator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.core.accounting import account
 from exporter.core.facts import ImageFacts
 from exporter.errors import BlobUnavailableError, RuntimeUnavailableError
-from exporter.sources.containerd import (
-    BLOB_READ_RANGE,
-    MANIFEST_RETRY_SECONDS,
-    RANGES_AHEAD,
-    ContainerdLayerStore,
-    ContainerdOptions,
-)
+from exporter.sources.containerd import MANIFEST_RETRY_SECONDS, ContainerdLayerStore, ContainerdOptions, content_data
 from exporter.sources.grpc_client import RpcSession, read_only_channel
 from exporter.sources.node import READ_ONLY_METHODS
 from tests.fake_grpc import source_for
@@ -153,26 +151,41 @@ def _blob_store(fake, **options):
     return runtime, store
 
 
-def test_a_blob_is_read_in_ranged_calls_and_its_chunks_are_the_blob(fake):
-    blob = bytes(range(256)) * 10_000  # 2.56 MB: several ranges
+def test_a_blob_is_read_in_one_streaming_call_and_its_chunks_are_the_blob(fake):
+    blob = bytes(range(256)) * 10_000  # 2.56 MB: several chunks
     fake.blobs["sha256:" + "b" * 64] = blob
     runtime, store = _blob_store(fake)
     chunks = list(store.read_blob("sha256:" + "b" * 64, len(blob)))
+    assert len(chunks) > 1
     assert b"".join(chunks) == blob
-    assert max(map(len, chunks)) <= BLOB_READ_RANGE
-    assert fake.calls["content/Read"] == -(-len(blob) // BLOB_READ_RANGE)  # one call per range
-    assert list(store.read_blob("sha256:" + "b" * 64, 1000)) == [blob[:1000]]  # never more than asked for
+    assert fake.calls["content/Read"] == 1
+    assert b"".join(store.read_blob("sha256:" + "b" * 64, 1000)) == blob[:1000]  # never more than asked for
     runtime.close()
 
 
-def test_a_slow_read_still_gives_exactly_the_blob(fake):
-    """A slow disk: each range is read within its own deadline, whatever the whole blob takes."""
+def test_a_slow_read_goes_on_past_the_calls_deadline_and_gives_exactly_the_blob(fake):
+    """A slow disk (or a reader pacing itself): a call that brought bytes before its
+    deadline is continued from where it stopped, whatever the whole blob takes."""
     blob = bytes(range(256)) * 10_000
     fake.blobs["sha256:" + "b" * 64] = blob
     fake.chunk_delay = 0.1
     runtime, store = _blob_store(fake, rpc_timeout=0.35)
     assert b"".join(store.read_blob("sha256:" + "b" * 64, len(blob))) == blob
-    assert fake.calls["content/Read"] == -(-len(blob) // BLOB_READ_RANGE)
+    assert fake.calls["content/Read"] > 1
+    runtime.close()
+
+
+def test_a_slow_reader_is_sent_little_ahead_of_what_it_took(fake):
+    """The channel's flow control: a paced reader's blob is not received far ahead
+    into memory (gRPC's defaults let several MiB pile up)."""
+    blob = random.Random(0).randbytes(12_000_000)  # 40 chunks of 300 KB
+    fake.blobs["sha256:" + "b" * 64] = blob
+    runtime, store = _blob_store(fake)
+    chunks = store.read_blob("sha256:" + "b" * 64, len(blob))
+    assert next(chunks) == blob[:300_000]
+    time.sleep(0.5)
+    assert fake.read_chunks_sent <= 4
+    assert b"".join(chunks) == blob[300_000:]
     runtime.close()
 
 
@@ -215,6 +228,33 @@ def test_a_reader_that_stops_early_leaves_no_call_behind(fake):
     chunks = store.read_blob("sha256:" + "d" * 64, len(blob))
     assert next(chunks) == blob[:300_000]
     assert isinstance(chunks, Generator)
-    chunks.close()  # the ranges fetched ahead are cancelled
-    assert fake.calls["content/Read"] <= RANGES_AHEAD + 1
+    chunks.close()  # the call is cancelled
+    deadline = time.monotonic() + 5
+    while fake.content_reads_active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fake.content_reads_active == 0
+    assert fake.calls["content/Read"] == 1
     runtime.close()
+
+
+# -- Content.Read replies taken from the wire ------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-(2**63), 2**63 - 1), st.binary(max_size=2000))
+def test_content_data_is_what_protobuf_reads(offset, data):
+    from exporter._generated import containerd_content_v1_pb2 as content_pb
+
+    message = content_pb.ReadContentResponse(offset=offset, data=data).SerializeToString()
+    assert content_data(message) == content_pb.ReadContentResponse.FromString(message).data
+
+
+def test_content_data_skips_unknown_fields_and_refuses_malformed_messages():
+    data = b"\x12\x03abc"
+    # an unknown varint (field 3), fixed64 (4), fixed32 (5) and bytes (6) field around the data
+    message = b"\x18\x96\x01" + b"\x21" + bytes(8) + data + b"\x2d" + bytes(4) + b"\x32\x02zz"
+    assert content_data(message) == b"abc"
+    assert content_data(b"") == b""
+    for malformed in (b"\x12\x05abc", b"\x08\xff", b"\x0b", b"\x08" + b"\xff" * 11 + b"\x01"):
+        with pytest.raises(ValueError):
+            content_data(malformed)

@@ -87,6 +87,18 @@ def test_reads_every_compression_in_any_chunking(compression, chunk):
     assert read(blob, diff_id(tar_bytes), chunk=chunk) == SAMPLE_ENTRIES
 
 
+@pytest.mark.parametrize("compression", ["plain", "gzip", "zstd"])
+@pytest.mark.parametrize("blob_digest", [False, True])
+def test_chunks_may_be_views_into_received_messages(compression, blob_digest):
+    """containerd's chunks are memoryviews into the gRPC messages (no copy)."""
+    tar_bytes = make_tar([(f"f{i}", "file", bytes(3000)) for i in range(200)])
+    blob = compressions()[compression](tar_bytes)
+    views = [memoryview(b"xx" + part + b"yy")[2:-2] for part in chunked(blob, 5000)]
+    checked = {"blob_digest": "sha256:" + hashlib.sha256(blob).hexdigest()} if blob_digest else {}
+    entries = list(layer_entries(views, diff_id(tar_bytes), **checked))
+    assert entries == [TarEntry(f"f{i}", "file", 3000) for i in range(200)]
+
+
 @pytest.mark.parametrize("compression", ["gzip", "zstd"])
 def test_concatenated_members_and_frames_are_one_stream(compression):
     tar_bytes = make_tar(SAMPLE)
