@@ -94,8 +94,8 @@ def test_chunks_may_be_views_into_received_messages(compression, blob_digest):
     tar_bytes = make_tar([(f"f{i}", "file", bytes(3000)) for i in range(200)])
     blob = compressions()[compression](tar_bytes)
     views = [memoryview(b"xx" + part + b"yy")[2:-2] for part in chunked(blob, 5000)]
-    checked = {"blob_digest": "sha256:" + hashlib.sha256(blob).hexdigest()} if blob_digest else {}
-    entries = list(layer_entries(views, diff_id(tar_bytes), **checked))
+    checked = "sha256:" + hashlib.sha256(blob).hexdigest() if blob_digest else None
+    entries = list(layer_entries(views, diff_id(tar_bytes), blob_digest=checked))
     assert entries == [TarEntry(f"f{i}", "file", 3000) for i in range(200)]
 
 
