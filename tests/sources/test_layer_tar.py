@@ -443,6 +443,13 @@ def test_damaged_headers_read_as_tarfile_reads_them(members, tar_format, flips):
     assert _listing(damaged, fast=True) == _listing(damaged, fast=False)
 
 
+@given(st.binary(min_size=512, max_size=512) | st.just(b"\xff" * 512))
+def test_the_header_byte_sum_is_the_sum_of_the_bytes(header):
+    from exporter.sources.layer_tar import _byte_sum
+
+    assert _byte_sum(header) == sum(header)
+
+
 def test_plain_header_details_as_tarfile():
     # A v7 directory (an old-style file whose name ends in "/") has no data; a ustar prefix
     # joins the name; a checksum computed with signed bytes (old Sun tars) is accepted.
