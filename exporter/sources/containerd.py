@@ -162,6 +162,7 @@ class ContainerdLayerStore:
                 for chunk in call:
                     brought += len(chunk)
                     yield chunk
+                    del chunk  # not kept while the next one is received
                 return
             except grpc.RpcError as exc:
                 code = exc.code()
