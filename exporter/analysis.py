@@ -21,6 +21,7 @@ with such a layer gets no figure, and the node none, rather than a wrong one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -465,11 +466,14 @@ def analyse_image(
         source = sources[image.diff_ids[layer]]
         assert source is not None
         numbers = [h.file_number for h in hidden if h.layer == layer]
-        entries = layer_entries(
-            reader.read_blob(source.digest, source.size), source.diff_id, blob_digest=checked_against[layer]
-        )
-        for number, path in file_paths(summaries[layer], entries, numbers).items():
-            paths[(layer, number)] = path
+        # Closed at once: file_paths stops reading when it has the paths it needs.
+        with contextlib.closing(
+            layer_entries(
+                reader.read_blob(source.digest, source.size), source.diff_id, blob_digest=checked_against[layer]
+            )
+        ) as entries:
+            for number, path in file_paths(summaries[layer], entries, numbers).items():
+                paths[(layer, number)] = path
     return ImageWasteDetail(
         wasted_bytes=waste.wasted_bytes,
         layer_wasted_bytes=waste.layer_wasted_bytes,

@@ -4,6 +4,7 @@ tests of the adapter's fault handling (the integration tests use a real containe
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from concurrent import futures
@@ -44,6 +45,7 @@ class FakeRuntime:
         self.chunk_delay = 0.0  # seconds before each Content/Read chunk (a slow disk)
         self.read_chunks_sent = 0  # Content/Read chunks handed to gRPC so far
         self.content_reads_active = 0  # Content/Read calls not ended (nor cancelled) yet
+        self._read_lock = threading.Lock()
         # Blob digest -> the containerd.io/uncompressed label containerd sets when it unpacks the blob.
         self.uncompressed: dict[str, str] = {}
         self.delay = 0.0
@@ -236,16 +238,19 @@ class FakeRuntime:
         if data is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"content digest {request.digest}: not found")
         end = len(data) if request.size <= 0 else min(len(data), request.offset + request.size)
-        self.content_reads_active += 1
+        with self._read_lock:
+            self.content_reads_active += 1
         try:
             # containerd answers in chunks of at most 1 MiB; smaller here, to see several.
             for at in range(request.offset, end, 300_000):
                 if self.chunk_delay:
                     time.sleep(self.chunk_delay)
-                self.read_chunks_sent += 1
+                with self._read_lock:
+                    self.read_chunks_sent += 1
                 yield content_pb.ReadContentResponse(offset=at, data=data[at : min(at + 300_000, end)])
         finally:
-            self.content_reads_active -= 1
+            with self._read_lock:
+                self.content_reads_active -= 1
 
     def all_chain_ids(self) -> set[str]:
         return {c for diffs in self.images.values() for c in chain_ids(diffs)}

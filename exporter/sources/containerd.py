@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -141,7 +141,7 @@ class ContainerdLayerStore:
             self._missing_reported.clear()
             self._remote.clear()
 
-    def read_blob(self, digest: str, size: int) -> Iterator[memoryview]:
+    def read_blob(self, digest: str, size: int) -> Generator[memoryview, None, None]:
         """The bytes of one content blob (a compressed layer), in order, in chunks.
 
         One streaming `Content.Read`; the channel's flow control (exporter.sources.
@@ -334,15 +334,19 @@ def content_data(message: bytes) -> memoryview:
     """The `data` of a serialized ReadContentResponse, as a view into the message.
 
     The message has two fields (containerd's api/services/content/v1:
-    `int64 offset = 1; bytes data = 2;`); any other field is skipped and, as
-    protobuf does, the last `data` wins. Raises ValueError on a malformed
-    message (gRPC then fails the call).
+    `int64 offset = 1; bytes data = 2;`); any other field of wire type 0, 1, 2
+    or 5 is skipped and, as protobuf does, the last `data` wins. Groups (wire
+    types 3 and 4), which proto3 never writes, are refused, as are field number
+    0 and keys beyond 32 bits. Raises ValueError on a malformed message (gRPC
+    then fails the call).
     """
     view = memoryview(message)
     data = view[:0]
     position, end = 0, len(message)
     while position < end:
         key, position = _varint(message, position)
+        if key >> 3 == 0 or key >> 32:
+            raise ValueError(f"ReadContentResponse: invalid field key {key}")
         wire_type = key & 7
         if wire_type == 0:
             _, position = _varint(message, position)
@@ -356,7 +360,7 @@ def content_data(message: bytes) -> memoryview:
         elif wire_type == 5:
             position += 4
         else:
-            raise ValueError(f"ReadContentResponse: wire type {wire_type} is not one protobuf uses")
+            raise ValueError(f"ReadContentResponse: wire type {wire_type} (a group or invalid) in a proto3 message")
     if position != end:
         raise ValueError("ReadContentResponse: truncated")
     return data

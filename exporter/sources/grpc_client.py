@@ -95,9 +95,12 @@ def read_only_channel(endpoint: str, allowed: frozenset[str]) -> tuple[grpc.Chan
             ("grpc.enable_http_proxy", 0),
             # Flow control that keeps a streamed call (a layer blob read at the
             # analysis's pace) from being received far ahead of its reader: no
-            # window growth from bandwidth probing, 16 KiB beyond the message
-            # being read. Measured on the realistic layers: about one 1 MiB chunk
-            # ahead, where the defaults let several MiB pile up.
+            # window growth from bandwidth probing, and a 16 KiB initial window
+            # per stream, which gRPC widens only to the message being read.
+            # Measured on the realistic layers: about one 1 MiB chunk ahead, where
+            # the defaults let several MiB pile up. It applies to every call on
+            # the channel; a busy node's cold snapshot (300 images) took the same
+            # 0.68-0.77 s with and without it.
             ("grpc.http2.bdp_probe", 0),
             ("grpc.http2.lookahead_bytes", 16 << 10),
         ],

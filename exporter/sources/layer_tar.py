@@ -15,9 +15,9 @@ import re
 import threading
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from functools import cache
-from typing import IO, TYPE_CHECKING, Generic, Self, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Generic, Self, TypeAlias, TypeVar, cast
 
 from exporter.core.wasted import EntryKind, LayerContentError, LayerSummary, TarEntry, summarize
 
@@ -54,7 +54,7 @@ class _Outside(BaseException):
 
 
 # A chunk of the compressed blob: the reader's own bytes, or a view into a received message.
-Chunk = bytes | memoryview
+Chunk: TypeAlias = bytes | memoryview
 _Item = TypeVar("_Item", bound=Chunk)
 
 
@@ -152,7 +152,11 @@ class _ZstdFraming:
 
 
 class _ChunkReader:
-    """The compressed chunks as a readable file, for zstandard's stream reader."""
+    """The compressed chunks as a readable file, for zstandard's stream reader.
+
+    read() hands on the chunks themselves, memoryviews included (zstandard takes
+    any buffer), so no chunk is copied.
+    """
 
     def __init__(self, chunks: Iterator[Chunk], framing: _ZstdFraming) -> None:
         self._chunks = chunks
@@ -615,7 +619,7 @@ def layer_entries(
     blob_digest: str | None = None,
     on_chunk: Callable[[int], None] | None = None,
     max_entries: int = MAX_ENTRIES,
-) -> Iterator[TarEntry]:
+) -> Generator[TarEntry, None, None]:
     """The entries of a layer blob (gzip, zstd or plain tar, told by its magic bytes).
 
     `chunks` are the blob's bytes in order (containerd's content Read); `diff_id`
@@ -641,7 +645,7 @@ def _checked_entries(
     blob_digest: str | None,
     on_chunk: Callable[[int], None] | None,
     max_entries: int,
-) -> Iterator[TarEntry]:
+) -> Generator[TarEntry, None, None]:
     blob_sha256 = hashlib.sha256() if blob_digest is not None else None
     try:
         source: Iterator[Chunk] = _chunks_from(chunks, on_chunk, blob_sha256)
@@ -685,6 +689,10 @@ def _checked_entries(
         finally:
             if fetched is not None:
                 fetched.close()
+            # The source (a streaming call) ends now, not when the garbage collector gets to it.
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
     except _Outside as outside:
         raise outside.error from None
     except LayerContentError:

@@ -255,6 +255,15 @@ def test_content_data_skips_unknown_fields_and_refuses_malformed_messages():
     message = b"\x18\x96\x01" + b"\x21" + bytes(8) + data + b"\x2d" + bytes(4) + b"\x32\x02zz"
     assert content_data(message) == b"abc"
     assert content_data(b"") == b""
-    for malformed in (b"\x12\x05abc", b"\x08\xff", b"\x0b", b"\x08" + b"\xff" * 11 + b"\x01"):
+    assert content_data(b"\x12\x01a\x08\x05\x12\x02bc") == b"bc"  # as protobuf: the last data wins
+    malformed = (
+        b"\x12\x05abc",  # data longer than the message
+        b"\x08\xff",  # a varint cut short
+        b"\x08" + b"\xff" * 11 + b"\x01",  # a varint of more than 64 bits
+        b"\x0b\x0c",  # a group (wire type 3), which proto3 never writes
+        b"\x02\x00",  # field number 0
+        b"\x82\x80\x80\x80\x10\x00",  # a key beyond 32 bits
+    )
+    for message in malformed:
         with pytest.raises(ValueError):
-            content_data(malformed)
+            content_data(message)

@@ -472,6 +472,61 @@ def test_plain_header_details_as_tarfile():
     )
 
 
+@pytest.mark.parametrize("stop_early", [False, True])
+def test_the_chunk_source_is_closed_when_the_reader_stops_or_fails(stop_early):
+    """A streaming call behind the chunks is ended at once, not whenever the garbage
+    collector gets to its generator."""
+    tar_bytes = make_tar([(f"f{i}", "file", bytes(3000)) for i in range(200)])
+    blob = gzip.compress(tar_bytes)
+    if not stop_early:
+        blob = blob[:200] + bytes(300) + blob[500:]  # damaged early: the read fails
+    closed: list[bool] = []
+
+    def source():
+        try:
+            yield from chunked(blob, 700)
+        finally:
+            closed.append(True)
+
+    chunks = source()  # kept referenced: only an explicit close ends it
+    entries = layer_entries(chunks, diff_id(tar_bytes))
+    if stop_early:
+        next(entries)
+        entries.close()
+    else:
+        with pytest.raises(LayerContentError):
+            list(entries)
+    assert closed == [True]
+
+
+def _with_checksum(header: bytearray) -> bytes:
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ((100, 108), b"000644 \0"[:8]),  # space, then NUL: the old style
+        ((124, 136), b"00000000003 "),  # a size ending in a space
+        ((124, 136), b"   3\0\0\0\0\0\0\0\0"),  # leading blanks
+        ((124, 136), b"\x80" + (3).to_bytes(11, "big")),  # base-256
+        ((329, 337), b"0000001\0"),  # a device number
+        ((337, 345), b"\0\0\0\0\0\0\0\0"),  # all NULs
+        ((337, 345), b"1\0garbage"[:8]),  # text after the NUL, which tarfile ignores
+        ((116, 124), b"00000x0\0"),  # not a number: both refuse it
+    ],
+)
+def test_number_fields_outside_the_usual_form_read_as_tarfile_reads_them(field, value):
+    header = bytearray(tarfile.TarInfo("f").tobuf(tarfile.USTAR_FORMAT))
+    header[124:136] = b"%011o\0" % 3
+    start, end = field
+    header[start:end] = value
+    blob = _with_checksum(header) + b"abc".ljust(512, b"\0") + bytes(1024)
+    assert _listing(blob, fast=True) == _listing(blob, fast=False)
+
+
 def test_a_blob_in_one_chunk_is_read_without_a_thread():
     import threading
 
