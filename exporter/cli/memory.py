@@ -7,7 +7,14 @@ import ctypes
 import gc
 
 _M_TRIM_THRESHOLD = -1
+_M_ARENA_MAX = -8
 _DEFAULT_TRIM_THRESHOLD = 128 << 10
+
+
+def _mallopt(parameter: int, value: int) -> None:
+    """glibc's mallopt(); no-op off glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(parameter, value)
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -16,11 +23,7 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     The same as MALLOC_ARENA_MAX=2, set before any thread starts: it measured
     less RSS on a busy node (benchmarks/). No-op off glibc.
     """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, arenas)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
+    _mallopt(_M_ARENA_MAX, arenas)
 
 
 def release_free_memory() -> None:
@@ -38,8 +41,7 @@ def restore_trim_threshold() -> None:
     once, glibc adjusts neither threshold again (the mmap threshold stays where
     the reads raised it). No-op off glibc.
     """
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    _mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
 
 
 def collect_and_release() -> None:

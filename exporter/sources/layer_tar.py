@@ -344,14 +344,11 @@ class _LayerStream:
         """Move forward to `position` (or back within the current block)."""
         if whence != 0 or position < self._start:
             raise LayerContentError("the tar reader moved backwards in the layer")
-        while position > self._start + len(self._buffer):
-            if not self._fill():
-                raise LayerContentError("layer ends inside a file's data (truncated)")
-        self._offset = position - self._start
+        self.skip(position - self.tell())
         return position
 
     def skip(self, count: int) -> None:
-        """Move forward `count` bytes (a header and its file's data)."""
+        """Move `count` bytes on (a header and its file's data; back only within the current block)."""
         offset = self._offset + count
         while offset > len(self._buffer):
             offset -= len(self._buffer)
@@ -630,7 +627,8 @@ def layer_entries(
     the hashing. `on_chunk` is called after each chunk with its length, for the
     caller to pace itself (sleep to keep CPU under a budget). The entries are
     only vouched for once the iterator is exhausted without LayerContentError:
-    the digest is checked at the end.
+    the digest is checked at the end. When the entries end (read, failed or
+    closed), `chunks` is closed if it can be: a streaming call behind it ends then.
     """
     if not _DIFF_ID.fullmatch(diff_id):
         raise ValueError(f"not a sha256 diff ID: {diff_id!r}")
@@ -659,7 +657,6 @@ def _checked_entries(
             magic += chunk[: len(_ZSTD_MAGIC) - len(magic)]
             del chunk
         rest = next(source, b"")
-        threaded = bool(rest)
         fetched: _HashedBlocks[Chunk] | None = None
         if rest:
             # Decompression is the longest step: the chunks are received (and the blob
@@ -679,7 +676,11 @@ def _checked_entries(
             # A blob that came whole in its first chunk (most layers are small) is read
             # without threads: starting them costs more than they save there.
             hash_tar = blob_sha256 is None
-            hashed = _HashedBlocks(blocks, hashed=hash_tar) if threaded else _InlineBlocks(blocks, hashed=hash_tar)
+            hashed: _HashedBlocks[bytes] | _InlineBlocks
+            if fetched is not None:
+                hashed = _HashedBlocks(blocks, hashed=hash_tar)
+            else:
+                hashed = _InlineBlocks(blocks, hashed=hash_tar)
             try:
                 stream = _LayerStream(hashed)
                 yield from _entries(stream, max_entries)
