@@ -49,7 +49,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.core.accounting import account
 from exporter.core.facts import ImageFacts, LayerBlob, NodeFacts, SnapshotUsage, Workload
 from exporter.core.state import ExporterState
-from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
+from exporter.outputs.collector import MetricsOptions, register_collectors
 from tests.fakes import container, digest, pod
 from tests.integration.conftest import free_port
 
@@ -119,7 +119,7 @@ def exposition(facts: NodeFacts) -> str:
     """The exporter's /metrics body for these facts, at the default metric settings."""
     state = ExporterState(generation=1, up=True, report=account(facts), facts=facts)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LayerSharingCollector(lambda: state, MetricsOptions()))
+    register_collectors(registry, lambda: state, MetricsOptions())
     return generate_latest(registry).decode()
 
 

@@ -138,6 +138,16 @@ def layer_sources(facts: NodeFacts) -> dict[str, LayerSource | None]:
     return found
 
 
+def _same_layers(before: NodeFacts, after: NodeFacts) -> bool:
+    """Whether the analysis would see nothing new in `after` (what a pass reads of the facts)."""
+    return (
+        before.layer_store == after.layer_store
+        and before.images == after.images
+        and before.layer_blobs == after.layer_blobs
+        and before.present_blobs == after.present_blobs
+    )
+
+
 def blob_digest_to_check(reader: BlobReader, source: LayerSource) -> str | None:
     """The blob digest to check a layer's bytes against, or None: check its diff ID.
 
@@ -209,9 +219,18 @@ class LayerAnalyzer:
 
     _said_unavailable = False
 
+    # Whether the last pass went through for the facts in `_facts`.
+    _up_to_date = False
+
     def observe(self, facts: NodeFacts) -> None:
         """The latest facts (from the refresh thread): only remembered, the work is `run`'s."""
+        if self._up_to_date and self._facts is not None and _same_layers(self._facts, facts):
+            # The node's images and blobs are as the last pass saw them: no new pass
+            # (failed reads are retried on run's timer, when they are due).
+            self._facts = facts
+            return
         self._facts = facts
+        self._up_to_date = False
         self._wake.set()
 
     def stop(self) -> None:
@@ -246,6 +265,7 @@ class LayerAnalyzer:
             return
         try:
             self.analyse(facts)
+            self._up_to_date = self._facts is facts and not stop.is_set()
         except RuntimeUnavailableError as exc:
             logger.info("layer analysis paused, the runtime is not answering: %s", exc)
         except Exception:  # the analysis must never end the exporter

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from exporter.core.accounting import NodeReport, account
+from exporter.core.accounting import NodeReport, account, only_moving_figures_differ, with_moving_figures
 from exporter.core.bases import BaseSpec
 from exporter.core.facts import NodeFacts, Workload
 from exporter.core.state import ExporterState, WasteReport
@@ -42,6 +42,10 @@ class FactSource(Protocol):
     def snapshot(self) -> NodeFacts: ...
 
     def forget_runtime_state(self) -> None: ...
+
+
+# The state's parts the layer figures of /metrics come from (see ExporterState.figures_generation).
+_FIGURES = ("report", "waste")
 
 
 class FactObserver(Protocol):
@@ -96,11 +100,7 @@ class Refresher:
                 facts = self.source.snapshot()
                 if self._workloads is not None:  # from the Kubernetes API, when attribution is on
                     facts = dataclasses.replace(facts, workloads=self._workloads())
-                # Most refreshes find the node as it was: the same facts give the same report.
-                if previous.report is not None and previous.facts == facts:
-                    report = previous.report
-                else:
-                    report = account(facts, self.catalog)
+                report, facts = self._report_of(previous, facts)
             except RuntimeUnavailableError as exc:
                 error = f"runtime unreachable: {exc}"
                 self.refresh_failures["runtime"] += 1
@@ -134,10 +134,35 @@ class Refresher:
                 self._observer.observe(facts)
             return self._state
 
+    def _report_of(self, previous: ExporterState, facts: NodeFacts) -> tuple[NodeReport, NodeFacts]:
+        """The report of `facts`, and the facts to keep.
+
+        Most refreshes find the node as it was: the same report is kept, or
+        updated where only filesystem usage and writable layers moved. The
+        previous facts are kept too, with those figures updated, so that facts
+        and report go on sharing their strings (new copies would double them in
+        memory) and the analysis sees no new layers.
+        """
+        before = previous.facts
+        if previous.report is None or before is None:
+            return account(facts, self.catalog), facts
+        if before == facts:
+            return previous.report, before
+        if only_moving_figures_differ(before, facts):
+            kept = dataclasses.replace(before, filesystems=facts.filesystems, containers=facts.containers)
+            return with_moving_figures(previous.report, facts), kept
+        return account(facts, self.catalog), facts
+
     def _next_state(self, **values: object) -> ExporterState:
         """The current state with `values` replaced, as a new generation (under _publish_lock)."""
         current = self._state
-        return dataclasses.replace(current, generation=current.generation + 1, **values)  # type: ignore[arg-type]
+        figures_moved = any(name in values and values[name] is not getattr(current, name) for name in _FIGURES)
+        return dataclasses.replace(
+            current,
+            generation=current.generation + 1,
+            figures_generation=current.figures_generation + figures_moved,
+            **values,  # type: ignore[arg-type]
+        )
 
     def publish_waste(self, waste: WasteReport) -> None:
         """Publish new wasted-bytes figures (from the analysis thread) without waiting for a refresh."""

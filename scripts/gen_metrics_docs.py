@@ -24,7 +24,7 @@ from exporter.core.accounting import account
 from exporter.core.bases import BaseSpec
 from exporter.core.facts import FilesystemFacts, Workload
 from exporter.core.state import ExporterState, WasteReport
-from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
+from exporter.outputs.collector import MetricsOptions, register_collectors
 from scripts.generated import sync
 from tests.sample_facts import sample_facts
 
@@ -50,9 +50,8 @@ def representative_families() -> list[Metric]:
     image_ids = frozenset(image.image_id for image in facts.images)
     waste = WasteReport(image_ids=image_ids, images=dict.fromkeys(image_ids, 0), node_wasted_bytes=0)
     state = ExporterState(generation=1, up=True, report=report, facts=facts, refreshes=1, calls={"/m": 1}, waste=waste)
-    collector = LayerSharingCollector(lambda: state, MetricsOptions(layers_top_n=1))
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
+    register_collectors(registry, lambda: state, MetricsOptions(layers_top_n=1))
     return [family for family in registry.collect() if family.name.startswith(PREFIX)]
 
 

@@ -38,6 +38,8 @@ class FakeRuntime:
         self.imagefs_mountpoint = ""
         # Pod sandboxes: ID -> the image its verbose PodSandboxStatus names.
         self.sandboxes: dict[str, str] = {}
+        # Containers: ID -> (its sandbox's ID, its image ID).
+        self.containers: dict[str, tuple[str, str]] = {}
         # containerd image records (their targets) and the content store's blobs.
         self.image_targets: list[str] = []
         self.blobs: dict[str, bytes] = {}
@@ -62,7 +64,7 @@ class FakeRuntime:
                 "Status": (cri_pb.StatusRequest, self.status),
                 "ListPodSandbox": (cri_pb.ListPodSandboxRequest, self.list_sandboxes),
                 "PodSandboxStatus": (cri_pb.PodSandboxStatusRequest, self.sandbox_status),
-                "ListContainers": (cri_pb.ListContainersRequest, lambda r, c: cri_pb.ListContainersResponse()),
+                "ListContainers": (cri_pb.ListContainersRequest, self.list_containers),
                 "ListContainerStats": (
                     cri_pb.ListContainerStatsRequest,
                     lambda r, c: cri_pb.ListContainerStatsResponse(),
@@ -175,6 +177,16 @@ class FakeRuntime:
             items=[
                 cri_pb.PodSandbox(id=i, metadata=cri_pb.PodSandboxMetadata(name=i, namespace="default", uid=i))
                 for i in self.sandboxes
+            ]
+        )
+
+    def list_containers(self, request: Any, context: Any) -> cri_pb.ListContainersResponse:
+        return cri_pb.ListContainersResponse(
+            containers=[
+                cri_pb.Container(
+                    id=i, pod_sandbox_id=sandbox, image_ref=image, metadata=cri_pb.ContainerMetadata(name=i)
+                )
+                for i, (sandbox, image) in self.containers.items()
             ]
         )
 

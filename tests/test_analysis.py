@@ -9,6 +9,7 @@ import hashlib
 import io
 import logging
 import tarfile
+import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -302,3 +303,34 @@ def test_after_pass_is_called_once_a_pass_has_read_its_last_layer():
     assert calls == ["pass"]  # the layers are small: no trim after each
     analysis.analyse(facts)
     assert calls == ["pass"]  # nothing read, nothing to hand back
+
+
+def test_facts_with_the_layers_of_the_last_pass_wake_no_new_pass():
+    """The refresh loop hands over facts on every refresh; only new layers or images start a pass."""
+    blobs = Blobs()
+    facts = node(blobs, {"clean": [BASE, CLEANUP, APP]})
+    analysis, _ = analyzer(blobs)
+    stop = threading.Event()
+    analysis.observe(facts)
+    assert analysis._wake.is_set()
+    analysis._wake.clear()
+    analysis._analyse_latest(stop)  # one pass of run's loop
+    for same_layers in (dataclasses.replace(facts), dataclasses.replace(facts, node_name="moved", containers=())):
+        analysis.observe(same_layers)
+        assert not analysis._wake.is_set()
+    grown = node(blobs, {"clean": [BASE, CLEANUP, APP], "fat": [BASE, APP]})
+    analysis.observe(grown)
+    assert analysis._wake.is_set()
+
+
+def test_a_pass_cut_short_is_woken_again_by_the_same_layers():
+    blobs = Blobs()
+    facts = node(blobs, {"clean": [BASE, CLEANUP, APP]})
+    analysis, _ = analyzer(blobs)
+    stop = threading.Event()
+    stop.set()  # the pass stops before its first layer
+    analysis.observe(facts)
+    analysis._wake.clear()
+    analysis._analyse_latest(stop)
+    analysis.observe(dataclasses.replace(facts))
+    assert analysis._wake.is_set()

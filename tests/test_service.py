@@ -2,6 +2,7 @@ import dataclasses
 import logging
 import threading
 
+from exporter.core.accounting import account
 from exporter.core.facts import NodeFacts
 from exporter.core.state import WasteReport
 from exporter.service import Refresher
@@ -65,6 +66,34 @@ def test_unchanged_facts_reuse_the_report():
     assert refresher.refresh_once().report is first
     source.facts = dataclasses.replace(source.facts, node_name="other")
     assert refresher.refresh_once().report is not first
+
+
+def test_equal_facts_keep_the_report_and_the_facts_it_shares_its_strings_with():
+    # A real source builds new (equal) facts on every refresh.
+    source = FakeSource(sample_facts())
+    refresher = Refresher(source)
+    first = refresher.refresh_once()
+    source.facts = sample_facts()
+    assert source.facts == first.facts and source.facts is not first.facts
+    second = refresher.refresh_once()
+    assert second.report is first.report and second.facts is first.facts
+
+
+def test_moving_figures_update_the_report_without_accounting_again():
+    source = FakeSource(sample_facts())
+    refresher = Refresher(source)
+    first = refresher.refresh_once()
+    assert first.facts is not None and first.report is not None
+    grown = tuple(dataclasses.replace(c, writable_bytes=(c.writable_bytes or 0) + 1000) for c in first.facts.containers)
+    source.facts = dataclasses.replace(sample_facts(), containers=grown)
+    second = refresher.refresh_once()
+    assert second.report is not None and second.facts is not None
+    assert second.report.totals.writable == first.report.totals.writable + 4000
+    assert second.report == account(source.facts)
+    # Nothing else was accounted again, and the facts kept are the first ones' but for the moving figures.
+    assert second.report.images is first.report.images and second.report.layers is first.report.layers
+    assert second.facts.images is first.facts.images and second.facts.layer_usage is first.facts.layer_usage
+    assert second.facts.containers == grown
 
 
 class _SlowFirstRefresh(FakeSource):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from exporter.core.bases import (
     SOURCE_ANNOTATION,
@@ -382,6 +382,38 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
         layer_store=facts.layer_store,
         workloads=None if facts.workloads is None else _workload_reports(pod_reports, pod_layers, size_of, bases),
     )
+
+
+# What moves between refreshes with no image, layer or pod changing: the image
+# filesystem's usage (statvfs) and the containers' writable layers.
+_MOVING_FIELDS = frozenset({"filesystems", "containers"})
+
+
+def only_moving_figures_differ(before: NodeFacts, after: NodeFacts) -> bool:
+    """Whether `after` differs from `before` at most in the filesystems' usage and
+    the containers' writable bytes; `with_moving_figures` then updates a report
+    of `before` to the one `account(after)` gives, without accounting again."""
+    if len(before.containers) != len(after.containers):
+        return False
+    return all(
+        getattr(before, f.name) == getattr(after, f.name) for f in fields(NodeFacts) if f.name not in _MOVING_FIELDS
+    ) and all(
+        replace(b, writable_bytes=a.writable_bytes) == a
+        for b, a in zip(before.containers, after.containers, strict=True)
+    )
+
+
+def with_moving_figures(report: NodeReport, facts: NodeFacts) -> NodeReport:
+    """`report` with the filesystems and writable bytes of `facts` (see only_moving_figures_differ)."""
+    pod_writable: Counter[tuple[str, str]] = Counter()
+    for container in facts.containers:
+        pod_writable[(container.namespace, container.pod)] += container.writable_bytes or 0
+    pods = tuple(
+        pod if pod.writable == (moved := pod_writable[(pod.namespace, pod.name)]) else replace(pod, writable=moved)
+        for pod in report.pods
+    )
+    totals = replace(report.totals, writable=sum(c.writable_bytes or 0 for c in facts.containers))
+    return replace(report, totals=totals, pods=pods, filesystems=facts.filesystems)
 
 
 def _workload_reports(

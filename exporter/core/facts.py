@@ -183,6 +183,10 @@ class LayerFacts:
 
 
 def _frozen(mapping: Mapping[str, object] | None) -> Mapping[str, object]:
+    """A read-only copy; a read-only view is kept as it is, so facts made from
+    facts (dataclasses.replace) share their mappings rather than copy them."""
+    if isinstance(mapping, MappingProxyType):
+        return mapping
     return MappingProxyType(dict(mapping or {}))
 
 

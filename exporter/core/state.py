@@ -67,3 +67,6 @@ class ExporterState:
     calls: dict[str, int] = field(default_factory=dict)
     # None when the layer analysis is off.
     waste: WasteReport | None = None
+    # Changes only when `report` or `waste` does (a new object): /metrics renders
+    # their series again only then.
+    figures_generation: int = 0

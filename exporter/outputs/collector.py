@@ -1,7 +1,10 @@
-"""Prometheus families from the published state (one-method collector).
+"""Prometheus families from the published state: two collectors.
 
-Families are built fresh from the state on every collect, so images and pods
-that are gone simply stop appearing. Metric names and labels are a contract
+`HealthCollector` says how the exporter is doing (changes every refresh);
+`LayerSharingCollector` gives the layer figures of the report and the analysis
+(change only with them, so /metrics renders them once per new report). Both
+build their families fresh from the state, so images and pods that are gone
+simply stop appearing. Metric names and labels are a contract
 (docs/metrics.md); HELP says whether bytes are unpacked on disk or compressed.
 """
 
@@ -12,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
 from exporter.core.accounting import ImageReport, NodeReport
@@ -118,12 +121,20 @@ def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricF
     return GaugeMetricFamily(f"layer_sharing_{name}", doc, labels=labels)
 
 
-class LayerSharingCollector(Collector):
-    """Yields the layer-sharing families for the state `get_state` returns."""
+def register_collectors(
+    registry: CollectorRegistry, get_state: Callable[[], ExporterState], options: MetricsOptions
+) -> None:
+    """Both collectors in one registry: every layer_sharing_* family, as /metrics
+    has them (the server keeps them apart, to render the figures only when they change)."""
+    registry.register(HealthCollector(get_state))
+    registry.register(LayerSharingCollector(get_state, options))
 
-    def __init__(self, get_state: Callable[[], ExporterState], options: MetricsOptions) -> None:
+
+class HealthCollector(Collector):
+    """Yields the exporter's own families (up, refreshes, errors, runtime calls) for the state `get_state` returns."""
+
+    def __init__(self, get_state: Callable[[], ExporterState]) -> None:
         self._get_state = get_state
-        self._options = options
 
     def describe(self) -> list[Metric]:
         # Registering must not trigger a collect (and so no runtime call).
@@ -131,19 +142,6 @@ class LayerSharingCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         state = self._get_state()
-        yield from self._health(state)
-        if state.up and state.report is not None:
-            yield from self._node(state.report)
-            yield from self._images(state.report)
-            if state.waste is not None:
-                yield from self._waste(state.report, state.waste)
-            if self._options.pods:
-                yield from self._pods(state.report)
-            yield from self._bases(state.report)
-            if self._options.layers_top_n:
-                yield from self._layers(state.report)
-
-    def _health(self, state: ExporterState) -> Iterator[Metric]:
         up = _gauge("up", "1 if the container runtime answered the last refresh, else 0.")
         up.add_metric([], 1 if state.up else 0)
         yield up
@@ -175,25 +173,49 @@ class LayerSharingCollector(Collector):
         build = _gauge("build_info", "The exporter's version; always 1.", ["version", "python_version"])
         build.add_metric([__version__, platform.python_version()], 1)
         yield build
-        report = state.report
-        if report is not None:
-            runtime = _gauge(
-                "runtime_info",
-                "The container runtime answering, and the layer store measuring its layers; always 1.",
-                ["runtime", "runtime_version", "snapshotter", "layer_store"],
-            )
-            runtime.add_metric([report.runtime_name, report.runtime_version, report.snapshotter, report.layer_store], 1)
-            yield runtime
-            mismatch = _gauge(
-                "snapshotter_mismatch",
-                "1 if layers are read from another snapshotter than the runtime's CRI plugin unpacks images with "
-                "(a --snapshotter setting that does not match): layer figures are then missing or 0.",
-                ["snapshotter", "runtime_snapshotter"],
-            )
-            mismatch.add_metric(
-                [report.snapshotter, report.runtime_snapshotter], 1 if report.snapshotter_mismatch else 0
-            )
-            yield mismatch
+
+
+class LayerSharingCollector(Collector):
+    """Yields the layer-sharing families of the report and waste in the state `get_state` returns."""
+
+    def __init__(self, get_state: Callable[[], ExporterState], options: MetricsOptions) -> None:
+        self._get_state = get_state
+        self._options = options
+
+    def describe(self) -> list[Metric]:
+        # Registering must not trigger a collect (and so no runtime call).
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._get_state()
+        if state.up and state.report is not None:
+            yield from self._runtime(state.report)
+            yield from self._node(state.report)
+            yield from self._images(state.report)
+            if state.waste is not None:
+                yield from self._waste(state.report, state.waste)
+            if self._options.pods:
+                yield from self._pods(state.report)
+            yield from self._bases(state.report)
+            if self._options.layers_top_n:
+                yield from self._layers(state.report)
+
+    def _runtime(self, report: NodeReport) -> Iterator[Metric]:
+        runtime = _gauge(
+            "runtime_info",
+            "The container runtime answering, and the layer store measuring its layers; always 1.",
+            ["runtime", "runtime_version", "snapshotter", "layer_store"],
+        )
+        runtime.add_metric([report.runtime_name, report.runtime_version, report.snapshotter, report.layer_store], 1)
+        yield runtime
+        mismatch = _gauge(
+            "snapshotter_mismatch",
+            "1 if layers are read from another snapshotter than the runtime's CRI plugin unpacks images with "
+            "(a --snapshotter setting that does not match): layer figures are then missing or 0.",
+            ["snapshotter", "runtime_snapshotter"],
+        )
+        mismatch.add_metric([report.snapshotter, report.runtime_snapshotter], 1 if report.snapshotter_mismatch else 0)
+        yield mismatch
 
     def _node(self, report: NodeReport) -> Iterator[Metric]:
         for name, doc, value in _NODE_FAMILIES:

@@ -1,8 +1,8 @@
 """HTTP serving: /metrics, /healthz, /readyz and a landing page.
 
-The layer-sharing part of /metrics is rendered once per refresh and cached per
-content type, so a scrape costs a dictionary lookup plus the exporter's own
-process metrics, however many scrapers there are.
+The layer figures of /metrics are rendered once per new report (or wasted-bytes
+figures) and cached per content type, so a scrape costs a dictionary lookup plus
+the exporter's own health and process metrics, however many scrapers there are.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.core.state import ExporterState
-from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
+from exporter.outputs.collector import HealthCollector, LayerSharingCollector, MetricsOptions
 from exporter.outputs.webconfig import TlsFiles, WebConfig
 
 logger = logging.getLogger(__name__)
@@ -49,38 +49,43 @@ _LANDING = """<!doctype html>
 
 
 class Exposition:
-    """Renders /metrics bodies, caching the layer-sharing part per refresh."""
+    """Renders /metrics bodies: the layer figures once per new report (cached per
+    content type), the exporter's health and process metrics on every scrape."""
 
     def __init__(self, refresher: StateSource, options: MetricsOptions) -> None:
         self._refresher = refresher
-        self._registry = CollectorRegistry(auto_describe=False)
-        self._registry.register(LayerSharingCollector(lambda: self._pinned_state, options))
+        self._pinned_state = _UNPINNED
+        self._health_registry = CollectorRegistry(auto_describe=False)
+        self._health_registry.register(HealthCollector(lambda: self._pinned_state))
+        self._figures_registry = CollectorRegistry(auto_describe=False)
+        self._figures_registry.register(LayerSharingCollector(lambda: self._pinned_state, options))
         self._process_registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self._process_registry)
         PlatformCollector(registry=self._process_registry)
-        self._pinned_state = _UNPINNED
         self._cache: dict[tuple[int, str], bytes] = {}
         self._lock = threading.Lock()
 
     def render(self, accept: str) -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept)
         state = self._refresher.state
-        key = (state.generation, content_type)
-        body = self._cache.get(key)
-        if body is None:
-            with self._lock:
-                body = self._cache.get(key)
-                if body is None:
-                    self._pinned_state = state
-                    try:
-                        body = encoder(self._registry)
-                    finally:
-                        self._pinned_state = _UNPINNED
-                    if body.endswith(_EOF):  # OpenMetrics: one EOF, at the very end
-                        body = body[: -len(_EOF)]
-                    self._cache = {k: v for k, v in self._cache.items() if k[0] == state.generation}
-                    self._cache[key] = body
-        return body + encoder(self._process_registry), content_type
+        with self._lock:  # one state for both parts
+            self._pinned_state = state
+            try:
+                health = _without_eof(encoder(self._health_registry))
+                key = (state.figures_generation, content_type)
+                figures = self._cache.get(key)
+                if figures is None:
+                    figures = _without_eof(encoder(self._figures_registry))
+                    self._cache = {k: v for k, v in self._cache.items() if k[0] == state.figures_generation}
+                    self._cache[key] = figures
+            finally:
+                self._pinned_state = _UNPINNED
+        return health + figures + encoder(self._process_registry), content_type
+
+
+def _without_eof(body: bytes) -> bytes:
+    """A part of the body: OpenMetrics has one EOF, at the very end."""
+    return body[: -len(_EOF)] if body.endswith(_EOF) else body
 
 
 # Open without credentials so the kubelet's probes work; they only say "ok".

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -116,7 +117,7 @@ def _digest(entry: Mapping[str, object], key: str, where: str) -> str:
     assert isinstance(value, str)
     if not _DIGEST.match(value):
         raise ParseError(f"{where}: {key!r} {value[:80]!r} is not a sha256 digest")
-    return value
+    return sys.intern(value)  # layers and images name the same digests: one copy
 
 
 def _size(entry: Mapping[str, object], key: str, where: str) -> int | None:

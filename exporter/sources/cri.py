@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -141,12 +142,16 @@ class CriClient:
         self._prune({image.id for image in listed})
         ref_to_id = reference_index(images)
         sandbox_image_ids = self._sandbox_image_ids(ref_to_id) | self._running_sandbox_image_ids(sandboxes, ref_to_id)
+        # Sorted by ID: runtimes list in no fixed order (containerd walks Go maps), and
+        # facts equal to the last refresh's let the refresh loop keep its report.
         return CriView(
             runtime_name=version.runtime_name,
             runtime_version=version.runtime_version,
-            images=tuple(images),
-            pods=tuple(_pods(sandboxes)),
-            containers=tuple(_containers(containers, sandboxes, ref_to_id, writable)),
+            images=tuple(sorted(images, key=_image_order)),
+            pods=tuple(sorted(_pods(sandboxes), key=lambda pod: pod.sandbox_id)),
+            containers=tuple(
+                sorted(_containers(containers, sandboxes, ref_to_id, writable), key=lambda c: c.container_id)
+            ),
             filesystems=filesystems,
             sandbox_image_ids=sandbox_image_ids,
             snapshotter=self._runtime_snapshotter(filesystems),
@@ -171,7 +176,7 @@ class CriClient:
         )
         return [
             ImageFacts(
-                image_id=image.id,
+                image_id=sys.intern(image.id),  # the manifest's config digest and containers name it too
                 repo_tags=tuple(image.repo_tags),
                 repo_digests=tuple(image.repo_digests),
                 diff_ids=details.diff_ids,
@@ -439,6 +444,10 @@ def _statvfs(host_root: str, mountpoint: str) -> tuple[int | None, int | None]:
     return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
 
 
+def _image_order(image: ImageFacts) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    return (image.image_id, image.repo_tags, image.repo_digests)
+
+
 def _pods(sandboxes: Iterable[cri_pb.PodSandbox]) -> Iterator[PodFacts]:
     for sandbox in sandboxes:
         who = pod_identity(sandbox.labels, sandbox.metadata.namespace, sandbox.metadata.name, sandbox.metadata.uid)
@@ -473,7 +482,7 @@ def _containers(
         yield ContainerFacts(
             container_id=container.id,
             name=container.metadata.name,
-            image_id=image_id,
+            image_id=sys.intern(image_id),
             namespace=who.namespace,
             pod=who.name,
             pod_uid=who.uid,

@@ -5,9 +5,15 @@ import dataclasses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.core.accounting import account, fair_shares, merge_images
+from exporter.core.accounting import (
+    account,
+    fair_shares,
+    merge_images,
+    only_moving_figures_differ,
+    with_moving_figures,
+)
 from exporter.core.chain import chain_ids
-from exporter.core.facts import LayerBlob, NodeFacts
+from exporter.core.facts import FilesystemFacts, LayerBlob, NodeFacts
 from tests.fakes import container, digest, pod
 from tests.sample_facts import APP_A, APP_B, APP_C, BASE, IMAGES, PAUSE, TOOL, sample_facts
 
@@ -172,3 +178,38 @@ def test_fair_shares_match_exact_fractions_and_add_up(sizes, pods):
         assert abs(shares[key] - exact) < 1
     used = set().union(*pod_layers.values())
     assert sum(shares.values()) == sum(sizes.get(c, 0) for c in used)
+
+
+@given(
+    st.lists(st.none() | st.integers(0, 10**12), min_size=4, max_size=4),
+    st.lists(st.tuples(st.integers(0, 10**12), st.none() | st.integers(0, 10**12)), max_size=2),
+)
+def test_a_report_updated_with_moving_figures_is_the_report_accounted_again(writable, filesystems):
+    before = sample_facts()
+    after = dataclasses.replace(
+        before,
+        containers=tuple(
+            dataclasses.replace(c, writable_bytes=w) for c, w in zip(before.containers, writable, strict=True)
+        ),
+        filesystems=tuple(
+            FilesystemFacts(f"/var/lib/fs{n}", used, 7, capacity_bytes=10**13, available_bytes=available)
+            for n, (used, available) in enumerate(filesystems)
+        ),
+    )
+    assert only_moving_figures_differ(before, after)
+    assert with_moving_figures(account(before), after) == account(after)
+
+
+def test_anything_but_moving_figures_differing_means_accounting_again():
+    before = sample_facts()
+    first, *others = before.containers
+    for after in (
+        dataclasses.replace(before, containers=tuple(others)),  # a container gone
+        dataclasses.replace(before, containers=(dataclasses.replace(first, image_id=APP_B.image_id), *others)),
+        dataclasses.replace(before, containers=(dataclasses.replace(first, state="exited"), *others)),
+        dataclasses.replace(before, images=before.images[:-1]),
+        dataclasses.replace(before, pods=before.pods[:-1]),
+        dataclasses.replace(before, layer_usage={}),
+        dataclasses.replace(before, runtime_version="2.0.0"),
+    ):
+        assert not only_moving_figures_differ(before, after)

@@ -6,7 +6,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.core.accounting import account
 from exporter.core.facts import ContainerFacts, FilesystemFacts, ImageFacts, NodeFacts, PodFacts, SnapshotUsage
 from exporter.core.state import ExporterState, WasteReport
-from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
+from exporter.outputs.collector import MetricsOptions, register_collectors
 from tests.fakes import digest
 from tests.sample_facts import APP_A, sample_facts
 
@@ -80,7 +80,7 @@ def up_state(facts: NodeFacts, **kw) -> ExporterState:
 
 def registry_for(state: ExporterState, options: MetricsOptions | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(LayerSharingCollector(lambda: state, options or MetricsOptions()))
+    register_collectors(registry, lambda: state, options or MetricsOptions())
     return registry
 
 

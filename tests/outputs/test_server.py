@@ -1,3 +1,4 @@
+import dataclasses
 import gzip
 import threading
 import urllib.request
@@ -5,7 +6,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.outputs.collector import MetricsOptions
+from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
 from exporter.outputs.server import MetricsServer
 from exporter.service import Refresher
 from tests.fakes import FakeSource
@@ -78,6 +79,30 @@ def test_scrapes_follow_new_refreshes(served):
     refresher.refresh_once()
     second = get(base + "/metrics")[2]
     assert b"layer_sharing_refreshes_total 1.0" in first and b"layer_sharing_refreshes_total 2.0" in second
+
+
+def test_layer_figures_are_rendered_once_per_report_and_health_every_scrape(served, monkeypatch):
+    base, refresher, source = served
+    collected = []
+    real = LayerSharingCollector.collect
+
+    def counted(self):
+        collected.append(1)
+        return real(self)
+
+    monkeypatch.setattr(LayerSharingCollector, "collect", counted)
+    refresher.refresh_once()
+    first = get(base + "/metrics")[2]
+    refresher.refresh_once()  # the same facts: the same report
+    second = get(base + "/metrics", {"Accept-Encoding": "identity"})[2]
+    assert len(collected) == 1
+    assert b"layer_sharing_refreshes_total 2.0" in second
+    assert first.split(b"layer_sharing_build_info")[1] == second.split(b"layer_sharing_build_info")[1]
+    source.facts = dataclasses.replace(sample_facts(), runtime_version="9.9.9")
+    refresher.refresh_once()  # a new report
+    third = get(base + "/metrics")[2]
+    assert len(collected) == 2 and b'runtime_version="9.9.9"' in third
+    assert b"layer_sharing_refreshes_total 3.0" in third
 
 
 def test_landing_page_and_404(served):

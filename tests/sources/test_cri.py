@@ -225,3 +225,21 @@ def test_crio_image_ids_and_manifest_annotations_reach_the_facts(fake):
     assert [(i.image_id, dict(i.annotations)) for i in facts.images] == [(hex_id, base)]
     assert facts.runtime_name == "cri-o"
     runtime.close()
+
+
+def test_facts_do_not_depend_on_the_order_the_runtime_lists_in(fake):
+    """containerd lists images, pods and containers in Go map order: equal facts
+    let the refresh loop keep its report, so the order must not make them differ."""
+    fake.sandboxes = {f"s{n}": "" for n in range(5)}
+    fake.containers = {f"c{n}": (f"s{n}", digest("i1") if n % 2 else digest("i2")) for n in range(5)}
+    runtime = source_for(fake)
+    first = runtime.snapshot()
+    fake.images = dict(reversed(fake.images.items()))
+    fake.sandboxes = dict(reversed(fake.sandboxes.items()))
+    fake.containers = dict(reversed(fake.containers.items()))
+    second = runtime.snapshot()
+    assert second == first and second is not first
+    assert [i.image_id for i in first.images] == sorted([digest("i1"), digest("i2")])
+    assert [c.container_id for c in first.containers] == [f"c{n}" for n in range(5)]
+    assert [p.sandbox_id for p in first.pods] == [f"s{n}" for n in range(5)]
+    runtime.close()
