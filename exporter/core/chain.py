@@ -10,13 +10,11 @@ whole chain below it, never by its diff ID alone (OCI image-spec, config.md):
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import Sequence
 
 
 def _child_chain_id(parent: str, diff_id: str) -> str:
-    # Interned: images on a shared base compute the same chain IDs, one copy is kept.
-    return sys.intern("sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest())
+    return "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
 
 
 def chain_ids(diff_ids: Sequence[str]) -> tuple[str, ...]:

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -117,7 +116,7 @@ def _digest(entry: Mapping[str, object], key: str, where: str) -> str:
     assert isinstance(value, str)
     if not _DIGEST.match(value):
         raise ParseError(f"{where}: {key!r} {value[:80]!r} is not a sha256 digest")
-    return sys.intern(value)  # layers and images name the same digests: one copy
+    return value
 
 
 def _size(entry: Mapping[str, object], key: str, where: str) -> int | None:

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -176,7 +175,7 @@ class CriClient:
         )
         return [
             ImageFacts(
-                image_id=sys.intern(image.id),  # the manifest's config digest and containers name it too
+                image_id=image.id,
                 repo_tags=tuple(image.repo_tags),
                 repo_digests=tuple(image.repo_digests),
                 diff_ids=details.diff_ids,
@@ -482,7 +481,7 @@ def _containers(
         yield ContainerFacts(
             container_id=container.id,
             name=container.metadata.name,
-            image_id=sys.intern(image_id),
+            image_id=image_id,
             namespace=who.namespace,
             pod=who.name,
             pod_uid=who.uid,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,11 +69,9 @@ class Index:
 
 
 def _digest(value: object, what: str) -> str:
-    """A well-formed digest, interned: every config and manifest naming a shared
-    layer would otherwise keep its own copy of the same string."""
     if not isinstance(value, str) or not DIGEST_RE.match(value):
         raise ParseError(f"{what} is not a sha256 digest: {str(value)[:80]!r}")
-    return sys.intern(value)
+    return value
 
 
 def load_json(text: str | bytes, what: str) -> Any:
