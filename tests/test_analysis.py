@@ -327,10 +327,10 @@ def test_a_pass_cut_short_is_woken_again_by_the_same_layers():
     blobs = Blobs()
     facts = node(blobs, {"clean": [BASE, CLEANUP, APP]})
     analysis, _ = analyzer(blobs)
-    stop = threading.Event()
-    stop.set()  # the pass stops before its first layer
     analysis.observe(facts)
+    analysis.stop()  # as at shutdown: the pass stops before its first layer
     analysis._wake.clear()
-    analysis._analyse_latest(stop)
+    analysis._analyse_latest(analysis._stop)
+    assert sum(blobs.reads.values()) == 0
     analysis.observe(dataclasses.replace(facts))
     assert analysis._wake.is_set()

@@ -11,10 +11,10 @@ _M_ARENA_MAX = -8
 _DEFAULT_TRIM_THRESHOLD = 128 << 10
 
 
-def _mallopt(parameter: int, value: int) -> None:
-    """glibc's mallopt(); no-op off glibc."""
+def _glibc(function: str, *args: int) -> None:
+    """Call a glibc malloc function; no-op off glibc (no libc.so.6, or no such function)."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(parameter, value)
+        getattr(ctypes.CDLL("libc.so.6"), function)(*args)
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -23,13 +23,12 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     The same as MALLOC_ARENA_MAX=2, set before any thread starts: it measured
     less RSS on a busy node (benchmarks/). No-op off glibc.
     """
-    _mallopt(_M_ARENA_MAX, arenas)
+    _glibc("mallopt", _M_ARENA_MAX, arenas)
 
 
 def release_free_memory() -> None:
     """Hand memory freed by a refresh back to the OS (glibc malloc_trim); no-op elsewhere."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    _glibc("malloc_trim", 0)
 
 
 def restore_trim_threshold() -> None:
@@ -41,7 +40,7 @@ def restore_trim_threshold() -> None:
     once, glibc adjusts neither threshold again (the mmap threshold stays where
     the reads raised it). No-op off glibc.
     """
-    _mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    _glibc("mallopt", _M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
 
 
 def collect_and_release() -> None:
