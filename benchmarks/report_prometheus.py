@@ -48,8 +48,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.core.accounting import account
 from exporter.core.facts import ImageFacts, LayerBlob, NodeFacts, SnapshotUsage, Workload
-from exporter.core.state import ExporterState
-from exporter.outputs.collector import MetricsOptions, register_collectors
+from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
 from tests.fakes import container, digest, pod
 from tests.integration.conftest import free_port
 
@@ -117,9 +116,8 @@ def busy_node_facts(seed: int, images: int = 300, pods: int = 110, workloads: in
 
 def exposition(facts: NodeFacts) -> str:
     """The exporter's /metrics body for these facts, at the default metric settings."""
-    state = ExporterState(generation=1, up=True, report=account(facts), facts=facts)
     registry = CollectorRegistry(auto_describe=False)
-    register_collectors(registry, lambda: state, MetricsOptions())
+    registry.register(LayerSharingCollector(account(facts), None, MetricsOptions()))
     return generate_latest(registry).decode()
 
 

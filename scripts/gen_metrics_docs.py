@@ -23,8 +23,8 @@ from prometheus_client.metrics_core import Metric
 from exporter.core.accounting import account
 from exporter.core.bases import BaseSpec
 from exporter.core.facts import FilesystemFacts, Workload
-from exporter.core.state import ExporterState, WasteReport
-from exporter.outputs.collector import MetricsOptions, register_collectors
+from exporter.core.state import RefreshStatus, WasteReport
+from exporter.outputs.collector import HealthCollector, LayerSharingCollector, MetricsOptions
 from scripts.generated import sync
 from tests.sample_facts import sample_facts
 
@@ -49,9 +49,9 @@ def representative_families() -> list[Metric]:
     report = account(facts, catalog=(BaseSpec("base", image="localhost/base:1"),))
     image_ids = frozenset(image.image_id for image in facts.images)
     waste = WasteReport(image_ids=image_ids, images=dict.fromkeys(image_ids, 0), node_wasted_bytes=0)
-    state = ExporterState(generation=1, up=True, report=report, facts=facts, refreshes=1, calls={"/m": 1}, waste=waste)
     registry = CollectorRegistry(auto_describe=False)
-    register_collectors(registry, lambda: state, MetricsOptions(layers_top_n=1))
+    registry.register(HealthCollector(RefreshStatus(generation=1, up=True, refreshes=1, calls={"/m": 1})))
+    registry.register(LayerSharingCollector(report, waste, MetricsOptions(layers_top_n=1)))
     return [family for family in registry.collect() if family.name.startswith(PREFIX)]
 
 

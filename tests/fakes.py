@@ -7,8 +7,10 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from exporter.core.accounting import NodeReport
 from exporter.core.chain import chain_ids
 from exporter.core.facts import ContainerFacts, ImageFacts, NodeFacts, PodFacts, SnapshotUsage
+from exporter.core.state import RefreshStatus
 from exporter.errors import RuntimeUnavailableError
 
 
@@ -80,3 +82,16 @@ class FakeSource:
 
     def forget_runtime_state(self) -> None:
         self.forgotten += 1
+
+
+class RecordingSink:
+    """A refresh sink that keeps the last status and report published (MetricsStore's role)."""
+
+    def __init__(self) -> None:
+        self.status: RefreshStatus | None = None
+        self.report: NodeReport | None = None
+        self.published = 0
+
+    def publish_refresh(self, status: RefreshStatus, report: NodeReport | None) -> None:
+        self.status, self.report = status, report
+        self.published += 1

@@ -10,8 +10,7 @@ from exporter.core.accounting import account
 from exporter.core.bases import BaseSpec
 from exporter.core.cluster import ClusterReport, build_report
 from exporter.core.facts import Workload
-from exporter.core.state import ExporterState
-from exporter.outputs.collector import MetricsOptions, register_collectors
+from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
 from exporter.sources.exposition import samples_from_exposition
 from tests.fakes import digest
 from tests.sample_facts import sample_facts
@@ -29,9 +28,8 @@ def exposition(node: str, with_workloads: bool = True) -> str:
             },
         )
     catalog = [BaseSpec("debian", diff_ids=(digest("B"), digest("OS")))]
-    state = ExporterState(generation=1, up=True, report=account(facts, catalog), facts=facts)
     registry = CollectorRegistry(auto_describe=False)
-    register_collectors(registry, lambda: state, MetricsOptions())
+    registry.register(LayerSharingCollector(account(facts, catalog), None, MetricsOptions()))
     return generate_latest(registry).decode()
 
 

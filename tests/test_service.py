@@ -1,33 +1,35 @@
 import dataclasses
 import logging
 import threading
+import time
 
 from exporter.core.accounting import account
 from exporter.core.facts import NodeFacts
-from exporter.core.state import WasteReport
 from exporter.service import Refresher
-from tests.fakes import FakeSource
+from tests.fakes import FakeSource, RecordingSink
 from tests.sample_facts import sample_facts
 
 
-def test_refresh_publishes_one_consistent_state():
-    refresher = Refresher(FakeSource(sample_facts()), interval=30, clock=lambda: 1234.0)
-    state = refresher.refresh_once()
-    assert state.up and state.generation == 1 and state.report is not None
-    assert state.report.totals.physical == 2450
-    assert state.last_success_timestamp == 1234.0
-    assert refresher.state is state
+def test_refresh_publishes_its_status_and_report():
+    sink = RecordingSink()
+    refresher = Refresher(FakeSource(sample_facts()), sink, interval=30, clock=lambda: 1234.0)
+    status = refresher.refresh_once()
+    assert status.up and status.generation == 1 and sink.report is not None
+    assert sink.report.totals.physical == 2450
+    assert status.last_success_timestamp == 1234.0
+    assert refresher.status is status and sink.status is status and refresher.report is sink.report
 
 
 def test_runtime_down_then_back_logs_once_per_change(caplog):
     source = FakeSource(sample_facts())
-    refresher = Refresher(source, interval=30)
+    sink = RecordingSink()
+    refresher = Refresher(source, sink, interval=30)
     caplog.set_level(logging.INFO, logger="exporter.service")
     refresher.refresh_once()
     source.down = True
     for _ in range(3):
         state = refresher.refresh_once()
-    assert not state.up and state.report is None
+    assert not state.up and sink.report is None and refresher.report is None
     assert "runtime unreachable" in state.last_error
     assert state.errors["runtime"] == 3
     assert source.forgotten == 1
@@ -41,18 +43,20 @@ def test_runtime_down_then_back_logs_once_per_change(caplog):
 def test_an_unexpected_error_never_escapes():
     source = FakeSource(sample_facts())
     source.crash = ZeroDivisionError("bug")
-    state = Refresher(source).refresh_once()
+    state = Refresher(source, RecordingSink()).refresh_once()
     assert not state.up and "ZeroDivisionError" in state.last_error
     assert state.errors["refresh"] == 1
 
 
 def test_run_stops_when_asked():
-    refresher = Refresher(FakeSource(sample_facts()), interval=0.01)
+    refresher = Refresher(FakeSource(sample_facts()), RecordingSink(), interval=0.01)
     stop = threading.Event()
     thread = threading.Thread(target=refresher.run, args=(stop,))
     thread.start()
-    while refresher.state.generation < 3:
-        pass
+    deadline = time.monotonic() + 10
+    while refresher.status.generation < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert refresher.status.generation >= 3
     stop.set()
     thread.join(timeout=5)
     assert not thread.is_alive()
@@ -61,39 +65,57 @@ def test_run_stops_when_asked():
 
 def test_unchanged_facts_reuse_the_report():
     source = FakeSource(sample_facts())
-    refresher = Refresher(source)
-    first = refresher.refresh_once().report
-    assert refresher.refresh_once().report is first
+    refresher = Refresher(source, RecordingSink())
+    refresher.refresh_once()
+    first = refresher.report
+    refresher.refresh_once()
+    assert refresher.report is first
     source.facts = dataclasses.replace(source.facts, node_name="other")
-    assert refresher.refresh_once().report is not first
+    refresher.refresh_once()
+    assert refresher.report is not first
 
 
-def test_equal_facts_keep_the_report_and_the_facts_it_shares_its_strings_with():
+class Observer:
+    """The layer analysis's place: told of each refresh's facts."""
+
+    def __init__(self) -> None:
+        self.seen: list[NodeFacts] = []
+
+    def observe(self, facts: NodeFacts) -> None:
+        self.seen.append(facts)
+
+
+def test_equal_facts_keep_the_report_and_hand_on_the_facts_it_was_made_from():
     # A real source builds new (equal) facts on every refresh.
     source = FakeSource(sample_facts())
-    refresher = Refresher(source)
-    first = refresher.refresh_once()
+    observer = Observer()
+    refresher = Refresher(source, RecordingSink(), observer=observer)
+    refresher.refresh_once()
+    first = refresher.report
     source.facts = sample_facts()
-    assert source.facts == first.facts and source.facts is not first.facts
-    second = refresher.refresh_once()
-    assert second.report is first.report and second.facts is first.facts
+    refresher.refresh_once()
+    assert refresher.report is first
+    assert observer.seen[1] is observer.seen[0]
 
 
 def test_moving_figures_update_the_report_without_accounting_again():
     source = FakeSource(sample_facts())
-    refresher = Refresher(source)
-    first = refresher.refresh_once()
-    assert first.facts is not None and first.report is not None
-    grown = tuple(dataclasses.replace(c, writable_bytes=(c.writable_bytes or 0) + 1000) for c in first.facts.containers)
+    observer = Observer()
+    refresher = Refresher(source, RecordingSink(), observer=observer)
+    refresher.refresh_once()
+    first, first_facts = refresher.report, observer.seen[0]
+    assert first is not None
+    grown = tuple(dataclasses.replace(c, writable_bytes=(c.writable_bytes or 0) + 1000) for c in first_facts.containers)
     source.facts = dataclasses.replace(sample_facts(), containers=grown)
-    second = refresher.refresh_once()
-    assert second.report is not None and second.facts is not None
-    assert second.report.totals.writable == first.report.totals.writable + 4000
-    assert second.report == account(source.facts)
-    # Nothing else was accounted again, and the facts kept are the first ones' but for the moving figures.
-    assert second.report.images is first.report.images and second.report.layers is first.report.layers
-    assert second.facts.images is first.facts.images and second.facts.layer_usage is first.facts.layer_usage
-    assert second.facts.containers == grown
+    refresher.refresh_once()
+    second, second_facts = refresher.report, observer.seen[1]
+    assert second is not None
+    assert second.totals.writable == first.totals.writable + 4000
+    assert second == account(source.facts)
+    # Nothing else was accounted again, and the facts handed on are the first ones' but for the moving figures.
+    assert second.images is first.images and second.layers is first.layers
+    assert second_facts.images is first_facts.images and second_facts.layer_usage is first_facts.layer_usage
+    assert second_facts.containers == grown
 
 
 class _SlowFirstRefresh(FakeSource):
@@ -113,7 +135,7 @@ class _SlowFirstRefresh(FakeSource):
 def test_liveness_ticks_during_a_long_first_refresh_and_fails_when_stuck():
     now = [0.0]
     source = _SlowFirstRefresh()
-    refresher = Refresher(source, interval=30, monotonic=lambda: now[0])
+    refresher = Refresher(source, RecordingSink(), interval=30, monotonic=lambda: now[0])
     stop = threading.Event()
     thread = threading.Thread(target=refresher.run, args=(stop,))
     thread.start()
@@ -131,19 +153,11 @@ def test_liveness_ticks_during_a_long_first_refresh_and_fails_when_stuck():
         thread.join(timeout=5)
 
 
-def test_the_observer_gets_each_refresh_and_waste_is_published_between_refreshes():
-    seen = []
-
-    class Observer:
-        def observe(self, facts):
-            seen.append(facts)
-
-    refresher = Refresher(FakeSource(sample_facts()), interval=30, observer=Observer())
-    first = refresher.refresh_once()
-    assert seen == [first.facts]
-    refresher.publish_waste(WasteReport(pending_layers=4))
-    published = refresher.state
-    assert published.generation == first.generation + 1 and published.report is first.report
-    assert published.waste == WasteReport(pending_layers=4)
-    after = refresher.refresh_once()  # a refresh keeps the latest figures
-    assert after.waste == WasteReport(pending_layers=4) and after.generation == published.generation + 1
+def test_the_observer_gets_each_refresh_but_not_when_the_runtime_is_down():
+    source = FakeSource(sample_facts())
+    observer = Observer()
+    refresher = Refresher(source, RecordingSink(), interval=30, observer=observer)
+    refresher.refresh_once()
+    source.down = True
+    refresher.refresh_once()
+    assert len(observer.seen) == 1 and observer.seen[0] == sample_facts()

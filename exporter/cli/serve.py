@@ -6,14 +6,15 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from exporter import __version__
 from exporter import config as config_mod
 from exporter.cli.args import EXIT_OK, EXIT_USAGE
-from exporter.cli.memory import collect_and_release, limit_malloc_arenas, release_free_memory
 from exporter.cli.runtime import runtime_source
 from exporter.config import Config
+from exporter.core.state import WasteReport
 from exporter.errors import ConfigError
 from exporter.service import Refresher
 from exporter.sources.node import RuntimeSource
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("exporter")
 
 
-def _analyzer(config: Config, runtime: RuntimeSource) -> LayerAnalyzer | None:
+def _analyzer(
+    config: Config, runtime: RuntimeSource, publish: Callable[[WasteReport], None]
+) -> LayerAnalyzer | None:
     """The background wasted-bytes analysis, unless it is off or the layer store has no blobs to read."""
     reader = runtime.blob_reader()
     if config.analysis_cpu <= 0 or reader is None:
@@ -38,11 +41,12 @@ def _analyzer(config: Config, runtime: RuntimeSource) -> LayerAnalyzer | None:
         state_dir=Path(config.state_dir) if config.state_dir else None,
         retry_seconds=config.content_recheck_seconds,
     )
-    return LayerAnalyzer(reader, options, after_layer=release_free_memory, after_pass=collect_and_release)
+    return LayerAnalyzer(reader, options, publish=publish)
 
 
 def serve(config: Config) -> int:
     from exporter.outputs import webconfig
+    from exporter.outputs.metrics_store import MetricsStore
     from exporter.outputs.server import MetricsServer  # the df path needs no HTTP server
 
     host, port = config_mod.split_listen_address(config.listen_address)
@@ -51,7 +55,6 @@ def serve(config: Config) -> int:
     except ConfigError as exc:
         print(f"layer-sharing-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    limit_malloc_arenas()
     runtime = runtime_source(config)
     workloads = None
     if config.kubernetes:
@@ -60,19 +63,18 @@ def serve(config: Config) -> int:
         kube = PodWorkloads(config.node_name, config.kubeconfig)
         if kube.start():
             workloads = kube.workloads
-    analyzer = _analyzer(config, runtime)
+    store = MetricsStore(config.metrics)
+    analyzer = _analyzer(config, runtime, store.publish_waste)
     refresher = Refresher(
         runtime,
+        store,
         config.bases,
         config.refresh_interval_seconds,
-        after_refresh=release_free_memory,
         workloads=workloads,
         observer=analyzer,
     )
-    if analyzer is not None:
-        analyzer.publish_to(refresher.publish_waste)
     try:
-        server = MetricsServer(refresher, config.metrics, host, port, web)
+        server = MetricsServer(store, refresher.loop_alive, host, port, web)
     except OSError as exc:
         print(f"layer-sharing-exporter: cannot listen on {config.listen_address}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
@@ -89,9 +91,6 @@ def serve(config: Config) -> int:
     loop.start()
     http.start()
     if analyzer is not None:
-        # tarfile's header parsing is pure Python: hand the GIL over every 1 ms
-        # (not 5) so a scrape never waits long behind it.
-        sys.setswitchinterval(0.001)
         analysis = threading.Thread(target=analyzer.run, args=(stop,), name="analysis", daemon=True)
         analysis.start()
     logger.info(

@@ -1,12 +1,10 @@
-"""What a scrape shows: the latest node report and the exporter's own health (plain data)."""
+"""What a scrape shows besides the node report: the exporter's health and the wasted-bytes figures (plain data)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from exporter.core.accounting import NodeReport
-from exporter.core.facts import NodeFacts
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,21 +50,14 @@ class ImageWasteDetail:
 
 
 @dataclass(frozen=True, slots=True)
-class ExporterState:
-    """One published refresh: the report, the facts it came from, and how the refresh went."""
+class RefreshStatus:
+    """How the last refresh went: the exporter's own health, as /metrics and /readyz say it."""
 
     generation: int = 0
     up: bool = False
-    report: NodeReport | None = None
-    facts: NodeFacts | None = None
     last_error: str = "no refresh yet"
     last_duration_seconds: float = 0.0
     last_success_timestamp: float = 0.0
     refreshes: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    calls: dict[str, int] = field(default_factory=dict)
-    # None when the layer analysis is off.
-    waste: WasteReport | None = None
-    # Changes only when `report` or `waste` does (a new object): /metrics renders
-    # their series again only then.
-    figures_generation: int = 0
+    errors: Mapping[str, int] = field(default_factory=dict)
+    calls: Mapping[str, int] = field(default_factory=dict)

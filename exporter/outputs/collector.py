@@ -1,11 +1,11 @@
-"""Prometheus families from the published state: two collectors.
+"""Prometheus families from plain data: one collector per source of figures.
 
-`HealthCollector` says how the exporter is doing (changes every refresh);
-`LayerSharingCollector` gives the layer figures of the report and the analysis
-(change only with them, so /metrics renders them once per new report). Both
-build their families fresh from the state, so images and pods that are gone
-simply stop appearing. Metric names and labels are a contract
-(docs/metrics.md); HELP says whether bytes are unpacked on disk or compressed.
+`HealthCollector` says how the exporter is doing (one refresh status);
+`LayerSharingCollector` gives the layer figures of one node report and the
+wasted-bytes analysis. Both are built for one moment and yield fresh families,
+so images and pods that are gone simply stop appearing. Metric names and labels
+are a contract (docs/metrics.md); HELP says whether bytes are unpacked on disk
+or compressed.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.core.accounting import ImageReport, NodeReport
 from exporter.core.bases import SOURCE_NONE, UNSHARED
-from exporter.core.state import ExporterState, WasteReport
+from exporter.core.state import RefreshStatus, WasteReport
 
 # Error stages are exported at 0 from the start, so rate() works at once.
 ERROR_STAGES = (
@@ -121,53 +121,40 @@ def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricF
     return GaugeMetricFamily(f"layer_sharing_{name}", doc, labels=labels)
 
 
-def register_collectors(
-    registry: CollectorRegistry, get_state: Callable[[], ExporterState], options: MetricsOptions
-) -> None:
-    """Both collectors in one registry: every layer_sharing_* family, as /metrics
-    has them (the server keeps them apart, to render the figures only when they change)."""
-    registry.register(HealthCollector(get_state))
-    registry.register(LayerSharingCollector(get_state, options))
-
-
 class HealthCollector(Collector):
-    """Yields the exporter's own families (up, refreshes, errors, runtime calls) for the state `get_state` returns."""
+    """The exporter's own families (up, refreshes, errors, runtime calls, build info) for one refresh status."""
 
-    def __init__(self, get_state: Callable[[], ExporterState]) -> None:
-        self._get_state = get_state
-
-    def describe(self) -> list[Metric]:
-        # Registering must not trigger a collect (and so no runtime call).
-        return []
+    def __init__(self, status: RefreshStatus) -> None:
+        self._status = status
 
     def collect(self) -> Iterator[Metric]:
-        state = self._get_state()
+        status = self._status
         up = _gauge("up", "1 if the container runtime answered the last refresh, else 0.")
-        up.add_metric([], 1 if state.up else 0)
+        up.add_metric([], 1 if status.up else 0)
         yield up
         duration = _gauge(
             "collection_duration_seconds", "Seconds the last refresh took (runtime calls and accounting)."
         )
-        duration.add_metric([], state.last_duration_seconds)
+        duration.add_metric([], status.last_duration_seconds)
         yield duration
         success = _gauge("last_success_timestamp_seconds", "Unix time of the last refresh the runtime answered.")
-        success.add_metric([], state.last_success_timestamp)
+        success.add_metric([], status.last_success_timestamp)
         yield success
         refreshes = CounterMetricFamily("layer_sharing_refreshes", "Refreshes attempted since start.")
-        refreshes.add_metric([], state.refreshes)
+        refreshes.add_metric([], status.refreshes)
         yield refreshes
         errors = CounterMetricFamily(
             "layer_sharing_errors",
             "Items skipped or calls failed, by stage; the rest is still exported.",
             labels=["stage"],
         )
-        for stage in sorted(set(ERROR_STAGES) | set(state.errors)):
-            errors.add_metric([stage], state.errors.get(stage, 0))
+        for stage in sorted(set(ERROR_STAGES) | set(status.errors)):
+            errors.add_metric([stage], status.errors.get(stage, 0))
         yield errors
         calls = CounterMetricFamily(
             "layer_sharing_runtime_requests", "Calls made to the runtime, by gRPC method.", labels=["method"]
         )
-        for method, count in sorted(state.calls.items()):
+        for method, count in sorted(status.calls.items()):
             calls.add_metric([method.lstrip("/")], count)
         yield calls
         build = _gauge("build_info", "The exporter's version; always 1.", ["version", "python_version"])
@@ -176,29 +163,25 @@ class HealthCollector(Collector):
 
 
 class LayerSharingCollector(Collector):
-    """Yields the layer-sharing families of the report and waste in the state `get_state` returns."""
+    """The layer-sharing families of one node report and the wasted-bytes figures (None: analysis off)."""
 
-    def __init__(self, get_state: Callable[[], ExporterState], options: MetricsOptions) -> None:
-        self._get_state = get_state
+    def __init__(self, report: NodeReport, waste: WasteReport | None, options: MetricsOptions) -> None:
+        self._report = report
+        self._waste = waste
         self._options = options
 
-    def describe(self) -> list[Metric]:
-        # Registering must not trigger a collect (and so no runtime call).
-        return []
-
     def collect(self) -> Iterator[Metric]:
-        state = self._get_state()
-        if state.up and state.report is not None:
-            yield from self._runtime(state.report)
-            yield from self._node(state.report)
-            yield from self._images(state.report)
-            if state.waste is not None:
-                yield from self._waste(state.report, state.waste)
-            if self._options.pods:
-                yield from self._pods(state.report)
-            yield from self._bases(state.report)
-            if self._options.layers_top_n:
-                yield from self._layers(state.report)
+        report = self._report
+        yield from self._runtime(report)
+        yield from self._node(report)
+        yield from self._images(report)
+        if self._waste is not None:
+            yield from self._waste_families(report, self._waste)
+        if self._options.pods:
+            yield from self._pods(report)
+        yield from self._bases(report)
+        if self._options.layers_top_n:
+            yield from self._layers(report)
 
     def _runtime(self, report: NodeReport) -> Iterator[Metric]:
         runtime = _gauge(
@@ -279,7 +262,7 @@ class LayerSharingCollector(Collector):
         top_n = self._options.images_top_n
         return report.images[:top_n] if top_n else report.images
 
-    def _waste(self, report: NodeReport, waste: WasteReport) -> Iterator[Metric]:
+    def _waste_families(self, report: NodeReport, waste: WasteReport) -> Iterator[Metric]:
         pending = _gauge(
             "analysis_pending_layers", "Layers the wasted-bytes analysis has not read yet (it runs in the background)."
         )

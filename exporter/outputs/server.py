@@ -1,9 +1,4 @@
-"""HTTP serving: /metrics, /healthz, /readyz and a landing page.
-
-The layer figures of /metrics are rendered once per new report (or wasted-bytes
-figures) and cached per content type, so a scrape costs a dictionary lookup plus
-the exporter's own health and process metrics, however many scrapers there are.
-"""
+"""HTTP serving: /metrics (from the metrics store), /healthz, /readyz and a landing page."""
 
 from __future__ import annotations
 
@@ -11,34 +6,17 @@ import gzip
 import logging
 import socket
 import ssl
-import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
-
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-from prometheus_client.exposition import choose_encoder
+from typing import Any
 
 from exporter import __version__
-from exporter.core.state import ExporterState
-from exporter.outputs.collector import HealthCollector, LayerSharingCollector, MetricsOptions
+from exporter.outputs.metrics_store import MetricsStore
 from exporter.outputs.webconfig import TlsFiles, WebConfig
 
 logger = logging.getLogger(__name__)
 
 
-class StateSource(Protocol):
-    """What serving needs of the refresh loop (exporter.service.Refresher)."""
-
-    @property
-    def state(self) -> ExporterState: ...
-
-    def loop_alive(self) -> bool: ...
-
-
-_EOF = b"# EOF\n"
-# What the collector sees between renders: holding the last rendered state would keep
-# its facts and report alive beside the current ones after the next refresh.
-_UNPINNED = ExporterState()
 _LANDING = """<!doctype html>
 <html><head><title>layer-sharing-exporter</title></head>
 <body><h1>layer-sharing-exporter {version}</h1>
@@ -46,46 +24,6 @@ _LANDING = """<!doctype html>
 <ul><li><a href="metrics">/metrics</a></li><li><a href="healthz">/healthz</a></li>
 <li><a href="readyz">/readyz</a></li></ul></body></html>
 """
-
-
-class Exposition:
-    """Renders /metrics bodies: the layer figures once per new report (cached per
-    content type), the exporter's health and process metrics on every scrape."""
-
-    def __init__(self, refresher: StateSource, options: MetricsOptions) -> None:
-        self._refresher = refresher
-        self._pinned_state = _UNPINNED
-        self._health_registry = CollectorRegistry(auto_describe=False)
-        self._health_registry.register(HealthCollector(lambda: self._pinned_state))
-        self._figures_registry = CollectorRegistry(auto_describe=False)
-        self._figures_registry.register(LayerSharingCollector(lambda: self._pinned_state, options))
-        self._process_registry = CollectorRegistry(auto_describe=False)
-        ProcessCollector(registry=self._process_registry)
-        PlatformCollector(registry=self._process_registry)
-        self._cache: dict[tuple[int, str], bytes] = {}
-        self._lock = threading.Lock()
-
-    def render(self, accept: str) -> tuple[bytes, str]:
-        encoder, content_type = choose_encoder(accept)
-        state = self._refresher.state
-        with self._lock:  # one state for both parts
-            self._pinned_state = state
-            try:
-                health = _without_eof(encoder(self._health_registry))
-                key = (state.figures_generation, content_type)
-                figures = self._cache.get(key)
-                if figures is None:
-                    figures = _without_eof(encoder(self._figures_registry))
-                    self._cache = {k: v for k, v in self._cache.items() if k[0] == state.figures_generation}
-                    self._cache[key] = figures
-            finally:
-                self._pinned_state = _UNPINNED
-        return health + figures + encoder(self._process_registry), content_type
-
-
-def _without_eof(body: bytes) -> bytes:
-    """A part of the body: OpenMetrics has one EOF, at the very end."""
-    return body[: -len(_EOF)] if body.endswith(_EOF) else body
 
 
 # Open without credentials so the kubelet's probes work; they only say "ok".
@@ -116,10 +54,15 @@ class MetricsServer:
     """A threaded HTTP(S) server in front of one refresher."""
 
     def __init__(
-        self, refresher: StateSource, options: MetricsOptions, host: str, port: int, web: WebConfig | None = None
+        self,
+        store: MetricsStore,
+        loop_alive: Callable[[], bool],
+        host: str,
+        port: int,
+        web: WebConfig | None = None,
     ) -> None:
-        self.refresher = refresher
-        self.exposition = Exposition(refresher, options)
+        self.store = store
+        self._loop_alive = loop_alive
         self.web = web or WebConfig()
         handler = _handler_class(self)
         self.httpd = _Server((host, port), handler)
@@ -137,18 +80,18 @@ class MetricsServer:
         self.httpd.server_close()
 
     def health(self) -> tuple[int, str]:
-        if not self.refresher.loop_alive():
+        if not self._loop_alive():
             return 503, "refresh loop stuck\n"
         return 200, "ok\n"
 
     def readiness(self) -> tuple[int, str]:
-        state = self.refresher.state
-        if state.generation == 0:
+        status = self.store.status
+        if status.generation == 0:
             return 503, "not ready: first refresh has not finished\n"
-        if state.up:
+        if status.up:
             return 200, "ready: runtime answering\n"
         # Still serving (layer_sharing_up 0 tells Prometheus); say why here.
-        return 200, f"ready, but {state.last_error}\n"
+        return 200, f"ready, but {status.last_error}\n"
 
 
 def _handler_class(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
@@ -174,7 +117,7 @@ def _handler_class(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 if path == "/metrics":
-                    body, content_type = server.exposition.render(self.headers.get("Accept", ""))
+                    body, content_type = server.store.render(self.headers.get("Accept", ""))
                     status = 200
                 elif path == "/healthz":
                     status, text = server.health()

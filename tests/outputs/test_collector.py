@@ -3,10 +3,10 @@ import dataclasses
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.core.accounting import account
+from exporter.core.accounting import NodeReport, account
 from exporter.core.facts import ContainerFacts, FilesystemFacts, ImageFacts, NodeFacts, PodFacts, SnapshotUsage
-from exporter.core.state import ExporterState, WasteReport
-from exporter.outputs.collector import MetricsOptions, register_collectors
+from exporter.core.state import RefreshStatus, WasteReport
+from exporter.outputs.collector import HealthCollector, LayerSharingCollector, MetricsOptions
 from tests.fakes import digest
 from tests.sample_facts import APP_A, sample_facts
 
@@ -66,21 +66,26 @@ CONTRACT_WITH_FAMILIES = {
 }
 
 
-def up_state(facts: NodeFacts, **kw) -> ExporterState:
-    return ExporterState(
-        generation=1,
-        up=True,
-        report=account(facts),
-        facts=facts,
-        refreshes=1,
-        calls={"/runtime.v1.ImageService/ListImages": 3},
-        **kw,
-    )
+@dataclasses.dataclass(frozen=True)
+class Published:
+    """What the refresh loop and the analysis publish to the metrics store."""
+
+    status: RefreshStatus
+    report: NodeReport | None = None
+    waste: WasteReport | None = None
 
 
-def registry_for(state: ExporterState, options: MetricsOptions | None = None) -> CollectorRegistry:
+def up_state(facts: NodeFacts, waste: WasteReport | None = None) -> Published:
+    status = RefreshStatus(generation=1, up=True, refreshes=1, calls={"/runtime.v1.ImageService/ListImages": 3})
+    return Published(status, account(facts), waste)
+
+
+def registry_for(state: Published, options: MetricsOptions | None = None) -> CollectorRegistry:
+    """Both collectors, as /metrics joins them (exporter.outputs.metrics_store)."""
     registry = CollectorRegistry(auto_describe=True)
-    register_collectors(registry, lambda: state, options or MetricsOptions())
+    registry.register(HealthCollector(state.status))
+    if state.report is not None:
+        registry.register(LayerSharingCollector(state.report, state.waste, options or MetricsOptions()))
     return registry
 
 
@@ -122,7 +127,7 @@ def test_values():
 
 
 def test_down_runtime_exports_health_only():
-    state = ExporterState(generation=3, up=False, last_error="runtime unreachable", errors={"runtime": 2})
+    state = Published(RefreshStatus(generation=3, up=False, last_error="runtime unreachable", errors={"runtime": 2}))
     found = samples(registry_for(state))
     assert "layer_sharing_physical_bytes" not in found
     registry = registry_for(state)
@@ -286,7 +291,7 @@ def test_base_families_versions_drift_and_created():
     assert created == 1_700_000_002.5
 
 
-def waste_state(facts: NodeFacts, images: dict[str, int], node: int | None, **kw: int) -> ExporterState:
+def waste_state(facts: NodeFacts, images: dict[str, int], node: int | None, **kw: int) -> Published:
     waste = WasteReport(
         image_ids=frozenset(i.image_id for i in facts.images), images=images, node_wasted_bytes=node, **kw
     )

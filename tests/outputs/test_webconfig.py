@@ -9,7 +9,6 @@ import logging
 import socket
 import ssl
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,7 @@ import pytest
 
 from exporter.errors import ConfigError
 from exporter.outputs import webconfig
-from exporter.outputs.collector import MetricsOptions
-from exporter.outputs.server import MetricsServer
-from exporter.service import Refresher
-from tests.fakes import FakeSource
-from tests.sample_facts import sample_facts
+from tests.serving import serving
 
 
 def openssl(*args: str, cwd: Path) -> None:
@@ -86,12 +81,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def serve(web: webconfig.WebConfig) -> Iterator[int]:
-    refresher = Refresher(FakeSource(sample_facts()))
-    refresher.refresh_once()
-    server = MetricsServer(refresher, MetricsOptions(), "127.0.0.1", 0, web)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.port
-    server.shutdown()
+    with serving(web, refreshed=True) as served:
+        yield served.port
 
 
 HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()

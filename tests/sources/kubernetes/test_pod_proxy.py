@@ -4,7 +4,6 @@ real exporter HTTP server, plain and TLS (a real TLS handshake)."""
 from __future__ import annotations
 
 import subprocess
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,22 +11,14 @@ from pathlib import Path
 import pytest
 
 from exporter.outputs import webconfig
-from exporter.outputs.collector import MetricsOptions
-from exporter.outputs.server import MetricsServer
-from exporter.service import Refresher
 from exporter.sources.kubernetes.pod_proxy import ExporterPod, exporter_pods, fetch_through_pod_proxy
-from tests.fakes import FakeSource
 from tests.harness.kube_api import KubeApiStandIn, exporter_pod
-from tests.sample_facts import sample_facts
+from tests.serving import serving
 
 
 def _serve(web: webconfig.WebConfig | None) -> Iterator[int]:
-    refresher = Refresher(FakeSource(sample_facts()))
-    refresher.refresh_once()
-    server = MetricsServer(refresher, MetricsOptions(), "127.0.0.1", 0, web)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.port
-    server.shutdown()
+    with serving(web, refreshed=True) as served:
+        yield served.port
 
 
 @pytest.fixture
