@@ -48,7 +48,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.core.accounting import account
 from exporter.core.facts import ImageFacts, LayerBlob, NodeFacts, SnapshotUsage, Workload
-from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
+from exporter.core.state import RefreshStatus
+from exporter.outputs.collector import HealthCollector, LayerSharingCollector, MetricsOptions
 from tests.fakes import container, digest, pod
 from tests.integration.conftest import free_port
 
@@ -117,6 +118,7 @@ def busy_node_facts(seed: int, images: int = 300, pods: int = 110, workloads: in
 def exposition(facts: NodeFacts) -> str:
     """The exporter's /metrics body for these facts, at the default metric settings."""
     registry = CollectorRegistry(auto_describe=False)
+    registry.register(HealthCollector(RefreshStatus(generation=1, up=True)))
     registry.register(LayerSharingCollector(account(facts), None, MetricsOptions()))
     return generate_latest(registry).decode()
 

@@ -1,89 +1,130 @@
 """Configuration: defaults < environment < YAML file < command-line flags.
 
-Every option can be set in the YAML file; the file also holds the base-image
-catalog. Invalid values raise `ConfigError` with a message naming the key.
+Each setting is declared once, as an `option` field of the options class that
+uses it (exporter.options); `Config` gathers those classes. The file's keys and
+their types, the flags and their help, and the checks are all derived from
+those declarations, and each options object is handed as it is to what it
+configures. The file also holds the base-image catalog. Invalid values raise
+`ConfigError` with a message naming the key.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import socket
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporter.analysis import AnalysisOptions
 from exporter.core.bases import BaseSpec
 from exporter.documents import parse_document
 from exporter.errors import ConfigError, ParseError
+from exporter.options import RUNTIME_COMMANDS, Option, option, section
 from exporter.outputs.collector import MetricsOptions
 from exporter.sources.grpc_client import normalize_endpoint
-from exporter.sources.node import DEFAULT_STORAGE_ROOT, LAYER_STORES
+from exporter.sources.node import RuntimeOptions
 from exporter.sources.oci import DIGEST_RE
 
-DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
-DEFAULT_LISTEN = "0.0.0.0:9877"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Config file keys that were renamed: the old name is still read.
+RENAMED_KEYS = {"namespace": "containerd_namespace"}
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """The HTTP endpoint and the refresh loop of `serve`."""
+
+    listen_address: str = option("0.0.0.0:9877", "host:port for /metrics", flag="--listen-address")
+    refresh_interval_seconds: float = option(
+        30.0, "seconds between runtime refreshes", flag="--refresh-interval", positive=True
+    )
+    web_config_file: str = option(
+        "",
+        "TLS and basic auth for /metrics (Prometheus exporter-toolkit web config format)",
+        flag="--web-config-file",
+        metavar="FILE",
+    )
+    kubernetes: bool = option(
+        False, "attribute pods to workloads from the Kubernetes API (watches this node's pods)", flag="--kubernetes"
+    )
+    kubeconfig: str = option(
+        "", "kubeconfig for --kubernetes (default: in-cluster)", flag="--kubeconfig", metavar="FILE"
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    runtime_endpoint: str = DEFAULT_ENDPOINT
-    namespace: str = "k8s.io"
-    # "" = the one the runtime's CRI plugin uses (read from CRI Status / ImageFsInfo).
-    snapshotter: str = ""
-    # Where layer sizes come from: auto (by the CRI runtime's name), containerd or containers-storage.
-    layer_store: str = "auto"
-    storage_root: str = DEFAULT_STORAGE_ROOT
-    listen_address: str = DEFAULT_LISTEN
-    refresh_interval_seconds: float = 30.0
-    rpc_timeout_seconds: float = 5.0
-    content_recheck_seconds: float = 300.0
-    collect_writable_layers: bool = True
-    writable_refresh_seconds: float = 120.0
-    node_name: str = ""
-    host_root: str = ""
-    log_level: str = "info"
-    web_config_file: str = ""
-    # Workload attribution from the Kubernetes API (kubeconfig "" = in-cluster, else ~/.kube/config).
-    kubernetes: bool = False
-    kubeconfig: str = ""
-    # Wasted-bytes analysis: fraction of one core it may use (0 = off), and
-    # where its per-layer summaries survive restarts ("" = memory only).
-    analysis_cpu: float = 0.25
-    state_dir: str = ""
-    metrics: MetricsOptions = field(default_factory=MetricsOptions)
+    runtime: RuntimeOptions = section(RuntimeOptions)
+    serve: ServeOptions = section(ServeOptions)
+    analysis: AnalysisOptions = section(AnalysisOptions)
+    metrics: MetricsOptions = section(MetricsOptions, "metrics")
+    log_level: str = option("info", "log level", flag="--log-level", commands=RUNTIME_COMMANDS, choices=LOG_LEVELS)
     bases: tuple[BaseSpec, ...] = ()
 
 
-_SCALAR_TYPES: dict[str, type] = {
-    "runtime_endpoint": str,
-    "namespace": str,
-    "snapshotter": str,
-    "layer_store": str,
-    "storage_root": str,
-    "listen_address": str,
-    "refresh_interval_seconds": float,
-    "rpc_timeout_seconds": float,
-    "content_recheck_seconds": float,
-    "collect_writable_layers": bool,
-    "writable_refresh_seconds": float,
-    "node_name": str,
-    "host_root": str,
-    "log_level": str,
-    "web_config_file": str,
-    "kubernetes": bool,
-    "kubeconfig": str,
-    "analysis_cpu": float,
-    "state_dir": str,
-}
-_METRICS_TYPES: dict[str, type] = {
-    "images_top_n": int,
-    "pods": bool,
-    "bases_top_n": int,
-    "layers_top_n": int,
-}
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One setting: where it sits in Config, its file key, its type and its declaration."""
+
+    path: tuple[str, ...]  # attribute names from Config down to the field
+    key: str  # the file key; "section.key" for a setting under a section
+    type: type
+    default: Any
+    option: Option
+
+    @property
+    def dest(self) -> str:
+        """The argparse destination of its flag."""
+        return "option_" + self.key.replace(".", "_")
+
+
+def _settings(cls: type, path: tuple[str, ...] = (), prefix: str = "") -> Iterator[Setting]:
+    hints = typing.get_type_hints(cls)
+    instance = cls()
+    for field in dataclasses.fields(cls):
+        if "section" in field.metadata:
+            name = field.metadata["section"]
+            yield from _settings(hints[field.name], (*path, field.name), f"{prefix}{name}." if name else prefix)
+        elif "option" in field.metadata:
+            declared: Option = field.metadata["option"]
+            key = prefix + (declared.key or field.name)
+            yield Setting((*path, field.name), key, hints[field.name], getattr(instance, field.name), declared)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(_settings(Config))
+_BY_KEY = {setting.key: setting for setting in SETTINGS}
+assert len(_BY_KEY) == len(SETTINGS), "two settings share a config file key"
+_SECTIONS = {key.split(".")[0] for key in _BY_KEY if "." in key}
+
+
+def _get(config: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        config = getattr(config, name)
+    return config
+
+
+def _replace(config: Any, path: tuple[str, ...], value: Any) -> Any:
+    """`config` with the field at `path` set to `value` (frozen dataclasses all the way down)."""
+    if len(path) == 1:
+        return dataclasses.replace(config, **{path[0]: value})
+    inner = getattr(config, path[0])
+    return dataclasses.replace(config, **{path[0]: _replace(inner, path[1:], value)})
+
+
+def with_settings(config: Config, values: Mapping[str, Any]) -> Config:
+    """`config` with settings replaced by file key (values already typed)."""
+    for key, value in values.items():
+        config = _replace(config, _BY_KEY[key].path, value)
+    return config
+
+
+def setting_value(config: Config, key: str) -> Any:
+    return _get(config, _BY_KEY[key].path)
 
 
 def _typed(key: str, value: Any, want: type | tuple[type, ...]) -> Any:
@@ -147,22 +188,29 @@ def parse_bases(value: Any) -> tuple[BaseSpec, ...]:
 
 
 def from_mapping(data: Mapping[str, Any], base: Config | None = None) -> Config:
-    """Apply a YAML document (already loaded) on top of `base`."""
+    """Apply a config document (already loaded) on top of `base`."""
     config = base or Config()
     if not isinstance(data, Mapping):
         raise ConfigError("config file: expected a mapping at the top level")
-    _check_keys("", data, set(_SCALAR_TYPES) | {"metrics", "bases"})
-    changes: dict[str, Any] = {k: _typed(k, v, _SCALAR_TYPES[k]) for k, v in data.items() if k in _SCALAR_TYPES}
-    if "metrics" in data:
-        metrics = data["metrics"] or {}
-        if not isinstance(metrics, Mapping):
-            raise ConfigError("metrics: expected a mapping")
-        _check_keys("metrics: ", metrics, set(_METRICS_TYPES))
-        values = {k: _typed(f"metrics.{k}", v, _METRICS_TYPES[k]) for k, v in metrics.items()}
-        changes["metrics"] = dataclasses.replace(config.metrics, **values)
+    data = {RENAMED_KEYS.get(key, key): value for key, value in data.items()}
+    top_level = {key for key in _BY_KEY if "." not in key}
+    _check_keys("", data, top_level | _SECTIONS | {"bases"})
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SECTIONS:
+            inner = value or {}
+            if not isinstance(inner, Mapping):
+                raise ConfigError(f"{key}: expected a mapping")
+            known = {k.split(".", 1)[1] for k in _BY_KEY if k.startswith(key + ".")}
+            _check_keys(f"{key}: ", inner, known)
+            values.update({f"{key}.{k}": v for k, v in inner.items()})
+        elif key != "bases":
+            values[key] = value
+    typed = {key: _typed(key, value, _BY_KEY[key].type) for key, value in values.items()}
+    config = with_settings(config, typed)
     if "bases" in data:
-        changes["bases"] = parse_bases(data["bases"])
-    return validate(dataclasses.replace(config, **changes))
+        config = dataclasses.replace(config, bases=parse_bases(data["bases"]))
+    return validate(config)
 
 
 def load_file(path: str | Path, base: Config | None = None) -> Config:
@@ -176,12 +224,12 @@ def load_file(path: str | Path, base: Config | None = None) -> Config:
 def from_environment(env: Mapping[str, str] | None = None) -> Config:
     """Defaults, with the variables a DaemonSet sets."""
     env = os.environ if env is None else env
-    changes: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     if env.get("CONTAINER_RUNTIME_ENDPOINT"):
-        changes["runtime_endpoint"] = env["CONTAINER_RUNTIME_ENDPOINT"]
+        values["runtime_endpoint"] = env["CONTAINER_RUNTIME_ENDPOINT"]
     # The DaemonSet sets NODE_NAME from the downward API; elsewhere the host is the node.
-    changes["node_name"] = env.get("NODE_NAME") or socket.gethostname()
-    return dataclasses.replace(Config(), **changes)
+    values["node_name"] = env.get("NODE_NAME") or socket.gethostname()
+    return with_settings(Config(), values)
 
 
 def split_listen_address(address: str) -> tuple[str, int]:
@@ -199,32 +247,72 @@ def split_listen_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _check(setting: Setting, value: Any) -> None:
+    declared = setting.option
+    if declared.choices and value not in declared.choices:
+        raise ConfigError(f"{setting.key}: expected one of {', '.join(declared.choices)}, got {value!r}")
+    if declared.positive and value <= 0:
+        raise ConfigError(f"{setting.key}: must be > 0, got {value}")
+    if declared.minimum is not None and value < declared.minimum:
+        raise ConfigError(f"{setting.key}: must be >= {declared.minimum:g}, got {value}")
+    if declared.maximum is not None and value > declared.maximum:
+        raise ConfigError(f"{setting.key}: must be <= {declared.maximum:g}, got {value}")
+
+
 def validate(config: Config) -> Config:
-    """Check values that a type alone does not; normalize the endpoint."""
+    """Check every setting against its declaration, and what a type alone does not; normalize the endpoint."""
+    for setting in SETTINGS:
+        _check(setting, _get(config, setting.path))
     try:
-        endpoint = normalize_endpoint(config.runtime_endpoint)
+        endpoint = normalize_endpoint(config.runtime.endpoint)
     except ParseError as exc:
         raise ConfigError(f"runtime_endpoint: {exc}") from None
-    split_listen_address(config.listen_address)
-    for key in (
-        "refresh_interval_seconds",
-        "rpc_timeout_seconds",
-        "content_recheck_seconds",
-        "writable_refresh_seconds",
-    ):
-        if getattr(config, key) <= 0:
-            raise ConfigError(f"{key}: must be > 0, got {getattr(config, key)}")
-    if not 0 <= config.analysis_cpu <= 64:
-        raise ConfigError(f"analysis_cpu: expected a fraction of one core, 0 (off) to 64, got {config.analysis_cpu}")
-    if config.log_level not in LOG_LEVELS:
-        raise ConfigError(f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}")
-    for key in ("images_top_n", "bases_top_n", "layers_top_n"):
-        if getattr(config.metrics, key) < 0:
-            raise ConfigError(f"metrics.{key}: must be >= 0")
-    if not config.namespace:
-        raise ConfigError("namespace: must not be empty")
-    if config.layer_store not in LAYER_STORES:
-        raise ConfigError(f"layer_store: expected one of {', '.join(LAYER_STORES)}, got {config.layer_store!r}")
-    if not config.storage_root.startswith("/"):
-        raise ConfigError(f"storage_root: expected an absolute path, got {config.storage_root!r}")
-    return dataclasses.replace(config, runtime_endpoint=endpoint)
+    split_listen_address(config.serve.listen_address)
+    if not config.runtime.containerd_namespace:
+        raise ConfigError("containerd_namespace: must not be empty")
+    if not config.runtime.containers_storage.storage_root.startswith("/"):
+        raise ConfigError(
+            f"storage_root: expected an absolute path, got {config.runtime.containers_storage.storage_root!r}"
+        )
+    return with_settings(config, {"runtime_endpoint": endpoint})
+
+
+# -- command-line flags ------------------------------------------------------------
+
+
+def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """The flags of `command`'s settings, with their help and defaults, as declared."""
+    for setting in SETTINGS:
+        declared = setting.option
+        if not declared.flag or command not in declared.commands:
+            continue
+        shown = f'"{setting.default}"' if setting.default == "" else setting.default
+        help_text = f"{declared.help} (default {shown}; config key {setting.key})"
+        if setting.type is bool:
+            parser.add_argument(
+                declared.flag,
+                dest=setting.dest,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+            continue
+        parser.add_argument(
+            declared.flag,
+            dest=setting.dest,
+            type=setting.type,
+            choices=declared.choices or None,
+            metavar=declared.metavar,
+            default=None,
+            help=help_text,
+        )
+
+
+def with_flags(config: Config, args: argparse.Namespace) -> Config:
+    """`config` with the settings given as flags."""
+    given = {
+        setting.key: getattr(args, setting.dest)
+        for setting in SETTINGS
+        if getattr(args, setting.dest, None) is not None
+    }
+    return validate(with_settings(config, given))

@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import yaml
 
 from exporter.errors import ConfigError
 
 
 def parse_document(text: str, what: str) -> Any:
-    """The data of a YAML document; ConfigError naming `what` if it is not one.
-
-    JSON, which the chart writes (a YAML subset), is read without loading a YAML
-    parser: PyYAML costs the long-running exporter about 2 MiB of memory.
-    """
-    if text.lstrip().startswith("{"):
-        try:
-            return json.loads(text)
-        except ValueError:
-            pass  # YAML's flow style rather than JSON: the YAML parser decides
-    import yaml
-
+    """The data of a YAML document; ConfigError naming `what` if it is not one."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -17,8 +17,9 @@ from exporter._generated import containerd_content_v1_pb2 as content_pb
 from exporter._generated import containerd_images_v1_pb2 as images_pb
 from exporter._generated import containerd_snapshots_v1_pb2 as snapshots_pb
 from exporter._generated import cri_runtime_v1_pb2 as cri_pb
+from exporter.config import Config, with_settings
 from exporter.core.chain import chain_ids
-from exporter.sources.node import RuntimeOptions, RuntimeSource
+from exporter.sources.node import RuntimeSource
 
 
 class FakeRuntime:
@@ -45,11 +46,8 @@ class FakeRuntime:
         self.blobs: dict[str, bytes] = {}
         self.failing_reads = 0  # the next N Content/Read calls fail (INTERNAL)
         self.chunk_delay = 0.0  # seconds before each Content/Read chunk (a slow disk)
-        self.read_chunks_sent = 0  # Content/Read chunks handed to gRPC so far
         self.content_reads_active = 0  # Content/Read calls not ended (nor cancelled) yet
         self._read_lock = threading.Lock()
-        # Blob digest -> the containerd.io/uncompressed label containerd sets when it unpacks the blob.
-        self.uncompressed: dict[str, str] = {}
         self.delay = 0.0
         self.calls: Counter[str] = Counter()
         self.metadata: list[dict[str, str]] = []
@@ -96,11 +94,6 @@ class FakeRuntime:
             }
             generic.append(grpc.method_handlers_generic_handler(service, table))
         stream = {
-            "Info": grpc.unary_unary_rpc_method_handler(
-                self._wrap("content", "Info", self.content_info),
-                request_deserializer=content_pb.InfoRequest.FromString,
-                response_serializer=lambda m: m.SerializeToString(),
-            ),
             "List": grpc.unary_stream_rpc_method_handler(
                 self._wrap("content", "List", self.content_list),
                 request_deserializer=content_pb.ListContentRequest.FromString,
@@ -231,17 +224,6 @@ class FakeRuntime:
         infos = [content_pb.Info(digest=d, size=len(b)) for d, b in self.blobs.items()]
         return iter([content_pb.ListContentResponse(info=infos)])
 
-    def content_info(self, request: content_pb.InfoRequest, context: grpc.ServicerContext) -> Any:
-        data = self.blobs.get(request.digest)
-        if data is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"content digest {request.digest}: not found")
-        labels = (
-            {"containerd.io/uncompressed": self.uncompressed[request.digest]}
-            if request.digest in self.uncompressed
-            else {}
-        )
-        return content_pb.InfoResponse(info=content_pb.Info(digest=request.digest, size=len(data), labels=labels))
-
     def content_read(self, request: content_pb.ReadContentRequest, context: grpc.ServicerContext) -> Any:
         if self.failing_reads:
             self.failing_reads -= 1
@@ -257,8 +239,6 @@ class FakeRuntime:
             for at in range(request.offset, end, 300_000):
                 if self.chunk_delay:
                     time.sleep(self.chunk_delay)
-                with self._read_lock:
-                    self.read_chunks_sent += 1
                 yield content_pb.ReadContentResponse(offset=at, data=data[at : min(at + 300_000, end)])
         finally:
             with self._read_lock:
@@ -268,7 +248,8 @@ class FakeRuntime:
         return {c for diffs in self.images.values() for c in chain_ids(diffs)}
 
 
-def source_for(fake: FakeRuntime, **options: Any) -> RuntimeSource:
-    """The exporter's runtime source, pointed at `fake` (1 s deadlines unless said)."""
-    options.setdefault("rpc_timeout", 1.0)
-    return RuntimeSource(RuntimeOptions(endpoint=f"unix://{fake.socket}", **options))
+def source_for(fake: FakeRuntime, **settings: Any) -> RuntimeSource:
+    """The exporter's runtime source, pointed at `fake`, with settings by config file key
+    (1 s deadlines unless said)."""
+    settings = {"rpc_timeout_seconds": 1.0, "runtime_endpoint": f"unix://{fake.socket}", **settings}
+    return RuntimeSource(with_settings(Config(), settings).runtime)

@@ -10,7 +10,8 @@ from exporter.core.accounting import account
 from exporter.core.bases import BaseSpec
 from exporter.core.cluster import ClusterReport, build_report
 from exporter.core.facts import Workload
-from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
+from exporter.core.state import RefreshStatus
+from exporter.outputs.collector import HealthCollector, LayerSharingCollector, MetricsOptions
 from exporter.sources.exposition import samples_from_exposition
 from tests.fakes import digest
 from tests.sample_facts import sample_facts
@@ -29,6 +30,7 @@ def exposition(node: str, with_workloads: bool = True) -> str:
         )
     catalog = [BaseSpec("debian", diff_ids=(digest("B"), digest("OS")))]
     registry = CollectorRegistry(auto_describe=False)
+    registry.register(HealthCollector(RefreshStatus(generation=1, up=True)))
     registry.register(LayerSharingCollector(account(facts, catalog), None, MetricsOptions()))
     return generate_latest(registry).decode()
 

@@ -9,16 +9,16 @@ import hashlib
 import io
 import logging
 import tarfile
-import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from exporter.analysis import AnalysisOptions, CpuBudget, LayerAnalyzer, analyse_image, layer_sources
+from exporter.analysis import AnalysisOptions, CpuBudget, LayerAnalyzer, analyse_image
 from exporter.core.facts import ImageFacts, LayerBlob, NodeFacts
 from exporter.core.state import WasteReport
+from exporter.core.wasted import layer_sources
 from exporter.errors import BlobUnavailableError
 
 Entry = tuple[str, int]  # path, size (-1: a directory)
@@ -44,9 +44,7 @@ class Blobs:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
         self.reads: Counter[str] = Counter()
-        # What the runtime recorded as each blob's uncompressed digest (containerd's label).
-        self.recorded: dict[str, str] = {}
-        self.info_calls: Counter[str] = Counter()
+        self.keeps_blobs = True
 
     def add(self, entries: Sequence[Entry]) -> tuple[str, LayerBlob]:
         tar = layer_tar(entries)
@@ -62,12 +60,6 @@ class Blobs:
             raise BlobUnavailableError(f"{digest} not found", missing=True)
         for start in range(0, len(data), 100):
             yield data[start : start + 100]
-
-    def uncompressed_digest(self, digest: str) -> str | None:
-        self.info_calls[digest] += 1
-        if digest not in self.data:
-            raise BlobUnavailableError(f"{digest} not found", missing=True)
-        return self.recorded.get(digest)
 
 
 BASE: list[Entry] = [("etc", -1), ("etc/motd", 100), ("var/cache/apt.bin", 5000), ("usr/bin/tool", 700)]
@@ -112,39 +104,6 @@ def test_every_layer_is_read_once_and_the_figures_come_from_the_summaries():
     count = len(published)
     assert analysis.analyse(facts) == report and len(published) == count
     assert sum(blobs.reads.values()) == 3
-
-
-def test_a_big_blob_the_runtime_recorded_is_checked_by_its_own_digest(monkeypatch: pytest.MonkeyPatch):
-    """Where containerd decompressed a blob itself and recorded its diff ID, the
-    compressed bytes are checked against the blob digest and the tar is not hashed:
-    shown with a blob whose tar does not match the diff ID the image claims."""
-    monkeypatch.setattr("exporter.analysis.CHECK_BLOB_DIGEST_FROM", 0)
-    blobs = Blobs()
-    honest = node(blobs, {"clean": [BASE, CLEANUP]})
-    claimed = "sha256:" + "e" * 64  # not the sha256 of the base layer's tar
-    image = dataclasses.replace(honest.images[0], diff_ids=(claimed, honest.images[0].diff_ids[1]))
-    facts = dataclasses.replace(honest, images=(image,))
-    base_blob = facts.layer_blobs[image.image_id][0].digest
-
-    analysis, _ = analyzer(blobs)
-    assert analysis.analyse(facts).unavailable_layers == 1  # nothing recorded: the diff ID is checked, and fails
-    blobs.recorded[base_blob] = claimed
-    analysis, _ = analyzer(blobs)
-    report = analysis.analyse(facts)  # the runtime vouches for the pair: read by the blob's digest
-    assert (report.unavailable_layers, report.images) == (0, {image.image_id: 5100})
-    damaged = bytearray(blobs.data[base_blob])
-    damaged[len(damaged) // 2] ^= 0xFF
-    blobs.data[base_blob] = bytes(damaged)
-    analysis, _ = analyzer(blobs)
-    assert analysis.analyse(facts).unavailable_layers == 1  # a damaged blob fails its own digest
-
-
-def test_small_blobs_are_checked_by_their_diff_id_without_asking_the_runtime():
-    blobs = Blobs()
-    facts = node(blobs, {"clean": [BASE, CLEANUP, APP]})
-    analysis, _ = analyzer(blobs)
-    assert analysis.analyse(facts).images == {image_id("clean"): 5800}
-    assert not blobs.info_calls  # every blob is below CHECK_BLOB_DIGEST_FROM
 
 
 def test_a_restart_with_the_state_dir_reads_no_blob(tmp_path: Path):
@@ -215,7 +174,7 @@ def test_a_corrupt_blob_is_unavailable_and_never_read_again():
     digest = facts.layer_blobs[image_id("clean")][0].digest
     blobs.data[digest] = blobs.data[digest][:-40]  # truncated
     now = [0.0]
-    analysis = LayerAnalyzer(blobs, AnalysisOptions(cpu_fraction=64, retry_seconds=1), clock=lambda: now[0])
+    analysis = LayerAnalyzer(blobs, AnalysisOptions(cpu_fraction=64, retry_seconds=1), print, clock=lambda: now[0])
     assert analysis.analyse(facts).unavailable_layers == 1
     now[0] = 100.0
     analysis.analyse(facts)
@@ -277,50 +236,20 @@ def test_one_image_with_a_gone_layer_has_no_figure():
     assert [diff_id for diff_id, _ in detail.unavailable] == [facts.images[0].diff_ids[1]]
 
 
-def test_summaries_are_kept_small():
-    """A node's images mostly end with small layers: each summary is kept as one bytes object."""
-    import sys
-
-    blobs = Blobs()
-    facts = node(blobs, {"app": [BASE, APP]})
-    analysis, _ = analyzer(blobs)
-    analysis.analyse(facts)
-    kept = analysis._summaries  # noqa: SLF001 - the memory is the point here
-    assert len(kept) == 2 and all(sys.getsizeof(encoded) < 320 for encoded in kept.values())
-
-
-def test_after_pass_is_called_once_a_pass_has_read_its_last_layer():
-    blobs = Blobs()
-    facts = node(blobs, {"clean": [BASE, CLEANUP, APP]})
-    calls: list[str] = []
-    analysis = LayerAnalyzer(
-        blobs,
-        AnalysisOptions(cpu_fraction=64),
-        after_layer=lambda: calls.append("layer"),
-        after_pass=lambda: calls.append("pass"),
-    )
-    analysis.analyse(facts)
-    assert calls == ["pass"]  # the layers are small: no trim after each
-    analysis.analyse(facts)
-    assert calls == ["pass"]  # nothing read, nothing to hand back
-
-
 def test_facts_with_the_layers_of_the_last_pass_wake_no_new_pass():
     """The refresh loop hands over facts on every refresh; only new layers or images start a pass."""
     blobs = Blobs()
     facts = node(blobs, {"clean": [BASE, CLEANUP, APP]})
     analysis, _ = analyzer(blobs)
-    stop = threading.Event()
     analysis.observe(facts)
-    assert analysis._wake.is_set()
-    analysis._wake.clear()
-    analysis._analyse_latest(stop)  # one pass of run's loop
+    assert analysis.due
+    analysis.analyse_latest()  # one pass of run's loop
     for same_layers in (dataclasses.replace(facts), dataclasses.replace(facts, node_name="moved", containers=())):
         analysis.observe(same_layers)
-        assert not analysis._wake.is_set()
+        assert not analysis.due
     grown = node(blobs, {"clean": [BASE, CLEANUP, APP], "fat": [BASE, APP]})
     analysis.observe(grown)
-    assert analysis._wake.is_set()
+    assert analysis.due
 
 
 def test_a_pass_cut_short_is_woken_again_by_the_same_layers():
@@ -329,8 +258,22 @@ def test_a_pass_cut_short_is_woken_again_by_the_same_layers():
     analysis, _ = analyzer(blobs)
     analysis.observe(facts)
     analysis.stop()  # as at shutdown: the pass stops before its first layer
-    analysis._wake.clear()
-    analysis._analyse_latest(analysis._stop)
+    analysis.analyse_latest()
     assert sum(blobs.reads.values()) == 0
     analysis.observe(dataclasses.replace(facts))
-    assert analysis._wake.is_set()
+    assert analysis.due
+
+
+def test_a_layer_store_that_keeps_no_blobs_is_said_once_and_nothing_is_read(caplog):
+    blobs = Blobs()
+    blobs.keeps_blobs = False  # CRI-O's containers/storage: metadata files only
+    facts = dataclasses.replace(node(blobs, {"clean": [BASE, CLEANUP]}), layer_store="containers-storage")
+    analysis, published = analyzer(blobs)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            analysis.observe(facts)
+            analysis.analyse_latest()
+    assert sum(blobs.reads.values()) == 0 and published == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "wasted-bytes analysis unavailable: the containers-storage layer store keeps no layer contents"
+    ]

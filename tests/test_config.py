@@ -1,10 +1,14 @@
 import contextlib
+import socket
+from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter import config as cfg
+from exporter.cli.args import build_parser, resolve_config
 from exporter.config import Config
 from exporter.errors import ConfigError
 
@@ -13,47 +17,75 @@ def test_defaults_and_environment():
     config = cfg.from_environment(
         {"CONTAINER_RUNTIME_ENDPOINT": "/run/k3s/containerd/containerd.sock", "NODE_NAME": "n1"}
     )
-    assert config.runtime_endpoint == "/run/k3s/containerd/containerd.sock"
-    assert config.node_name == "n1"
-    assert cfg.from_environment({}).runtime_endpoint == "unix:///run/containerd/containerd.sock"
-    assert cfg.from_environment({}).node_name == __import__("socket").gethostname()
+    assert config.runtime.endpoint == "/run/k3s/containerd/containerd.sock"
+    assert config.runtime.node_name == "n1"
+    assert cfg.from_environment({}).runtime.endpoint == "unix:///run/containerd/containerd.sock"
+    assert cfg.from_environment({}).runtime.node_name == socket.gethostname()
 
 
-def test_every_option_from_yaml(tmp_path):
+def _other_value(setting: cfg.Setting) -> Any:
+    """A valid value of the setting that is not its default."""
+    declared = setting.option
+    if declared.choices:
+        return next(choice for choice in declared.choices if choice != setting.default)
+    if setting.type is bool:
+        return not setting.default
+    if setting.type is int:
+        return setting.default + 3
+    if setting.type is float:
+        return min(setting.default + 0.5, declared.maximum) if declared.maximum else setting.default + 0.5
+    return {
+        "runtime_endpoint": "unix:///run/k3s/containerd/containerd.sock",
+        "listen_address": "127.0.0.1:9999",
+        "storage_root": "/host/var/lib/containers/storage",
+    }.get(setting.key, "/some/where")
+
+
+def test_there_are_settings_of_every_kind_and_each_has_help():
+    assert {setting.type for setting in cfg.SETTINGS} == {str, bool, int, float}
+    assert all(setting.option.help for setting in cfg.SETTINGS)
+
+
+def test_every_setting_from_yaml(tmp_path):
+    document: dict[str, Any] = {}
+    for setting in cfg.SETTINGS:
+        section, _, key = setting.key.rpartition(".")
+        (document.setdefault(section, {}) if section else document)[key] = _other_value(setting)
+    document["bases"] = [{"name": "debian", "diff_ids": ["sha256:" + "a" * 64]}]
     path = tmp_path / "c.yaml"
-    path.write_text(
-        """
-runtime_endpoint: /run/k3s/containerd/containerd.sock
-namespace: k8s.io
-snapshotter: native
-layer_store: containers-storage
-storage_root: /host/var/lib/containers/storage
-listen_address: "127.0.0.1:9999"
-refresh_interval_seconds: 10
-rpc_timeout_seconds: 2.5
-content_recheck_seconds: 60
-collect_writable_layers: false
-node_name: n1
-host_root: /host
-log_level: debug
-analysis_cpu: 0.5
-state_dir: /var/lib/lse
-metrics: {images_top_n: 0, pods: false, bases_top_n: 5, layers_top_n: 10}
-bases:
-  - {name: debian, diff_ids: ["sha256:%s"]}
-  - {name: alpine, image: "docker.io/library/alpine:3.20"}
-"""
-        % ("a" * 64)
-    )
+    path.write_text(yaml.safe_dump(document))
     config = cfg.load_file(path)
-    assert config.runtime_endpoint == "unix:///run/k3s/containerd/containerd.sock"
-    assert config.snapshotter == "native" and config.refresh_interval_seconds == 10.0
-    assert config.metrics.images_top_n == 0 and not config.metrics.pods and config.metrics.layers_top_n == 10
-    assert [b.name for b in config.bases] == ["debian", "alpine"]
-    assert config.collect_writable_layers is False and config.host_root == "/host"
-    assert config.layer_store == "containers-storage"
-    assert config.storage_root == "/host/var/lib/containers/storage"
-    assert config.analysis_cpu == 0.5 and config.state_dir == "/var/lib/lse"
+    for setting in cfg.SETTINGS:
+        assert cfg.setting_value(config, setting.key) == _other_value(setting), setting.key
+    assert [b.name for b in config.bases] == ["debian"]
+
+
+def test_every_flag_sets_its_setting():
+    flagged = [setting for setting in cfg.SETTINGS if setting.option.flag]
+    assert {"runtime_endpoint", "containerd_namespace", "analysis_cpu", "listen_address"} <= {
+        setting.key for setting in flagged
+    }
+    for setting in flagged:
+        command = setting.option.commands[0]
+        value = _other_value(setting)
+        if setting.type is bool:
+            argv = [command, setting.option.flag if value else "--no-" + setting.option.flag[2:]]
+        else:
+            argv = [command, setting.option.flag, str(value)]
+        config = resolve_config(build_parser().parse_args(argv))
+        assert cfg.setting_value(config, setting.key) == value, argv
+
+
+def test_flag_help_shows_the_declared_default(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default 0.25; config key analysis_cpu)" in text
+    assert "(default 30.0; config key refresh_interval_seconds)" in text
+
+
+def test_the_old_namespace_key_still_reads():
+    assert cfg.from_mapping({"namespace": "other"}).runtime.containerd_namespace == "other"
 
 
 def test_catalog_versions_of_one_family():
@@ -81,7 +113,9 @@ def test_catalog_versions_of_one_family():
         ({"runtime_endpoint": "tcp://x:1"}, "runtime_endpoint"),
         ({"listen_address": "9877"}, "listen_address"),
         ({"log_level": "loud"}, "log_level"),
-        ({"analysis_cpu": -0.1}, "analysis_cpu: expected a fraction of one core"),
+        ({"analysis_cpu": -0.1}, "analysis_cpu: must be >= 0"),
+        ({"analysis_cpu": 65}, "analysis_cpu: must be <= 64"),
+        ({"containerd_namespace": ""}, "containerd_namespace: must not be empty"),
         ({"analysis_cpu": "lots"}, "analysis_cpu: expected float"),
         ({"metrics": {"images_top_n": -1}}, "metrics.images_top_n"),
         ({"metrics": {"imagez": 1}}, "unknown key 'imagez'"),
@@ -116,7 +150,8 @@ def test_unreadable_and_invalid_yaml_files(tmp_path):
 
 
 def test_validate_normalizes_bare_socket_paths():
-    assert cfg.validate(Config(runtime_endpoint="/run/x.sock")).runtime_endpoint == "unix:///run/x.sock"
+    config = cfg.with_settings(Config(), {"runtime_endpoint": "/run/x.sock"})
+    assert cfg.validate(config).runtime.endpoint == "unix:///run/x.sock"
 
 
 # Property-based: any YAML document gives a Config or a ConfigError, nothing else.
@@ -126,7 +161,7 @@ _values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=20,
 )
-_keys = st.sampled_from([*cfg._SCALAR_TYPES, "metrics", "bases", "other"])
+_keys = st.sampled_from([*(s.key for s in cfg.SETTINGS if "." not in s.key), "metrics", "bases", "other"])
 
 
 @settings(max_examples=400, deadline=None)
@@ -136,7 +171,7 @@ def test_fuzz_config_documents(doc):
         config = cfg.from_mapping(doc)
     except ConfigError:
         return
-    assert config.refresh_interval_seconds > 0
+    assert config.serve.refresh_interval_seconds > 0
 
 
 @settings(max_examples=200, deadline=None)

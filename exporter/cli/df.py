@@ -24,8 +24,7 @@ def _image(runtime: RuntimeSource, facts: NodeFacts, report: NodeReport, args: a
         print(f"layer-sharing-exporter: no image {args.image!r} on this node", file=sys.stderr)
         return EXIT_UNAVAILABLE
     image_facts = next(f for f in facts.images if f.image_id == image.image_id)
-    reader = runtime.blob_reader()
-    waste = analyse_image(reader, facts, image_facts) if reader is not None else None
+    waste = analyse_image(runtime, facts, image_facts) if runtime.keeps_blobs else None
     rows = df_mod.image_layers(report, facts, image, waste)
     if args.output == "json":
         print(df_mod.to_json(df_mod.image_dict(image, rows, waste)))
@@ -52,7 +51,7 @@ def df(config: Config, args: argparse.Namespace) -> int:
         if args.image:
             return _image(runtime, facts, report, args)
     except RuntimeUnavailableError as exc:
-        print(f"layer-sharing-exporter: runtime {config.runtime_endpoint} unreachable: {exc}", file=sys.stderr)
+        print(f"layer-sharing-exporter: runtime {config.runtime.endpoint} unreachable: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     finally:
         runtime.close()

@@ -16,6 +16,7 @@ Definitions (the `docker system df -v` ones, per layer chain ID):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Sequence
@@ -229,8 +230,9 @@ def merge_images(images: Sequence[ImageFacts]) -> dict[str, ImageFacts]:
         if seen is None:
             merged[image.image_id] = image
             continue
-        merged[image.image_id] = ImageFacts(
-            image_id=image.image_id,
+        # The first record's other facts stand; names, pins and the larger compressed size add up.
+        merged[image.image_id] = dataclasses.replace(
+            seen,
             repo_tags=_union(seen.repo_tags, image.repo_tags),
             repo_digests=_union(seen.repo_digests, image.repo_digests),
             diff_ids=seen.diff_ids or image.diff_ids,

@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
-
 @dataclass(frozen=True, slots=True)
 class WasteReport:
     """Where the layer analysis stands, and the wasted bytes it could compute.

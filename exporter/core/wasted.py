@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Literal, TypeAlias
 
+from exporter.core.facts import ImageFacts, NodeFacts
+
 EntryKind: TypeAlias = Literal["file", "dir", "symlink", "hardlink", "other"]
 
 WHITEOUT_PREFIX = ".wh."
@@ -417,6 +419,7 @@ class NodeWaste:
     wasted_bytes: int
     layer_wasted_bytes: Mapping[str, int]  # chain ID -> bytes hidden in every image using it
     image_wasted_bytes: Mapping[str, int]
+    images: Mapping[str, ImageWaste]  # what image_wasted() gave for each image
 
 
 def hidden_everywhere(images: Mapping[str, Sequence[str]], computed: Mapping[str, ImageWaste]) -> dict[str, int]:
@@ -457,4 +460,68 @@ def node_wasted(
         wasted_bytes=sum(per_layer.values()),
         layer_wasted_bytes=per_layer,
         image_wasted_bytes={image: waste.wasted_bytes for image, waste in wastes.items()},
+        images=wastes,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LayerSource:
+    """Where a layer's content can be read: a compressed blob that holds it."""
+
+    diff_id: str
+    digest: str
+    size: int
+
+
+def layer_sources(facts: NodeFacts) -> dict[str, LayerSource | None]:
+    """Every diff ID of the node's images (bottom-up, image by image) and a blob that holds it.
+
+    A layer pulled in two compressions has two blobs: one the store still holds
+    is preferred. None: no manifest on the node names a blob for it.
+    """
+    found: dict[str, LayerSource | None] = {}
+    for image in facts.images:
+        blobs = facts.layer_blobs.get(image.image_id, ())
+        if len(blobs) == len(image.diff_ids):
+            for diff_id, blob in zip(image.diff_ids, blobs, strict=True):
+                current = found.get(diff_id)
+                if current is None or (
+                    current.digest not in facts.present_blobs and blob.digest in facts.present_blobs
+                ):
+                    found[diff_id] = LayerSource(diff_id, blob.digest, blob.size)
+        for diff_id in image.diff_ids:
+            found.setdefault(diff_id, None)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class WasteFigures:
+    """What the summaries at hand tell: a figure per image whose every layer is
+    summarized, and the node's once every image's is (a partial one would be wrong)."""
+
+    images: Mapping[str, ImageWaste]
+    node_wasted_bytes: int | None
+
+
+def waste_figures(
+    images: Sequence[ImageFacts], summaries: Mapping[str, LayerSummary], known: Mapping[str, ImageWaste]
+) -> WasteFigures:
+    """The wasted bytes the node's summaries allow; `known` holds image_wasted()
+    results the caller kept from an earlier call, by image ID (not computed again)."""
+    complete = {
+        image.image_id: [
+            (chain_id, summaries[diff_id]) for chain_id, diff_id in zip(image.chain_ids, image.diff_ids, strict=True)
+        ]
+        for image in images
+        if all(diff_id in summaries for diff_id in image.diff_ids)
+    }
+    if len(complete) == len({image.image_id for image in images}):
+        node = node_wasted(complete, {image_id: known[image_id] for image_id in complete if image_id in known})
+        return WasteFigures(node.images, node.wasted_bytes)
+    return WasteFigures(
+        {
+            image_id: known.get(image_id) or image_wasted([summary for _, summary in layers])
+            for image_id, layers in complete.items()
+        },
+        None,
     )

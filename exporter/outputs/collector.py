@@ -21,6 +21,7 @@ from exporter import __version__
 from exporter.core.accounting import ImageReport, NodeReport
 from exporter.core.bases import SOURCE_NONE, UNSHARED
 from exporter.core.state import RefreshStatus, WasteReport
+from exporter.options import option
 
 # Error stages are exported at 0 from the start, so rate() works at once.
 ERROR_STAGES = (
@@ -105,16 +106,12 @@ _NODE_FAMILIES: tuple[tuple[str, str, Callable[[NodeReport], int]], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class MetricsOptions:
-    """Which optional series to export: the knobs of the cardinality budget."""
+    """Which optional series to export: the knobs of the cardinality budget (config file `metrics:`)."""
 
-    # Per-image series for the N images with the most unique bytes (0 = all).
-    images_top_n: int = 40
-    # Per-pod series (5 per pod).
-    pods: bool = True
-    # Per-base series for the N bases with the most bytes (0 = all).
-    bases_top_n: int = 20
-    # Per-layer series for the N largest layers (0 = none).
-    layers_top_n: int = 0
+    images_top_n: int = option(40, "per-image series for the N images with the most unique bytes (0 = all)", minimum=0)
+    pods: bool = option(True, "per-pod series (5 per pod)")
+    bases_top_n: int = option(20, "per-base series for the N bases with the most bytes (0 = all)", minimum=0)
+    layers_top_n: int = option(0, "per-layer series for the N largest layers (0 = none)", minimum=0)
 
 
 def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:

@@ -19,6 +19,7 @@ from exporter._generated import containerd_images_v1_pb2 as images_pb
 from exporter._generated import containerd_snapshots_v1_pb2 as snapshots_pb
 from exporter.core.facts import DeclaredBase, ImageFacts, LayerBlob, LayerFacts, SnapshotUsage
 from exporter.errors import BlobUnavailableError, ParseError, RuntimeUnavailableError
+from exporter.options import RUNTIME_COMMANDS, option
 from exporter.sources.grpc_client import DOWN_CODES, RpcSession, describe, stream_method, unary_method
 from exporter.sources.oci import Index, Manifest, parse_manifest_or_index
 
@@ -32,7 +33,6 @@ _SNAPSHOTS = "/containerd.services.snapshots.v1.Snapshots/"
 METHODS = frozenset(
     {
         _IMAGES + "List",
-        _CONTENT + "Info",
         _CONTENT + "List",
         _CONTENT + "Read",
         _SNAPSHOTS + "Usage",
@@ -47,23 +47,27 @@ DEFAULT_SNAPSHOTTER = "overlayfs"
 # A manifest read that failed is retried after this long, doubling up to the cap.
 MANIFEST_RETRY_SECONDS = 15.0
 MANIFEST_RETRY_MAX_SECONDS = 600.0
-# The label containerd puts on a compressed layer blob once it has decompressed it
-# (unpacking it): the digest of the uncompressed tar, i.e. the layer's diff ID.
-UNCOMPRESSED_LABEL = "containerd.io/uncompressed"
 
 
 @dataclass(frozen=True, slots=True)
 class ContainerdOptions:
-    snapshotter: str = DEFAULT_SNAPSHOTTER
-    # How often to re-list the content store even when no image is new: layer
-    # blobs can be garbage-collected after unpack (discard_unpacked_layers).
-    content_recheck_seconds: float = 300.0
+    snapshotter: str = option(
+        "",
+        "containerd snapshotter holding the layers (default: the one the runtime's CRI plugin uses)",
+        flag="--snapshotter",
+        commands=RUNTIME_COMMANDS,
+    )
+    # Layer blobs can be garbage-collected after unpack (discard_unpacked_layers).
+    content_recheck_seconds: float = option(
+        300.0, "re-list containerd's content store this often even when no image is new", positive=True
+    )
 
 
 class ContainerdLayerStore:
     """Layer sizes from containerd's snapshotter, compressed blobs from its content store."""
 
     name = "containerd"
+    keeps_blobs = True
 
     def __init__(
         self, session: RpcSession, options: ContainerdOptions, clock: Callable[[], float] = time.monotonic
@@ -79,14 +83,9 @@ class ContainerdLayerStore:
         self._content_list = stream_method(
             ch, _CONTENT + "List", content_pb.ListContentRequest, content_pb.ListContentResponse
         )
-        # Blob chunks are taken straight from the wire (content_data): protobuf's
-        # parser would copy each 1 MiB chunk twice.
-        self._content_read = ch.unary_stream(
-            _CONTENT + "Read",
-            request_serializer=content_pb.ReadContentRequest.SerializeToString,
-            response_deserializer=content_data,
+        self._content_read = stream_method(
+            ch, _CONTENT + "Read", content_pb.ReadContentRequest, content_pb.ReadContentResponse
         )
-        self._content_info = unary_method(ch, _CONTENT + "Info", content_pb.InfoRequest, content_pb.InfoResponse)
         self._usage = unary_method(ch, _SNAPSHOTS + "Usage", snapshots_pb.UsageRequest, snapshots_pb.UsageResponse)
         self._stat = unary_method(
             ch, _SNAPSHOTS + "Stat", snapshots_pb.StatSnapshotRequest, snapshots_pb.StatSnapshotResponse
@@ -141,7 +140,7 @@ class ContainerdLayerStore:
             self._missing_reported.clear()
             self._remote.clear()
 
-    def read_blob(self, digest: str, size: int) -> Generator[memoryview, None, None]:
+    def read_blob(self, digest: str, size: int) -> Generator[bytes, None, None]:
         """The bytes of one content blob (a compressed layer), in order, in chunks.
 
         One streaming `Content.Read`; the channel's flow control (exporter.sources.
@@ -159,10 +158,9 @@ class ContainerdLayerStore:
             call = self.session.start_stream(self._content_read, request)
             brought = 0
             try:
-                for chunk in call:
-                    brought += len(chunk)
-                    yield chunk
-                    del chunk  # not kept while the next one is received
+                for response in call:
+                    brought += len(response.data)
+                    yield response.data
                 return
             except grpc.RpcError as exc:
                 code = exc.code()
@@ -174,18 +172,6 @@ class ContainerdLayerStore:
                 raise _blob_error(digest, exc) from None
             finally:
                 call.cancel()  # a caller that stopped early leaves no call behind
-
-    def uncompressed_digest(self, digest: str) -> str | None:
-        """The diff ID containerd recorded for a blob it decompressed (None: it recorded none).
-
-        Raises BlobUnavailableError (missing=True when the store does not hold it)
-        and RuntimeUnavailableError.
-        """
-        try:
-            info = self.session.call(self._content_info, content_pb.InfoRequest(digest=digest), native=True).info
-        except grpc.RpcError as exc:  # the runtime being down raised RuntimeUnavailableError already
-            raise _blob_error(digest, exc) from None
-        return info.labels.get(UNCOMPRESSED_LABEL)
 
     def forget_runtime_state(self) -> None:
         """Nothing to forget: every cache here is keyed by an immutable digest."""
@@ -289,7 +275,7 @@ class ContainerdLayerStore:
         requests = ((d, content_pb.ReadContentRequest(digest=d)) for d in missing)
         self.session.stream_many(self._content_read, requests, self._remember_manifest)
 
-    def _remember_manifest(self, digest: str, result: list[memoryview] | grpc.RpcError) -> None:
+    def _remember_manifest(self, digest: str, result: list[content_pb.ReadContentResponse] | grpc.RpcError) -> None:
         parsed: Manifest | Index | None = None
         if isinstance(result, grpc.RpcError):
             if result.code() != grpc.StatusCode.NOT_FOUND:
@@ -297,13 +283,13 @@ class ContainerdLayerStore:
                 return  # not cached: asked again next time
         else:
             try:
-                parsed = parse_manifest_or_index(b"".join(result))
+                parsed = parse_manifest_or_index(b"".join(response.data for response in result))
             except ParseError as exc:
                 self.session.item_error("content", "manifest %s skipped: %s", digest, exc)
         self._manifests[digest] = parsed
 
     def _content_presence(self, refresh: bool) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if not refresh and now - self._present_at < self.options.content_recheck_seconds:
             return
         # Only the layer blobs of known images matter (the store also holds
@@ -328,53 +314,3 @@ def _blob_error(digest: str, exc: grpc.RpcError) -> BlobUnavailableError:
     """A failed call about one blob: missing when the store does not hold it."""
     missing = exc.code() == grpc.StatusCode.NOT_FOUND
     return BlobUnavailableError(f"reading blob {digest} failed: {describe(exc)}", missing)
-
-
-def content_data(message: bytes) -> memoryview:
-    """The `data` of a serialized ReadContentResponse, as a view into the message.
-
-    The message has two fields (containerd's api/services/content/v1:
-    `int64 offset = 1; bytes data = 2;`); any other field of wire type 0, 1, 2
-    or 5 is skipped and, as protobuf does, the last `data` wins. Groups (wire
-    types 3 and 4), which proto3 never writes, are refused, as are field number
-    0 and keys beyond 32 bits. Raises ValueError on a malformed message (gRPC
-    then fails the call).
-    """
-    view = memoryview(message)
-    data = view[:0]
-    position, end = 0, len(message)
-    while position < end:
-        key, position = _varint(message, position)
-        if key >> 3 == 0 or key >> 32:
-            raise ValueError(f"ReadContentResponse: invalid field key {key}")
-        wire_type = key & 7
-        if wire_type == 0:
-            _, position = _varint(message, position)
-        elif wire_type == 1:
-            position += 8
-        elif wire_type == 2:
-            length, position = _varint(message, position)
-            if key >> 3 == 2:
-                data = view[position : position + length]
-            position += length
-        elif wire_type == 5:
-            position += 4
-        else:
-            raise ValueError(f"ReadContentResponse: wire type {wire_type} (a group or invalid) in a proto3 message")
-    if position != end:
-        raise ValueError("ReadContentResponse: truncated")
-    return data
-
-
-def _varint(message: bytes, position: int) -> tuple[int, int]:
-    """A protobuf varint at `position`, and the position after it."""
-    value = shift = 0
-    while True:
-        if position >= len(message) or shift > 63:
-            raise ValueError("ReadContentResponse: truncated or overlong varint")
-        byte = message[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, position
-        shift += 7

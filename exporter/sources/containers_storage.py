@@ -36,7 +36,11 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from exporter.core.facts import ImageFacts, LayerBlob, LayerFacts, SnapshotUsage
-from exporter.errors import ParseError
+from exporter.errors import BlobUnavailableError, ParseError
+from exporter.options import RUNTIME_COMMANDS, option
+
+# Where CRI-O keeps containers/storage unless its storage.conf says otherwise.
+DEFAULT_STORAGE_ROOT = "/var/lib/containers/storage"
 
 logger = logging.getLogger(__name__)
 
@@ -294,13 +298,20 @@ class _Reporter:
 
 @dataclass(frozen=True, slots=True)
 class ContainersStorageOptions:
-    storage_root: str  # the graph root (CRI-O's `root` in storage.conf)
+    storage_root: str = option(
+        DEFAULT_STORAGE_ROOT,
+        "containers-storage graph root holding overlay-layers/ and overlay-images/ (CRI-O's `root` in storage.conf)",
+        flag="--storage-root",
+        commands=RUNTIME_COMMANDS,
+        metavar="DIR",
+    )
 
 
 class ContainersStorageLayerStore:
     """Layer sizes and compressed sizes from containers/storage's metadata files."""
 
     name = "containers-storage"
+    keeps_blobs = False  # only metadata files: layer contents are unpacked, never kept as blobs
 
     def __init__(self, options: ContainersStorageOptions, errors: Counter[str] | None = None) -> None:
         self.options = options
@@ -381,6 +392,9 @@ class ContainersStorageLayerStore:
 
     def use_snapshotter(self, name: str) -> None:
         """c/storage keeps every image in one graph root: there is no snapshotter to choose."""
+
+    def read_blob(self, digest: str, size: int) -> Iterator[bytes]:
+        raise BlobUnavailableError(f"containers-storage keeps no layer blobs to read {digest} from")
 
     def forget_runtime_state(self) -> None:
         """Nothing to forget: the files are re-read whenever they change."""

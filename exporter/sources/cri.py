@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -23,6 +23,7 @@ from exporter.core.bases import declared_base_from_labels
 from exporter.core.facts import ContainerFacts, FilesystemFacts, ImageFacts, PodFacts
 from exporter.core.references import reference_index, resolve_reference
 from exporter.errors import ParseError
+from exporter.options import option
 from exporter.sources.grpc_client import RpcSession, describe, unary_method
 from exporter.sources.oci import ImageDetails, image_details_from_config, load_json
 
@@ -49,7 +50,6 @@ METHODS = frozenset(
 POD_NAME_LABEL = "io.kubernetes.pod.name"
 POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 POD_UID_LABEL = "io.kubernetes.pod.uid"
-CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
 
 _STATE_NAMES = {
     cri_pb.CONTAINER_CREATED: "created",
@@ -61,12 +61,12 @@ _STATE_NAMES = {
 
 @dataclass(frozen=True, slots=True)
 class CriOptions:
-    host_root: str = ""  # where the host's filesystem is mounted, for statvfs ("" = as is)
-    collect_writable_layers: bool = True
+    host_root: str = option("", 'where the host\'s / is mounted, for statvfs of the image filesystem ("" = as is)')
+    collect_writable_layers: bool = option(True, "ask for containers' writable layer sizes (ListContainerStats)")
     # ListContainerStats costs containerd a shim round trip per container
     # (~2 ms each), and containerd itself refreshes writable-layer sizes only
     # every 10 s: ask for them at most this often, and reuse them in between.
-    writable_refresh_seconds: float = 120.0
+    writable_refresh_seconds: float = option(120.0, "ask for writable layer sizes at most this often", positive=True)
     # Keep each image's history (the Dockerfile steps): only `df --image` shows it.
     keep_history: bool = False
 
@@ -89,9 +89,10 @@ class CriView:
 class CriClient:
     """Reads a node's images, pods, containers and image filesystem over CRI."""
 
-    def __init__(self, session: RpcSession, options: CriOptions) -> None:
+    def __init__(self, session: RpcSession, options: CriOptions, clock: Callable[[], float] = time.monotonic) -> None:
         self.session = session
         self.options = options
+        self._clock = clock
         ch = session.channel
         self._version = unary_method(ch, _RUNTIME + "Version", cri_pb.VersionRequest, cri_pb.VersionResponse)
         self._status = unary_method(ch, _RUNTIME + "Status", cri_pb.StatusRequest, cri_pb.StatusResponse)
@@ -224,7 +225,7 @@ class CriClient:
     def _writable_layers(self) -> dict[str, int]:
         if not self.options.collect_writable_layers:
             return {}
-        now = time.monotonic()
+        now = self._clock()
         if now - self._writable_at < self.options.writable_refresh_seconds:
             return self._writable
         try:

@@ -266,8 +266,3 @@ def normalize_endpoint(endpoint: str) -> str:
     if not path.startswith("/"):
         raise ParseError(f"runtime endpoint path must be absolute, got {endpoint!r}")
     return "unix://" + path
-
-
-def socket_path(endpoint: str) -> str:
-    """The filesystem path of a normalized `unix://` endpoint."""
-    return normalize_endpoint(endpoint)[len("unix://") :]

@@ -17,7 +17,9 @@ from typing import Protocol
 
 from exporter.core.facts import ImageFacts, LayerFacts, NodeFacts
 from exporter.errors import BlobUnavailableError
+from exporter.options import RUNTIME_COMMANDS, option, section
 from exporter.sources import containerd, cri
+from exporter.sources.containers_storage import ContainersStorageLayerStore, ContainersStorageOptions
 from exporter.sources.grpc_client import RpcSession, read_only_channel
 
 logger = logging.getLogger(__name__)
@@ -27,8 +29,7 @@ READ_ONLY_METHODS = cri.METHODS | containerd.METHODS
 
 # --layer-store: `auto` asks CRI Version which runtime answers.
 LAYER_STORES = ("auto", "containerd", "containers-storage")
-# Where CRI-O keeps containers/storage unless its storage.conf says otherwise.
-DEFAULT_STORAGE_ROOT = "/var/lib/containers/storage"
+DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
 CRIO_RUNTIME_NAME = "cri-o"  # CRI-O's Version.runtime_name (server/version.go)
 
 
@@ -44,12 +45,15 @@ def choose_layer_store(setting: str, runtime_name: str) -> str:
 
 
 class BlobReader(Protocol):
-    """A layer store that can hand out its compressed layer blobs (containerd's content store)."""
+    """Where compressed layer blobs are read from (the layer store in use)."""
 
-    def read_blob(self, digest: str, size: int) -> Iterator[bytes | memoryview]: ...
+    @property
+    def keeps_blobs(self) -> bool:
+        """Whether the store keeps layer contents at all (containerd's content store does)."""
+        ...
 
-    def uncompressed_digest(self, digest: str) -> str | None:
-        """The diff ID the store recorded when it decompressed the blob itself (None: none)."""
+    def read_blob(self, digest: str, size: int) -> Iterator[bytes]:
+        """The blob's bytes in chunks. Raises BlobUnavailableError, RuntimeUnavailableError."""
         ...
 
 
@@ -57,6 +61,10 @@ class LayerStore(Protocol):
     """A runtime's layer store: the layers of the images CRI listed."""
 
     name: str
+    # Whether it keeps layer contents that read_blob can hand out (CRI-O's metadata files do not).
+    keeps_blobs: bool
+
+    def read_blob(self, digest: str, size: int) -> Iterator[bytes]: ...
 
     def read(self, images: Sequence[ImageFacts]) -> LayerFacts: ...
 
@@ -68,22 +76,41 @@ class LayerStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RuntimeOptions:
-    endpoint: str = "unix:///run/containerd/containerd.sock"
-    namespace: str = "k8s.io"
-    # "" = the one the runtime's CRI plugin uses (containerd's default overlayfs if it does not say).
-    snapshotter: str = ""
-    rpc_timeout: float = 5.0
-    node_name: str = ""
-    # Where the host's filesystem is mounted, to measure the image filesystem's
-    # capacity with statvfs ("" = the exporter sees the host paths directly).
-    host_root: str = ""
-    collect_writable_layers: bool = True
-    writable_refresh_seconds: float = 120.0
-    keep_history: bool = False
-    content_recheck_seconds: float = 300.0
-    layer_store: str = "auto"
-    # containers/storage's graph root (CRI-O's `root` in storage.conf).
-    storage_root: str = DEFAULT_STORAGE_ROOT
+    """How to reach the node's runtime and read its layer store."""
+
+    endpoint: str = option(
+        DEFAULT_ENDPOINT,
+        "CRI socket: unix:///path or /path (environment: $CONTAINER_RUNTIME_ENDPOINT)",
+        key="runtime_endpoint",
+        flag="--runtime-endpoint",
+        commands=RUNTIME_COMMANDS,
+    )
+    containerd_namespace: str = option(
+        "k8s.io",
+        "containerd namespace the CRI plugin keeps its images in (not a Kubernetes namespace)",
+        flag="--containerd-namespace",
+        commands=RUNTIME_COMMANDS,
+    )
+    rpc_timeout: float = option(
+        5.0,
+        "seconds per runtime call",
+        key="rpc_timeout_seconds",
+        flag="--rpc-timeout",
+        commands=RUNTIME_COMMANDS,
+        positive=True,
+    )
+    node_name: str = option("", "node name reported (environment: $NODE_NAME, else the host name)", flag="--node-name")
+    layer_store: str = option(
+        "auto",
+        "where layer sizes come from: containerd's snapshotter, or containers-storage (CRI-O) metadata files; "
+        "auto picks containers-storage when the CRI runtime is cri-o",
+        flag="--layer-store",
+        commands=RUNTIME_COMMANDS,
+        choices=LAYER_STORES,
+    )
+    cri: cri.CriOptions = section(cri.CriOptions)
+    containerd: containerd.ContainerdOptions = section(containerd.ContainerdOptions)
+    containers_storage: ContainersStorageOptions = section(ContainersStorageOptions)
 
 
 class RuntimeSource:
@@ -92,16 +119,10 @@ class RuntimeSource:
     def __init__(self, options: RuntimeOptions) -> None:
         self.options = options
         self._channel, self._guard = read_only_channel(options.endpoint, READ_ONLY_METHODS)
-        self._session = RpcSession(self._channel, options.rpc_timeout, (("containerd-namespace", options.namespace),))
-        self.cri = cri.CriClient(
-            self._session,
-            cri.CriOptions(
-                host_root=options.host_root,
-                collect_writable_layers=options.collect_writable_layers,
-                writable_refresh_seconds=options.writable_refresh_seconds,
-                keep_history=options.keep_history,
-            ),
+        self._session = RpcSession(
+            self._channel, options.rpc_timeout, (("containerd-namespace", options.containerd_namespace),)
         )
+        self.cri = cri.CriClient(self._session, options.cri)
         self._mismatch_reported: tuple[str, str] | None = None
         self._stores: dict[str, LayerStore] = {}
         self._store_kind = ""
@@ -125,21 +146,9 @@ class RuntimeSource:
 
     def _make_store(self, kind: str) -> LayerStore:
         if kind == "containers-storage":
-            # Loaded only on a CRI-O node: about 0.3 MiB the long-running exporter
-            # on a containerd node does without.
-            from exporter.sources import containers_storage
-
-            return containers_storage.ContainersStorageLayerStore(
-                containers_storage.ContainersStorageOptions(storage_root=self.options.storage_root),
-                self._session.errors,
-            )
+            return ContainersStorageLayerStore(self.options.containers_storage, self._session.errors)
         if kind == "containerd":
-            return containerd.ContainerdLayerStore(
-                self._session,
-                containerd.ContainerdOptions(
-                    snapshotter=self.options.snapshotter, content_recheck_seconds=self.options.content_recheck_seconds
-                ),
-            )
+            return containerd.ContainerdLayerStore(self._session, self.options.containerd)
         raise ValueError(f"unknown layer store {kind!r} (known: {', '.join(LAYER_STORES)})")
 
     @property
@@ -160,29 +169,19 @@ class RuntimeSource:
     def close(self) -> None:
         self._channel.close()
 
-    def blob_reader(self) -> BlobReader | None:
-        """The layer store's blobs, if it can keep them (the wasted-bytes analysis reads them).
-
-        With `auto` the store is only known after the first refresh, so this
-        source reads for it; a store that keeps no layer contents (CRI-O's
-        metadata) then answers every read as unavailable.
-        """
-        return None if self.options.layer_store == "containers-storage" else self
-
-    def read_blob(self, digest: str, size: int) -> Iterator[bytes | memoryview]:
-        """One compressed layer blob, in chunks, from the layer store in use."""
-        return self._blob_store(digest).read_blob(digest, size)
-
-    def uncompressed_digest(self, digest: str) -> str | None:
-        """The diff ID the layer store in use recorded for a blob it decompressed."""
-        return self._blob_store(digest).uncompressed_digest(digest)
-
-    def _blob_store(self, digest: str) -> containerd.ContainerdLayerStore:
+    @property
+    def keeps_blobs(self) -> bool:
+        """Whether the layer store in use keeps layer blobs (False until it is known)."""
         store = self.layer_store
-        if not isinstance(store, containerd.ContainerdLayerStore):
+        return store is not None and store.keeps_blobs
+
+    def read_blob(self, digest: str, size: int) -> Iterator[bytes]:
+        """One compressed layer blob, in chunks, from the layer store in use."""
+        store = self.layer_store
+        if store is None or not store.keeps_blobs:
             kind = store.name if store is not None else "not known yet"
             raise BlobUnavailableError(f"layer store {kind} keeps no layer blobs to read {digest} from")
-        return store
+        return store.read_blob(digest, size)
 
     def snapshot(self) -> NodeFacts:
         """One consistent view of the node. Raises RuntimeUnavailableError."""
@@ -220,7 +219,7 @@ class RuntimeSource:
     def _snapshotter(self, runtime_snapshotter: str) -> str:
         """The configured snapshotter, else the runtime's; a mismatch is said once
         (and exported as layer_sharing_snapshotter_mismatch while it lasts)."""
-        configured = self.options.snapshotter
+        configured = self.options.containerd.snapshotter
         mismatch = (configured, runtime_snapshotter)
         differs = bool(configured and runtime_snapshotter) and configured != runtime_snapshotter
         if differs and mismatch != self._mismatch_reported:

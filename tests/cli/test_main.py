@@ -40,28 +40,6 @@ def test_report_refuses_an_unknown_view_before_asking_anything(capsys):
     assert "--view is one of nodes, bases, workloads, images" in err
 
 
-def test_serve_loads_only_what_it_runs():
-    """The serve process's memory is budgeted (benchmarks/busy_node.py): the report,
-    df, bcrypt (basic auth), the kubernetes client (--kubernetes) and the YAML parser
-    (a config that is not JSON) load on demand."""
-    import subprocess
-    import sys
-
-    probe = (
-        "import sys; import exporter.cli.main, exporter.cli.serve, exporter.outputs.server, "
-        "exporter.outputs.webconfig, exporter.sources.kubernetes.workloads; "
-        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('exporter', 'bcrypt', 'kubernetes', 'rich', 'csv', 'yaml'))))"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    loaded = set(result.stdout.split())
-    assert {"exporter.cli.serve", "exporter.outputs.server", "exporter.sources.node"} <= loaded
-    report_and_df = {m for m in loaded if m.startswith(("exporter.outputs.report", "exporter.cli.report"))}
-    assert not report_and_df and "exporter.outputs.df" not in loaded and "exporter.cli.df" not in loaded
-    assert not loaded & {"bcrypt", "kubernetes", "rich", "csv", "yaml"}
-    assert "exporter.sources.containers_storage" not in loaded  # CRI-O's store: loaded on a CRI-O node
-
-
 def test_layer_store_flags_override_the_config_file(tmp_path):
     from exporter.cli.args import build_parser, resolve_config
 
@@ -71,8 +49,8 @@ def test_layer_store_flags_override_the_config_file(tmp_path):
         ["df", "--config", str(path), "--layer-store", "containers-storage", "--storage-root", "/b"]
     )
     config = resolve_config(args)
-    assert (config.layer_store, config.storage_root) == ("containers-storage", "/b")
-    assert resolve_config(build_parser().parse_args(["df"])).layer_store == "auto"
+    assert (config.runtime.layer_store, config.runtime.containers_storage.storage_root) == ("containers-storage", "/b")
+    assert resolve_config(build_parser().parse_args(["df"])).runtime.layer_store == "auto"
 
 
 def test_two_catalog_entries_of_one_name_and_version_exit_2_naming_both(capsys, tmp_path):

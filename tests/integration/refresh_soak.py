@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from exporter.service import Refresher
+from exporter.sources.cri import CriOptions
 from exporter.sources.node import RuntimeOptions, RuntimeSource
 from tests.fakes import RecordingSink
 
@@ -22,7 +23,7 @@ def _rss_kib() -> int:
 
 
 def main(endpoint: str) -> None:
-    runtime = RuntimeSource(RuntimeOptions(endpoint=endpoint, writable_refresh_seconds=0.01))
+    runtime = RuntimeSource(RuntimeOptions(endpoint=endpoint, cri=CriOptions(writable_refresh_seconds=0.01)))
     refresher = Refresher(runtime, RecordingSink())
     for _ in range(50):  # warm up caches and allocator
         assert refresher.refresh_once().up

@@ -2,7 +2,6 @@ import logging
 import os
 import struct
 import threading
-import time
 
 import pytest
 
@@ -27,17 +26,6 @@ def test_round_trip(tmp_path, summary):
     layer_state.save(tmp_path, DIFF_ID, summary)
     assert os.listdir(tmp_path) == ["ab" * 32]
     assert layer_state.load(tmp_path, DIFF_ID) == summary
-
-
-@pytest.mark.parametrize("summary", [sample(0), sample(3), sample(70_000), sample(2, big=True)])
-def test_packed_in_memory_without_what_only_a_file_needs(summary):
-    packed = layer_state.pack(summary)
-    assert layer_state.unpack(packed) == summary
-    file_content = layer_state.encode(DIFF_ID, summary)
-    assert len(file_content) - len(packed) == 8 + 2 + 32 + 32  # magic, version, diff ID, checksum
-    assert packed in file_content  # the file holds the packed form as it is
-    with pytest.raises(Exception, match="shorter"):
-        layer_state.unpack(packed[:-1])
 
 
 def test_missing_is_none_and_quiet(tmp_path, caplog):
@@ -139,8 +127,32 @@ def test_prune(tmp_path):
     fresh_tmp.write_bytes(b"in progress")
     stale_tmp = tmp_path / f".{'cd' * 32}.y.tmp"
     stale_tmp.write_bytes(b"left by a crash")
-    old = time.time() - 2 * 3600
-    os.utime(stale_tmp, (old, old))
-    assert layer_state.prune(tmp_path, {DIFF_ID}) == 2
+    now = 1_800_000_000.0
+    os.utime(fresh_tmp, (now - 60, now - 60))
+    os.utime(stale_tmp, (now - 2 * 3600, now - 2 * 3600))
+    assert layer_state.prune(tmp_path, {DIFF_ID}, now) == 2
     assert sorted(os.listdir(tmp_path)) == sorted([fresh_tmp.name, "README", "ab" * 32])
-    assert layer_state.prune(tmp_path / "missing", set()) == 0
+    assert layer_state.prune(tmp_path / "missing", set(), now) == 0
+
+
+def test_the_summary_store_keeps_summaries_in_memory_and_in_the_directory(tmp_path):
+    store = layer_state.SummaryStore(tmp_path / "state")
+    store.put(DIFF_ID, sample())
+    store.put(OTHER_ID, sample())
+    assert DIFF_ID in store and store[DIFF_ID] == sample()
+    again = layer_state.SummaryStore(tmp_path / "state")  # a restart
+    again.load([DIFF_ID, OTHER_ID, "sha256:" + "e" * 64])
+    assert (again.loaded, set(again.summaries)) == (2, {DIFF_ID, OTHER_ID})
+    again.keep_only([OTHER_ID])
+    assert set(again.summaries) == {OTHER_ID}
+    assert os.listdir(tmp_path / "state") == [OTHER_ID.removeprefix("sha256:")]
+
+
+def test_a_state_directory_that_cannot_be_written_leaves_the_summaries_in_memory(tmp_path, caplog):
+    (tmp_path / "file").write_text("not a directory")
+    store = layer_state.SummaryStore(tmp_path / "file" / "state")
+    with caplog.at_level("WARNING"):
+        store.put(DIFF_ID, sample())
+        store.put(OTHER_ID, sample())
+    assert set(store.summaries) == {DIFF_ID, OTHER_ID}
+    assert sum("not usable" in r.getMessage() for r in caplog.records) == 1

@@ -4,7 +4,6 @@ import hashlib
 import io
 import random
 import tarfile
-import time
 import tracemalloc
 import zlib
 from collections.abc import Generator
@@ -87,18 +86,6 @@ def test_reads_every_compression_in_any_chunking(compression, chunk):
     assert read(blob, diff_id(tar_bytes), chunk=chunk) == SAMPLE_ENTRIES
 
 
-@pytest.mark.parametrize("compression", ["plain", "gzip", "zstd"])
-@pytest.mark.parametrize("blob_digest", [False, True])
-def test_chunks_may_be_views_into_received_messages(compression, blob_digest):
-    """containerd's chunks are memoryviews into the gRPC messages (no copy)."""
-    tar_bytes = make_tar([(f"f{i}", "file", bytes(3000)) for i in range(200)])
-    blob = compressions()[compression](tar_bytes)
-    views = [memoryview(b"xx" + part + b"yy")[2:-2] for part in chunked(blob, 5000)]
-    checked = "sha256:" + hashlib.sha256(blob).hexdigest() if blob_digest else None
-    entries = list(layer_entries(views, diff_id(tar_bytes), blob_digest=checked))
-    assert entries == [TarEntry(f"f{i}", "file", 3000) for i in range(200)]
-
-
 @pytest.mark.parametrize("compression", ["gzip", "zstd"])
 def test_concatenated_members_and_frames_are_one_stream(compression):
     tar_bytes = make_tar(SAMPLE)
@@ -133,50 +120,9 @@ def test_diff_id_mismatch():
         read(gzip.compress(tar_bytes), other)
 
 
-def blob_digest(blob):
-    return "sha256:" + hashlib.sha256(blob).hexdigest()
-
-
-@pytest.mark.parametrize("compression", ["plain", "gzip", "zstd"])
-@pytest.mark.parametrize("chunk", [1, 4096, 1 << 20])
-def test_with_a_blob_digest_the_compressed_bytes_are_checked_instead_of_the_tar(compression, chunk):
-    """For a blob the runtime decompressed and recorded as the diff ID, its own
-    digest vouches for it: the tar is not hashed (a wrong diff ID goes unseen,
-    a wrong blob digest does not)."""
-    tar_bytes = make_tar(SAMPLE)
-    blob = compressions()[compression](tar_bytes)
-    unrelated = diff_id(b"another layer")
-    assert read(blob, unrelated, chunk=chunk, blob_digest=blob_digest(blob)) == SAMPLE_ENTRIES
-    with pytest.raises(LayerContentError, match="does not match its digest"):
-        read(blob, diff_id(tar_bytes), chunk=chunk, blob_digest=blob_digest(blob + b"x"))
-
-
-@pytest.mark.parametrize("compression", ["plain", "gzip", "zstd"])
-def test_a_truncated_or_corrupt_blob_fails_whichever_digest_is_checked(compression):
-    big = [("a", "file", bytes(range(256)) * 200), ("b", "file", b"y" * 3000)]
-    tar_bytes = make_tar(big)
-    blob = compressions()[compression](tar_bytes)
-    for cut in {len(blob) // 3, len(blob) // 2, len(blob) - 1, 100}:
-        with pytest.raises(LayerContentError):  # the runtime's digest of the whole blob
-            read(blob[:cut], diff_id(tar_bytes), blob_digest=blob_digest(blob))
-        if compression != "plain":  # a stored blob cut short, its digest "right": decompression notices
-            with pytest.raises(LayerContentError):
-                read(blob[:cut], diff_id(tar_bytes), blob_digest=blob_digest(blob[:cut]))
-    damaged = bytearray(blob)
-    damaged[len(damaged) // 2] ^= 0xFF
-    with pytest.raises(LayerContentError):
-        read(bytes(damaged), diff_id(tar_bytes), blob_digest=blob_digest(blob))
-    if compression != "plain":
-        with pytest.raises(LayerContentError):  # bytes after the stream, even under the blob's digest
-            read(blob + b"trailing", diff_id(tar_bytes), blob_digest=blob_digest(blob + b"trailing"))
-
-
 def test_malformed_expected_diff_id_is_the_callers_error():
     with pytest.raises(ValueError) as raised:
         layer_entries([b""], "sha512:00")
-    assert not isinstance(raised.value, LayerContentError)
-    with pytest.raises(ValueError) as raised:
-        layer_entries([b""], diff_id(b""), blob_digest="md5:00")
     assert not isinstance(raised.value, LayerContentError)
 
 
@@ -230,10 +176,8 @@ def test_huge_declared_size_then_truncation_fails_fast():
     info.size = 2**60
     header = info.tobuf(format=tarfile.PAX_FORMAT)
     blob = header + b"\0" * 5000
-    started = time.monotonic()
     with pytest.raises(LayerContentError, match="truncated"):
         read(blob, diff_id(blob))
-    assert time.monotonic() - started < 2
 
 
 def test_oversized_pax_header_is_refused_before_it_is_read():
@@ -330,22 +274,15 @@ def _flip(pair):
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_mutations(), st.sampled_from([1, 5, 512, 4096]), st.booleans())
-def test_fuzz_only_content_errors_come_out(blob, chunk, vouched):
-    """`vouched`: the damaged blob's own digest is the one checked, as if the
-    runtime had recorded it; the decoders alone must then turn every damage into
-    LayerContentError (or read the bytes as they are)."""
+@given(_mutations(), st.sampled_from([1, 5, 512, 4096]))
+def test_fuzz_only_content_errors_come_out(blob, chunk):
     with contextlib.suppress(LayerContentError):
-        read(blob, diff_id(_VALID), chunk=chunk, blob_digest=blob_digest(blob) if vouched else None)
+        read(blob, diff_id(_VALID), chunk=chunk)
 
 
-def test_a_reader_that_stops_early_stops_the_block_thread():
-    """The blocks are made in a thread of their own: giving up on a layer must end it,
-    and must not read the rest of the blob."""
-    import threading
-
+def test_a_reader_that_stops_early_reads_no_further():
     rng = random.Random(0)
-    # 4 MB that do not compress: the thread runs at most a few 256 KiB blocks ahead.
+    # 4 MB that do not compress.
     tar_bytes = make_tar([(f"f{i}", "file", rng.randbytes(10_000)) for i in range(400)])
     blob = gzip.compress(tar_bytes)
     pulled: list[int] = []
@@ -355,12 +292,10 @@ def test_a_reader_that_stops_early_stops_the_block_thread():
             pulled.append(len(chunk))
             yield chunk
 
-    before = threading.active_count()
     entries = layer_entries(source(), diff_id(tar_bytes))
     assert next(entries).path == "f0"
     assert isinstance(entries, Generator)
     entries.close()
-    assert threading.active_count() == before
     assert sum(pulled) < len(blob) / 2
 
 
@@ -368,17 +303,18 @@ def test_a_reader_that_stops_early_stops_the_block_thread():
 
 
 def _listing(tar_bytes, fast, chunk=4096):
-    """The entries as the reader gives them, or "error": plain headers read by the
-    module's own parser (fast) or every header by tarfile."""
+    """The entries, or "error": as the reader gives them (fast), or as tarfile itself
+    reads every header (the reference)."""
     from exporter.sources import layer_tar
 
-    blocks = layer_tar._HashedBlocks(iter(chunked(tar_bytes, chunk)))
     try:
-        return list(layer_tar._entries(layer_tar._LayerStream(blocks), 1000, fast=fast))
+        if fast:
+            stream = layer_tar._LayerStream(iter(chunked(tar_bytes, chunk)))
+            return list(layer_tar._entries(stream, 1000))
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:", tarinfo=layer_tar._CheckedTarInfo) as archive:
+            return [layer_tar._tarfile_entry(info) for info in archive]
     except Exception:  # layer_entries turns every exception of the content into LayerContentError
         return "error"
-    finally:
-        blocks.close()
 
 
 _NAME_PARTS = st.sampled_from(["a", "bin", "é", "x" * 60, ".wh.y", ".", "..", "", "dir/", "\udcff"])
@@ -525,14 +461,3 @@ def test_number_fields_outside_the_usual_form_read_as_tarfile_reads_them(field, 
     header[start:end] = value
     blob = _with_checksum(header) + b"abc".ljust(512, b"\0") + bytes(1024)
     assert _listing(blob, fast=True) == _listing(blob, fast=False)
-
-
-def test_a_blob_in_one_chunk_is_read_without_a_thread():
-    import threading
-
-    tar_bytes = make_tar(SAMPLE)
-    before = threading.active_count()
-    entries = layer_entries([gzip.compress(tar_bytes)], diff_id(tar_bytes))
-    assert next(entries) == SAMPLE_ENTRIES[0]
-    assert threading.active_count() == before
-    assert list(entries) == SAMPLE_ENTRIES[1:]

@@ -52,7 +52,7 @@ def test_missing_socket_is_runtime_unavailable(tmp_path):
 
 def test_slow_runtime_hits_the_deadline(fake):
     fake.delay = 1.0
-    runtime = source_for(fake, rpc_timeout=0.2)
+    runtime = source_for(fake, rpc_timeout_seconds=0.2)
     with pytest.raises(RuntimeUnavailableError, match="DEADLINE_EXCEEDED"):
         runtime.snapshot()
     runtime.close()
