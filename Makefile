@@ -50,9 +50,10 @@ lock: setup  ## requirements.lock (hashes) for the image, from pyproject.toml
 	.venv/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
 	  --no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
-docs: setup  ## the chart values table in the README, the metric table in docs/metrics.md
+docs: setup  ## generated reference tables: chart values (chart README), metrics, configuration
 	$(PY) -m scripts.gen_chart_docs
 	$(PY) -m scripts.gen_metrics_docs
+	$(PY) -m scripts.gen_config_docs
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache build dist

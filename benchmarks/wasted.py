@@ -71,9 +71,7 @@ def analysis_seconds(endpoint: str) -> tuple[float, int]:
     runtime = RuntimeSource(RuntimeOptions(endpoint=endpoint, rpc_timeout=30))
     try:
         facts = runtime.snapshot()
-        reader = runtime.blob_reader()
-        assert reader is not None
-        analyzer = LayerAnalyzer(reader, AnalysisOptions(cpu_fraction=64))
+        analyzer = LayerAnalyzer(runtime, AnalysisOptions(cpu_fraction=64), publish=lambda report: None)
         started = time.perf_counter()
         report = analyzer.analyse(facts)
         elapsed = time.perf_counter() - started

@@ -48,7 +48,7 @@ def analysed(
 
         exporter.wait_for(done, timeout=1800, what="the analysis of every layer")
         seconds = time.perf_counter() - started
-        time.sleep(SCRAPE_INTERVAL + 2)  # one more refresh (it hands freed memory back)
+        time.sleep(SCRAPE_INTERVAL + 2)  # one more refresh: steady state
         _, body = scrape(exporter.base_url + "/metrics")
         return {
             "seconds_to_figures": seconds,

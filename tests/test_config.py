@@ -1,5 +1,8 @@
 import contextlib
 import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +14,8 @@ from exporter import config as cfg
 from exporter.cli.args import build_parser, resolve_config
 from exporter.config import Config
 from exporter.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_and_environment():
@@ -181,3 +186,10 @@ def test_fuzz_config_files(tmp_path_factory, text):
     path.write_text(text)
     with contextlib.suppress(ConfigError):
         cfg.load_file(path)
+
+
+def test_the_configuration_reference_is_generated_from_the_declarations():
+    result = subprocess.run(
+        [sys.executable, "-m", "scripts.gen_config_docs", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr

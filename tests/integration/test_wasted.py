@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from exporter.sources.node import RuntimeOptions, RuntimeSource
 from tests.harness.containerd import Containerd
 from tests.harness.kube_api import KubeApiStandIn, exporter_pod
 from tests.harness.pods import PodMaker
@@ -181,21 +180,6 @@ def test_a_paced_read_that_outlasts_its_calls_deadline_goes_on_in_new_calls(pull
         assert content_reads(metrics) > len(images) + len(blobs)  # manifests, blobs, and continuations
     finally:
         assert stop_exporter(exporter) == 0
-
-
-def test_containerd_records_each_unpacked_blobs_diff_id(pulled: PulledNode):
-    """What the analysis trusts a blob's own digest on: the containerd.io/uncompressed
-    label containerd sets once it has decompressed the blob itself (unpacking it)."""
-    runtime = RuntimeSource(RuntimeOptions(endpoint=pulled.containerd.endpoint, layer_store="containerd"))
-    try:
-        runtime.snapshot()
-        for image in pulled.images.values():
-            for layer in image.layers:
-                assert runtime.uncompressed_digest(layer.blob(pulled.compression).digest) == layer.diff_id
-        config = next(iter(runtime.snapshot().layer_blobs))  # an image ID is its config blob's digest
-        assert runtime.uncompressed_digest(config) is None  # never decompressed
-    finally:
-        runtime.close()
 
 
 def test_df_image_shows_wasted_bytes_per_layer_and_the_largest_hidden_files(pulled: PulledNode):
