@@ -171,7 +171,6 @@ class LayerAnalyzer:
         # image_wasted() of each image, kept: the costly part of the figures.
         self._image_waste: Mapping[str, ImageWaste] = {}
         self._report = WasteReport()
-        self.layers_read = 0
 
     @property
     def report(self) -> WasteReport:
@@ -294,7 +293,6 @@ class LayerAnalyzer:
         self._store.put(source.diff_id, summary)
         self._failures.pop(source.diff_id, None)
         self._logged.discard(source.diff_id)
-        self.layers_read += 1
 
     def _unavailable(self, diff_id: str, digest: str, reason: str, retry_at: float) -> None:
         self._failures[diff_id] = _Failure(digest, reason, retry_at)
@@ -314,8 +312,6 @@ class LayerAnalyzer:
             node_wasted_bytes=figures.node_wasted_bytes,
             pending_layers=len(pending),
             unavailable_layers=unavailable,
-            layers_read=self.layers_read,
-            layers_loaded=self._store.loaded,
         )
         if report != self._report:
             self._report = report

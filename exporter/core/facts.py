@@ -20,7 +20,6 @@ class HistoryEntry:
     created_by: str
     empty_layer: bool = False
     created: str = ""
-    comment: str = ""
 
 
 def history_per_layer(diff_ids: tuple[str, ...], history: tuple[HistoryEntry, ...]) -> tuple[HistoryEntry | None, ...]:
@@ -121,7 +120,6 @@ class ContainerFacts:
     image_id: str
     namespace: str
     pod: str
-    pod_uid: str = ""
     sandbox_id: str = ""
     state: str = "running"
     writable_bytes: int | None = None
@@ -135,7 +133,6 @@ class PodFacts:
     namespace: str
     name: str
     uid: str = ""
-    ready: bool = True
 
 
 @dataclass(frozen=True, slots=True)

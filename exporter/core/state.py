@@ -20,8 +20,6 @@ class WasteReport:
     node_wasted_bytes: int | None = None
     pending_layers: int = 0
     unavailable_layers: int = 0
-    layers_read: int = 0
-    layers_loaded: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -456,7 +456,6 @@ def _pods(sandboxes: Iterable[cri_pb.PodSandbox]) -> Iterator[PodFacts]:
             namespace=who.namespace,
             name=who.name,
             uid=who.uid,
-            ready=sandbox.state == cri_pb.SANDBOX_READY,
         )
 
 
@@ -485,7 +484,6 @@ def _containers(
             image_id=image_id,
             namespace=who.namespace,
             pod=who.name,
-            pod_uid=who.uid,
             sandbox_id=container.pod_sandbox_id,
             state=_STATE_NAMES.get(container.state, "unknown"),
             writable_bytes=writable.get(container.id),

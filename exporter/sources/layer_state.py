@@ -247,7 +247,6 @@ class SummaryStore:
         self._wall = wall
         self._summaries: dict[str, LayerSummary] = {}
         self._pruned_for: frozenset[str] = frozenset()
-        self.loaded = 0  # summaries read back from the directory
 
     def __contains__(self, diff_id: str) -> bool:
         return diff_id in self._summaries
@@ -268,7 +267,6 @@ class SummaryStore:
                 summary = load(self._directory, diff_id)
                 if summary is not None:
                     self._summaries[diff_id] = summary
-                    self.loaded += 1
 
     def put(self, diff_id: str, summary: LayerSummary) -> None:
         self._summaries[diff_id] = summary

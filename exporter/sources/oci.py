@@ -145,7 +145,6 @@ def _history(value: object) -> tuple[HistoryEntry, ...]:
                 created_by=_text(item.get("created_by")),
                 empty_layer=item.get("empty_layer") is True,
                 created=_text(item.get("created")),
-                comment=_text(item.get("comment")),
             )
         )
     return tuple(entries)
