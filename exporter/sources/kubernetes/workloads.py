@@ -37,8 +37,18 @@ def controller_of(metadata: Mapping[str, Any]) -> tuple[str, str] | None:
 class PodWorkloads:
     """Keeps `workloads()` current for the pods on one node."""
 
-    def __init__(self, node_name: str, kubeconfig: str = "", api: Any = None) -> None:
+    def __init__(
+        self,
+        node_name: str,
+        kubeconfig: str = "",
+        api: Any = None,
+        first_backoff: float = 1.0,
+        forbidden_retry: float = _FORBIDDEN_RETRY_SECONDS,
+    ) -> None:
         self.node_name = node_name
+        self._first_backoff = first_backoff
+        self._forbidden_retry = forbidden_retry
+        self.lists = 0  # pod listings attempted (each start of a watch, each retry)
         self._kubeconfig = kubeconfig
         self._api = api
         self._pods: dict[PodKey, Workload] = {}
@@ -86,11 +96,12 @@ class PodWorkloads:
     # -- the watch loop -------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = 1.0
+        backoff = self._first_backoff
         while not self._stop.is_set():
             try:
+                self.lists += 1
                 resource_version = self._relist()
-                backoff = 1.0
+                backoff = self._first_backoff
                 self._set_state("watching", "workload attribution on: watching pods on node %s", self.node_name)
                 while not self._stop.is_set():
                     resource_version = self._watch(resource_version)
@@ -104,10 +115,10 @@ class PodWorkloads:
                         "chart's RBAC (get/list/watch pods, get replicasets and jobs). Retrying every "
                         "%d s",
                         exc,
-                        int(_FORBIDDEN_RETRY_SECONDS),
+                        int(self._forbidden_retry),
                         level=logging.WARNING,
                     )
-                    self._stop.wait(_FORBIDDEN_RETRY_SECONDS)
+                    self._stop.wait(self._forbidden_retry)
                     continue
                 self._set_state(
                     "down",
@@ -116,7 +127,7 @@ class PodWorkloads:
                     level=logging.WARNING,
                 )
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, 60.0)
+                backoff = min(backoff * 2, 60 * self._first_backoff)
 
     def _set_state(self, state: str, message: str, *args: object, level: int = logging.INFO) -> None:
         if state != self.state:  # one line per change, not per retry

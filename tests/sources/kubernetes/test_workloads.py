@@ -75,11 +75,10 @@ def test_forbidden_says_once_that_attribution_is_off(
 ):
     api.forbidden = True
     caplog.set_level(logging.INFO, logger="exporter.kube")
-    workloads = PodWorkloads("node-1", str(api.kubeconfig(tmp_path / "kubeconfig")))
+    workloads = PodWorkloads("node-1", str(api.kubeconfig(tmp_path / "kubeconfig")), forbidden_retry=0.01)
     assert workloads.start()
     try:
-        eventually(lambda: workloads.state == "forbidden")
-        time.sleep(0.3)
+        eventually(lambda: workloads.state == "forbidden" and workloads.lists >= 3)
         assert workloads.workloads() == {}
         messages = [r.getMessage() for r in caplog.records]
         assert sum("attribution off" in m for m in messages) == 1
@@ -93,11 +92,10 @@ def test_api_down_is_retried_with_backoff(tmp_path: Path, caplog: pytest.LogCapt
     kubeconfig = standin.kubeconfig(tmp_path / "kubeconfig")
     standin.stop()  # nothing listens any more
     caplog.set_level(logging.INFO, logger="exporter.kube")
-    workloads = PodWorkloads("node-1", str(kubeconfig))
+    workloads = PodWorkloads("node-1", str(kubeconfig), first_backoff=0.01)
     assert workloads.start()
     try:
-        eventually(lambda: workloads.state == "down")
-        time.sleep(1.5)
+        eventually(lambda: workloads.state == "down" and workloads.lists >= 3)
         assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1
     finally:
         workloads.stop()
