@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from exporter.config import SETTINGS
-from scripts.generated import sync
+from scripts.generated import between_markers, sync
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "configuration.md"
@@ -38,12 +38,7 @@ def table() -> str:
 
 
 def document() -> str:
-    text = DOC.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{DOC}: the markers {BEGIN!r} and {END!r} are missing")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{table()}{END}{tail}"
+    return between_markers(DOC, BEGIN, END, table())
 
 
 def main() -> int:

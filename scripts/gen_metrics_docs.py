@@ -25,7 +25,7 @@ from exporter.core.bases import BaseSpec
 from exporter.core.facts import FilesystemFacts, Workload
 from exporter.core.state import RefreshStatus, WasteReport
 from exporter.outputs.collector import HealthCollector, LayerSharingCollector, MetricsOptions
-from scripts.generated import sync
+from scripts.generated import between_markers, sync
 from tests.sample_facts import sample_facts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,12 +72,7 @@ def table() -> str:
 
 
 def document() -> str:
-    text = DOC.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{DOC}: the markers {BEGIN!r} and {END!r} are missing")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{table()}{END}{tail}"
+    return between_markers(DOC, BEGIN, END, table())
 
 
 def main() -> int:

@@ -25,3 +25,13 @@ def sync(files: Mapping[Path, str], check: bool, command: str) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(files[path])
     return 0
+
+
+def between_markers(path: Path, begin: str, end: str, body: str) -> str:
+    """The text of `path` with what stands between its two marker lines replaced by `body`."""
+    text = path.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path}: the markers {begin!r} and {end!r} are missing")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}{end}{tail}"
