@@ -8,6 +8,7 @@ probes: the chart gives them scheme HTTPS exactly when the exporter serves TLS.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from exporter.sources.kubernetes.api import Api, KubeError
@@ -64,8 +65,6 @@ def fetch_through_pod_proxy(
     Returns ({node: exposition text}, [(node, error)]); an unreachable node is
     listed, never fatal.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     api = Api(kubeconfig)
 
     def one(target: ExporterPod) -> tuple[str, str | None, str]:
