@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SCHEMES,
         default="auto",
         help="how the exporters serve /metrics through the pod proxy (auto: as each pod's probes say; "
-        "https when the chart's webConfig.tls is on)",
+        "the chart's probes use https whenever its web config serves TLS)",
     )
     report.add_argument("--timeout", type=float, default=10.0, help="seconds per node (or per Prometheus query)")
     report.add_argument(
