@@ -3,9 +3,15 @@
     python -m dashboards.generate           # write dashboards/*.json and the chart's copies
     python -m dashboards.generate --check   # exit 1 if any JSON is stale
 
-Every query filters on the `cluster` (hidden unless the label exists) and
-`node` variables; bytes are unpacked on-disk bytes unless a title says
-compressed.
+Every query filters on the `cluster` (hidden unless the label exists), `job`
+and `node` variables; bytes are unpacked on-disk bytes unless a title says
+compressed. As kubernetes-mixin does with its _config, the label names that
+differ between stacks are hidden constants the chart sets from its values (one
+setting with the recording rules): `cluster_label` (clusterLabel) and
+`namespace_label`/`pod_label`, the labels the measured pod's namespace and name
+arrive under (`exported_namespace`/`exported_pod` on OpenShift's user-workload
+monitoring; measuredPodLabels). Queries group by those and rename them back to
+`namespace` and `pod` for legends. Links drill down cluster -> node -> bases.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import (
     DashboardCursorSync,
+    DashboardLinkType,
     DataSourceRef,
     GridPos,
     VariableHide,
@@ -34,9 +41,16 @@ from scripts.generated import sync
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIRS = (ROOT / "dashboards", ROOT / "charts" / "layer-sharing-exporter" / "dashboards")
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
-SEL = 'cluster=~"$cluster", node=~"$node"'
-CLUSTER = 'cluster=~"$cluster"'
-TAGS = ["layer-sharing-exporter", "kubernetes", "containerd"]
+# Hidden constants (the chart sets them): Grafana substitutes them anywhere in a query.
+CLUSTER_LABEL, NAMESPACE_LABEL, POD_LABEL = "${cluster_label}", "${namespace_label}", "${pod_label}"
+LABEL_DEFAULTS = {"cluster_label": "cluster", "namespace_label": "namespace", "pod_label": "pod"}
+CLUSTER = f'{CLUSTER_LABEL}=~"$cluster", job=~"$job"'
+SEL = f'{CLUSTER}, node=~"$node"'
+IN_NAMESPACE = f'{NAMESPACE_LABEL}=~"$namespace"'
+# Runtime-neutral: the same dashboards serve containerd and CRI-O nodes.
+TAGS = ["layer-sharing-exporter", "kubernetes", "container-images"]
+# Keeps the time range and the selections when following a link.
+KEEP = "${datasource:queryparam}&${cluster:queryparam}&${job:queryparam}&${__url_time_range}"
 WIDTH = 24
 
 
@@ -66,6 +80,25 @@ class Layout:
         return pos
 
 
+def as_namespace_and_pod(expr: str, pod: bool = True) -> str:
+    """`expr` (grouped by the measured pod's label names) with them copied to
+    `namespace` and `pod`, which the legends and tables read whatever the stack."""
+    out = f'label_replace({expr}, "namespace", "$1", "{NAMESPACE_LABEL}", "(.*)")'
+    if pod:
+        out = f'label_replace({out}, "pod", "$1", "{POD_LABEL}", "(.*)")'
+    return out
+
+
+def to_node(title: str = "Node ${__field.labels.node}") -> dashboard.DashboardLink:
+    """A data link from a per-node figure to that node's dashboard."""
+    return dashboard.DashboardLink(title).url(f"/d/layer-sharing-node/?{KEEP}&var-node=${{__field.labels.node}}")
+
+
+def to_bases(title: str = "Bases on the selected nodes") -> dashboard.DashboardLink:
+    """A data link from a node's view to its base images."""
+    return dashboard.DashboardLink(title).url(f"/d/layer-sharing-bases/?{KEEP}&${{node:queryparam}}")
+
+
 def query(expr: str, legend: str = "", instant: bool = False, ref: str = "A") -> prometheus.Dataquery:
     q = prometheus.Dataquery().expr(expr).ref_id(ref).datasource(DS)
     if legend:
@@ -89,16 +122,29 @@ def stat_panel(title: str, description: str, expr: str, unit: str = "bytes") -> 
 
 
 def series_panel(
-    title: str, description: str, targets: Sequence[tuple[str, str]], unit: str = "bytes"
+    title: str,
+    description: str,
+    targets: Sequence[tuple[str, str]],
+    unit: str = "bytes",
+    links: Sequence[dashboard.DashboardLink] = (),
 ) -> timeseries.Panel:
     panel = timeseries.Panel().title(title).description(description).datasource(DS).unit(unit)
+    if links:
+        panel = panel.data_links(list(links))
     for i, (expr, legend) in enumerate(targets):
         panel = panel.with_target(query(expr, legend, ref=chr(ord("A") + i)))
     return panel
 
 
-def bars_panel(title: str, description: str, expr: str, legend: str, unit: str = "bytes") -> bargauge.Panel:
-    return (
+def bars_panel(
+    title: str,
+    description: str,
+    expr: str,
+    legend: str,
+    unit: str = "bytes",
+    links: Sequence[dashboard.DashboardLink] = (),
+) -> bargauge.Panel:
+    panel = (
         bargauge.Panel()
         .title(title)
         .description(description)
@@ -107,6 +153,7 @@ def bars_panel(title: str, description: str, expr: str, legend: str, unit: str =
         .unit(unit)
         .min(0)
     )
+    return panel.data_links(list(links)) if links else panel
 
 
 def table_panel(title: str, description: str, targets: Sequence[tuple[str, str]], unit: str = "bytes") -> table.Panel:
@@ -129,17 +176,45 @@ def base_dashboard(
         .timezone("utc")
         .tooltip(DashboardCursorSync.CROSSHAIR)
         .editable()
+        .link(
+            # The other layer-sharing dashboards, keeping the time range and variables.
+            dashboard.DashboardLink("Layer sharing")
+            .type(DashboardLinkType.DASHBOARDS)
+            .tags(["layer-sharing-exporter"])
+            .as_dropdown(True)
+            .include_vars(True)
+            .keep_time(True)
+        )
         .with_variable(dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus"))
-        .with_variable(
+    )
+    for name, value in LABEL_DEFAULTS.items():
+        board = board.with_variable(
+            dashboard.ConstantVariable(name)
+            .value(value)
+            .description("Set by the chart (clusterLabel, measuredPodLabels).")
+        )
+    board = (
+        board.with_variable(
             dashboard.QueryVariable("cluster")
             .label("Cluster")
             .datasource(DS)
-            .query("label_values(layer_sharing_up, cluster)")
+            .query(f"label_values(layer_sharing_up, {CLUSTER_LABEL})")
             .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
             .include_all(True)
             .all_value(".*")
             # Hidden: most Prometheus servers see one cluster and have no such label.
             .hide(VariableHide.HIDE_VARIABLE)
+        )
+        .with_variable(
+            dashboard.QueryVariable("job")
+            .label("Job")
+            .datasource(DS)
+            .query(f'label_values(layer_sharing_up{{{CLUSTER_LABEL}=~"$cluster"}}, job)')
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(VariableSort.ALPHABETICAL_ASC)
+            .multi(True)
+            .include_all(True)
+            .all_value(".*")
         )
         .with_variable(
             dashboard.QueryVariable("node")
@@ -171,7 +246,7 @@ def namespace_variable() -> dashboard.QueryVariable:
         dashboard.QueryVariable("namespace")
         .label("Namespace")
         .datasource(DS)
-        .query(f"label_values(layer_sharing_pod_bytes{{{SEL}}}, namespace)")
+        .query(f"label_values(layer_sharing_pod_bytes{{{SEL}}}, {NAMESPACE_LABEL})")
         .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(VariableSort.ALPHABETICAL_ASC)
         .multi(True)
@@ -273,6 +348,7 @@ def node_dashboard() -> dashboard.Dashboard:
             "Bytes only this image uses: what removing it would free.",
             f"topk(15, sum by (image) (layer_sharing_image_unique_bytes{{{SEL}}}))",
             "{{image}}",
+            links=[to_bases("Bases of these images")],
         ),
         8,
         10,
@@ -283,7 +359,10 @@ def node_dashboard() -> dashboard.Dashboard:
         bars_panel(
             "Top pods by attributed bytes",
             "Each layer's bytes divided among the pods using it; sums to the bytes pods use.",
-            f'topk(15, sum by (namespace, pod) (layer_sharing_pod_attributed_bytes{{{SEL}, namespace=~"$namespace"}}))',
+            as_namespace_and_pod(
+                f"topk(15, sum by ({NAMESPACE_LABEL}, {POD_LABEL}) "
+                f"(layer_sharing_pod_attributed_bytes{{{SEL}, {IN_NAMESPACE}}}))"
+            ),
             "{{namespace}}/{{pod}}",
         ),
         8,
@@ -297,6 +376,7 @@ def node_dashboard() -> dashboard.Dashboard:
             "Bytes of each base's own layers, stored once per node.",
             f"sum by (base) (layer_sharing_base_bytes{{{SEL}}})",
             "{{base}}",
+            links=[to_bases()],
         ),
         8,
         10,
@@ -308,9 +388,17 @@ def node_dashboard() -> dashboard.Dashboard:
             "Pods",
             "Per pod: distinct layer bytes, the part shared with other pods, the part unique to it.",
             [
-                (f'sum by (namespace, pod) (layer_sharing_pod_bytes{{{SEL}, namespace=~"$namespace"}})', "bytes"),
                 (
-                    f'sum by (namespace, pod) (layer_sharing_pod_unique_bytes{{{SEL}, namespace=~"$namespace"}})',
+                    as_namespace_and_pod(
+                        f"sum by ({NAMESPACE_LABEL}, {POD_LABEL}) (layer_sharing_pod_bytes{{{SEL}, {IN_NAMESPACE}}})"
+                    ),
+                    "bytes",
+                ),
+                (
+                    as_namespace_and_pod(
+                        f"sum by ({NAMESPACE_LABEL}, {POD_LABEL}) "
+                        f"(layer_sharing_pod_unique_bytes{{{SEL}, {IN_NAMESPACE}}})"
+                    ),
                     "unique",
                 ),
             ],
@@ -406,6 +494,7 @@ def cluster_dashboard() -> dashboard.Dashboard:
         "layer-sharing-cluster",
         "Layer sharing / Cluster capacity",
         "Image bytes across nodes: what images cost on disk and on the wire, and what unused images hold back.",
+        [namespace_variable()],
     )
     lay = Layout()
     board = add_row(board, lay, "Cluster")
@@ -464,6 +553,7 @@ def cluster_dashboard() -> dashboard.Dashboard:
             "Used fraction of the filesystem holding images; the kubelet starts image GC at 85%.",
             [(f"instance:layer_sharing_image_fs_usage:ratio{{{SEL}}}", "{{node}}")],
             "percentunit",
+            links=[to_node()],
         ),
         12,
         8,
@@ -476,6 +566,7 @@ def cluster_dashboard() -> dashboard.Dashboard:
             "Physical image bytes per node",
             "Distinct layer bytes on each node.",
             [(f"sum by (node) (layer_sharing_physical_bytes{{{SEL}}})", "{{node}}")],
+            links=[to_node()],
         ),
         12,
         8,
@@ -488,6 +579,7 @@ def cluster_dashboard() -> dashboard.Dashboard:
             "Nodes with the most physical image bytes.",
             f"topk(20, sum by (node) (layer_sharing_physical_bytes{{{SEL}}}))",
             "{{node}}",
+            links=[to_node()],
         ),
         12,
         8,
@@ -500,6 +592,7 @@ def cluster_dashboard() -> dashboard.Dashboard:
             "What unused images hold back on each node.",
             f"topk(20, sum by (node) (layer_sharing_reclaimable_bytes{{{SEL}}}))",
             "{{node}}",
+            links=[to_node()],
         ),
         12,
         8,
@@ -512,6 +605,7 @@ def cluster_dashboard() -> dashboard.Dashboard:
             "Compressed layer blobs on each node: roughly what a fresh node with the same images pulls.",
             f"topk(20, sum by (node) (layer_sharing_content_bytes{{{SEL}}}))",
             "{{node}}",
+            links=[to_node()],
         ),
         12,
         8,
@@ -524,8 +618,15 @@ def cluster_dashboard() -> dashboard.Dashboard:
             "Disk each namespace's pods use, fairly shared: each layer's bytes divided by the pods using it on its "
             "node, summed over nodes (recording rule namespace:layer_sharing_pod_attributed_bytes:sum). "
             "The namespaces add up to the bytes pods use.",
-            f"topk(20, sum by (namespace) (namespace:layer_sharing_pod_attributed_bytes:sum{{{CLUSTER}}}))",
+            # The recording rule records `namespace` whatever label it read (measuredPodLabels).
+            "topk(20, sum by (namespace) "
+            f'(namespace:layer_sharing_pod_attributed_bytes:sum{{{CLUSTER}, namespace=~"$namespace"}}))',
             "{{namespace}}",
+            links=[
+                dashboard.DashboardLink("Pods of ${__field.labels.namespace} on every node").url(
+                    f"/d/layer-sharing-node/?{KEEP}&var-namespace=${{__field.labels.namespace}}"
+                )
+            ],
         ),
         12,
         8,
@@ -643,8 +744,11 @@ def bases_dashboard() -> dashboard.Dashboard:
             "--kubernetes).",
             [
                 (
-                    f"sum by (namespace, workload_kind, workload, base) (layer_sharing_workload_base_pods{{{SEL}, "
-                    f'namespace=~"$namespace", source!="catalog"}})',
+                    as_namespace_and_pod(
+                        f"sum by ({NAMESPACE_LABEL}, workload_kind, workload, base) "
+                        f'(layer_sharing_workload_base_pods{{{SEL}, {IN_NAMESPACE}, source!="catalog"}})',
+                        pod=False,
+                    ),
                     "{{namespace}}/{{workload}}",
                 )
             ],

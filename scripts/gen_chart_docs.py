@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Generate the chart's values reference table from the `# --` comments in
-values.yaml, into README.md between the values-table markers.
+values.yaml, into the chart's README.md between the values-table markers (the
+helm-docs convention: the table travels with the chart).
 
-    python -m scripts.gen_chart_docs           # rewrite README.md
-    python -m scripts.gen_chart_docs --check   # exit 1 if README.md is stale
+    python -m scripts.gen_chart_docs           # rewrite charts/layer-sharing-exporter/README.md
+    python -m scripts.gen_chart_docs --check   # exit 1 if it is stale
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import yaml
 from scripts.generated import sync
 
 ROOT = Path(__file__).resolve().parent.parent
-VALUES = ROOT / "charts" / "layer-sharing-exporter" / "values.yaml"
-README = ROOT / "README.md"
+CHART = ROOT / "charts" / "layer-sharing-exporter"
+VALUES = CHART / "values.yaml"
+README = CHART / "README.md"
 START, END = "<!-- values-table:start -->", "<!-- values-table:end -->"
 _KEY = re.compile(r"^(\s*)([A-Za-z0-9_]+):")
 

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(containerd runc containernetworking-plugins busybox-static iproute2 python3-venv)
 if [ "${1:-}" = "--test" ]; then
-  DEBIAN_PACKAGES+=(prometheus util-linux openssl chromium fonts-dejavu-core mmdebstrap zstd podman)
+  DEBIAN_PACKAGES+=(prometheus util-linux openssl chromium fonts-dejavu-core mmdebstrap zstd podman nginx)
 fi
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -24,7 +24,7 @@ CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 KUBERNETES_VERSIONS = ["1.30.0", "1.33.0", "1.37.0"]
 MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 # Not Kubernetes kinds: checked against the Operator's CRDs, or by the SCC admission test.
-NOT_KUBERNETES_KINDS = MONITORING_KINDS | {"SecurityContextConstraints"}
+NOT_KUBERNETES_KINDS = MONITORING_KINDS | {"SecurityContextConstraints", "VerticalPodAutoscaler"}
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +171,15 @@ def scc_refusals(scc: dict[str, Any], pod: dict[str, Any]) -> list[str]:
     security = pod["securityContext"]
     if scc["runAsUser"]["type"] == "MustRunAs" and security.get("runAsUser") != scc["runAsUser"]["uid"]:
         refused.append(f"runAsUser {security.get('runAsUser')}")
+    for key, given in (
+        ("fsGroup", [security.get("fsGroup")]),
+        ("supplementalGroups", security.get("supplementalGroups", [])),
+    ):
+        if scc[key]["type"] == "MustRunAs":
+            allowed = [(r["min"], r["max"]) for r in scc[key]["ranges"]]
+            for gid in [g for g in given if g is not None]:
+                if not any(low <= gid <= high for low, high in allowed):
+                    refused.append(f"{key} {gid}")
     wanted_type = scc["seLinuxContext"]["seLinuxOptions"]["type"]
     if security.get("seLinuxOptions", {}).get("type", wanted_type) != wanted_type:
         refused.append("seLinuxOptions")
@@ -215,6 +224,8 @@ def test_openshift_scc_admits_exactly_the_rendered_pod(chart, values):
     (ds,) = of_kind(docs, "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
     assert scc_refusals(scc, pod) == []
+    # Only the volume kinds the pod has, no wider.
+    assert scc["volumes"] == sorted({next(iter(set(v) - {"name"})) for v in pod["volumes"]} | _token_volume(pod))
     assert pod["securityContext"]["seLinuxOptions"] == {"type": "spc_t"}
     assert set(scc["volumes"]) <= VOLUME_SOURCES and scc["allowPrivilegedContainer"] is False
     assert scc["requiredDropCapabilities"] == ["ALL"] and scc["allowedCapabilities"] == []
@@ -241,7 +252,17 @@ def test_openshift_scc_admits_exactly_the_rendered_pod(chart, values):
         assert uid == 0
     other = {**pod, "securityContext": {**pod["securityContext"], "runAsUser": uid + 1}}
     assert scc_refusals(scc, other) == [f"runAsUser {uid + 1}"]
+    # Only the pod's own group, not any (e.g. the host's `disk` group, gid 6).
+    gid = pod["securityContext"]["runAsGroup"]
+    assert scc["fsGroup"] == scc["supplementalGroups"] == {"type": "MustRunAs", "ranges": [{"min": gid, "max": gid}]}
+    disk = {**pod, "securityContext": {**pod["securityContext"], "fsGroup": 6, "supplementalGroups": [6]}}
+    assert scc_refusals(scc, disk) == ["fsGroup 6", "supplementalGroups 6"]
     assert scc_refusals({**scc, "allowHostDirVolumePlugin": False}, pod)
+
+
+def _token_volume(pod: dict[str, Any]) -> set[str]:
+    """The service account token arrives as a projected volume when mounted."""
+    return {"projected"} if pod.get("automountServiceAccountToken") else set()
 
 
 def test_no_scc_unless_asked(chart):
@@ -348,9 +369,7 @@ def test_config_map_is_a_valid_exporter_config(chart, tmp_path):
     path.write_text(config_map["data"]["config.yaml"])
     config = load_file(path)
     assert [b.name for b in config.bases] == ["debian-12", "alpine-3.20"]
-    assert config.host_root == "/host" and config.metrics.layers_top_n == 20
-    # JSON, so that the exporter reads it without loading a YAML parser (tests/test_documents.py).
-    assert isinstance(json.loads(config_map["data"]["config.yaml"]), dict)
+    assert config.runtime.cri.host_root == "/host" and config.metrics.layers_top_n == 20
 
 
 def test_monitoring_objects_have_their_required_fields(chart):
@@ -378,12 +397,19 @@ def _alerts(rule: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
 
 
+ALL_ALERTS = {
+    "prometheusRule": {"enabled": True, "alerts": {"LayerSharingExporterDown": {"enabled": True}}},
+    "imageFilesystem": {"mountHostPath": True},
+}
+
+
 def test_each_alert_can_be_switched_off(chart):
-    on = {"prometheusRule": {"enabled": True}, "imageFilesystem": {"mountHostPath": True}}
+    on = ALL_ALERTS
     (rule,) = of_kind(render(chart, on), "PrometheusRule")
     assert len(_alerts(rule)) == 8
     for name in _alerts(rule):
-        off = {**on, "prometheusRule": {"enabled": True, "alerts": {name: {"enabled": False}}}}
+        alerts = {"LayerSharingExporterDown": {"enabled": True}, name: {"enabled": False}}
+        off = {**on, "prometheusRule": {"enabled": True, "alerts": alerts}}
         (rule,) = of_kind(render(chart, off), "PrometheusRule")
         assert name not in _alerts(rule) and len(_alerts(rule)) == 7
 
@@ -401,8 +427,15 @@ def test_image_filesystem_alerts_only_where_the_capacity_is_measured(chart):
     assert "predict_linear(" in alerts["ImageFilesystemFillingUpForecast"]["expr"]
 
 
-def test_severities_fit_a_capacity_exporter(chart):
+def test_exporter_down_is_optional_and_off_beside_kube_prometheus_stacks_target_down(chart):
     (rule,) = of_kind(render(chart, {"prometheusRule": {"enabled": True}}), "PrometheusRule")
+    assert "LayerSharingExporterDown" not in _alerts(rule)
+    rules_file = (ROOT / "rules" / "layer-sharing.rules.yml").read_text()
+    assert "- alert: LayerSharingExporterDown" in rules_file  # for a Prometheus without TargetDown
+
+
+def test_severities_fit_a_capacity_exporter(chart):
+    (rule,) = of_kind(render(chart, ALL_ALERTS), "PrometheusRule")
     alerts = _alerts(rule)
     assert alerts["LayerSharingExporterDown"]["labels"]["severity"] == "warning"
     assert "critical" not in {a["labels"]["severity"] for a in alerts.values()}
@@ -412,7 +445,9 @@ def test_ratio_drop_compares_nodes_not_exporter_pods(chart):
     (rule,) = of_kind(render(chart, {"prometheusRule": {"enabled": True}}), "PrometheusRule")
     expr = _alerts(rule)["LayerSharingRatioDropped"]["expr"]
     assert expr.count("sum by (cluster, node) (") == 4
-    assert expr.count("offset 6h") == 2
+    # Twice for the ratio 6 hours ago, once for the images the cluster held then.
+    assert expr.count("offset 6h") == 3
+    assert "unless on (cluster, image_id)" in expr
 
 
 @pytest.mark.parametrize(("honor_labels", "label"), [(True, "namespace"), (False, "exported_namespace")])
@@ -462,7 +497,17 @@ MONITORING_VALUES = [
         "kubeRBACProxy": {"enabled": True},
         "podMonitor": {"enabled": True, "authorization": {"credentials": {"name": "prom-token", "key": "token"}}},
     },
-    {"serviceMonitor": {"enabled": True, "tlsConfig": {"serverName": "x"}}, "webConfig": {"tls": True}},
+    {
+        "serviceMonitor": {"enabled": True, "tlsConfig": {"serverName": "x"}},
+        "webConfig": {"secretName": "w", "tls": True},
+    },
+    {
+        "podMonitor": {"enabled": True, "namespace": "prom", "labels": {"team": "a"}},
+        "prometheusRule": {"enabled": True, "namespace": "prom", "additionalRuleLabels": {"team": "a"}},
+        "monitoringLabels": {"release": "kps"},
+        "measuredPodLabels": {"namespace": "exported_namespace", "pod": "exported_pod"},
+        "webConfig": {"config": {"tls_server_config": {"cert_file": "/c", "key_file": "/k"}}},
+    },
 ]
 
 
@@ -621,7 +666,11 @@ def test_kube_rbac_proxy_fronts_the_exporter(chart):
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"kubeRBACProxy": {"enabled": True}, "webConfig": {"tls": True}}, "Turn webConfig.tls off"),
+        ({"kubeRBACProxy": {"enabled": True}, "webConfig": {"secretName": "s", "tls": True}}, "Turn webConfig.tls off"),
+        (
+            {"kubeRBACProxy": {"enabled": True}, "webConfig": {"config": {"tls_server_config": {"cert_file": "/c"}}}},
+            "Turn webConfig.tls off",
+        ),
         ({"kubeRBACProxy": {"enabled": True}, "podMonitor": {"enabled": True}}, "needs podMonitor.authorization"),
         ({"webConfig": {"secretName": "s", "config": {"basic_auth_users": {}}}}, "not both"),
     ],
@@ -691,3 +740,384 @@ def test_readme_values_table_is_in_sync():
         [sys.executable, "-m", "scripts.gen_chart_docs", "--check"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+# --- Issue 25: the stacks people run (kube-prometheus-stack, OpenShift) and the charts' conventions.
+
+
+def _monitoring_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] in MONITORING_KINDS or "grafana_dashboard" in d["metadata"]["labels"]]
+
+
+@pytest.mark.parametrize("monitor", ["serviceMonitor", "podMonitor"])
+def test_one_value_labels_every_monitoring_object(chart, monitor):
+    """kube-prometheus-stack selects by `release: <its release>`: one value puts it on the
+    monitor, the PrometheusRule and the dashboard ConfigMaps; an object's own labels win."""
+    values = {
+        "monitoringLabels": {"release": "kps", "team": "platform"},
+        monitor: {"enabled": True},
+        "prometheusRule": {"enabled": True, "labels": {"team": "rules"}},
+        "grafanaDashboards": {"enabled": True},
+    }
+    docs = _monitoring_docs(render(chart, values))
+    assert sorted(d["kind"] for d in docs) == sorted(
+        ["ConfigMap"] * 3 + ["PrometheusRule", "ServiceMonitor" if monitor == "serviceMonitor" else "PodMonitor"]
+    )
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        assert labels["release"] == "kps", doc["kind"]
+        assert labels["team"] == ("rules" if doc["kind"] == "PrometheusRule" else "platform")
+        assert labels["app.kubernetes.io/instance"] == "lse"
+    # The rest of the release is not a monitoring object and does not get them.
+    (ds,) = of_kind(render(chart, values), "DaemonSet")
+    assert "release" not in ds["metadata"]["labels"]
+
+
+def _notes(chart: Chart, values: dict[str, Any]) -> str:
+    return chart.render(values, name="lse", namespace="monitoring")["layer-sharing-exporter/templates/NOTES.txt"]
+
+
+@pytest.mark.parametrize(
+    ("values", "warned"),
+    [
+        ({"serviceMonitor": {"enabled": True}}, True),
+        ({"prometheusRule": {"enabled": True}}, True),
+        ({"podMonitor": {"enabled": True}}, True),
+        ({"serviceMonitor": {"enabled": True}, "monitoringLabels": {"release": "kps"}}, False),
+        ({"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}, False),
+        ({}, False),
+    ],
+)
+def test_notes_warn_when_monitors_carry_no_selector_label(chart, values, warned):
+    notes = _notes(chart, values)
+    assert ("WARNING: the ServiceMonitor/PodMonitor/PrometheusRule carry no selector label" in notes) is warned
+    if warned:
+        assert "--set monitoringLabels.release=" in notes
+
+
+def test_notes_tell_openshift_which_labels_user_workload_monitoring_rewrites(chart):
+    openshift = values_of(CHART / "ci" / "openshift-values.yaml")
+    notes = _notes(chart, openshift)
+    assert "--set measuredPodLabels.namespace=exported_namespace" in notes
+    assert "monitoringLabels.release" not in notes  # no kube-prometheus-stack there
+    told = {**openshift, "measuredPodLabels": {"namespace": "exported_namespace", "pod": "exported_pod"}}
+    notes = _notes(chart, told)
+    assert "--set measuredPodLabels" not in notes
+    assert "--prometheus-namespace-label exported_namespace" in notes
+
+
+def test_dashboard_folder_annotation_is_the_sidecars_folder_annotation(chart):
+    values = {"grafanaDashboards": {"enabled": True, "folder": "Capacity"}}
+    for doc in of_kind(render(chart, values), "ConfigMap"):
+        if "grafana_dashboard" in doc["metadata"]["labels"]:
+            assert doc["metadata"]["annotations"] == {"grafana_folder": "Capacity"}
+    values = {"grafanaDashboards": {"enabled": True, "folderAnnotation": "k8s-sidecar-target-directory"}}
+    boards = [d for d in of_kind(render(chart, values), "ConfigMap") if "grafana_dashboard" in d["metadata"]["labels"]]
+    assert boards and all(
+        d["metadata"]["annotations"] == {"k8s-sidecar-target-directory": "Layer sharing"} for d in boards
+    )
+
+
+def _schemes(docs: list[dict[str, Any]]) -> set[str]:
+    (ds,) = of_kind(docs, "DaemonSet")
+    container = exporter_container(ds["spec"]["template"]["spec"])
+    schemes = {
+        container["livenessProbe"]["httpGet"]["scheme"].lower(),
+        container["readinessProbe"]["httpGet"]["scheme"].lower(),
+    }
+    for doc in docs:
+        if doc["kind"] in {"ServiceMonitor", "PodMonitor"}:
+            schemes |= {
+                e["scheme"] for e in doc["spec"].get("endpoints", []) + doc["spec"].get("podMetricsEndpoints", [])
+            }
+    return schemes
+
+
+TLS_WEB_CONFIG = {"tls_server_config": {"cert_file": "/etc/tls/tls.crt", "key_file": "/etc/tls/tls.key"}}
+AUTH_WEB_CONFIG = {"basic_auth_users": {"prometheus": "$2b$10$Unx1JArzNZq1gkf0XjkP1.3ibRU8i2UxvVvn0m1OTTHLr/4lLdWUG"}}
+
+
+@pytest.mark.parametrize("monitor", ["serviceMonitor", "podMonitor"])
+@pytest.mark.parametrize(
+    ("web_config", "scheme"),
+    [
+        ({}, "http"),
+        ({"config": TLS_WEB_CONFIG}, "https"),
+        ({"config": AUTH_WEB_CONFIG}, "http"),
+        ({"config": TLS_WEB_CONFIG, "tls": True}, "https"),
+        ({"config": AUTH_WEB_CONFIG, "tls": False}, "http"),
+        # A Secret `helm template` cannot read: webConfig.tls says it.
+        ({"secretName": "lse-web", "tls": True}, "https"),
+        ({"secretName": "lse-web"}, "http"),
+    ],
+)
+def test_tls_is_decided_in_one_place_from_the_web_config(chart, monitor, web_config, scheme):
+    """The probes and the monitor always agree, and follow the web config itself."""
+    assert _schemes(render(chart, {"webConfig": web_config, monitor: {"enabled": True}})) == {scheme}
+
+
+@pytest.mark.parametrize(
+    ("web_config", "message"),
+    [
+        ({"tls": True}, "webConfig.tls is true but there is no web config"),
+        ({"config": AUTH_WEB_CONFIG, "tls": True}, "webConfig.tls is true but the web config has no tls_server_config"),
+        ({"config": TLS_WEB_CONFIG, "tls": False}, "webConfig.tls is false but the web config has tls_server_config"),
+    ],
+)
+def test_contradictory_tls_settings_fail_the_render(chart, web_config, message):
+    with pytest.raises(HelmRenderError, match=message):
+        render(chart, {"webConfig": web_config})
+
+
+def test_namespace_override_moves_every_namespaced_object(chart):
+    values = {
+        "namespaceOverride": "images",
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "webConfig": {"config": AUTH_WEB_CONFIG},
+        "networkPolicy": {"enabled": True},
+        "grafanaDashboards": {"enabled": True},
+        "verticalPodAutoscaler": {"enabled": True},
+        "openshift": {"securityContextConstraints": {"create": True}},
+        "kubeRBACProxy": {"enabled": True},
+    }
+    docs = render(chart, values)
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "SecurityContextConstraints"}
+    for doc in docs:
+        if doc["kind"] not in cluster_scoped:
+            assert doc["metadata"]["namespace"] == "images", doc["kind"]
+    for binding in of_kind(docs, "ClusterRoleBinding") + of_kind(docs, "RoleBinding"):
+        assert {s["namespace"] for s in binding["subjects"]} == {"images"}
+    (sm,) = of_kind(docs, "ServiceMonitor")
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": ["images"]}
+
+
+@pytest.mark.parametrize("monitor", ["serviceMonitor", "podMonitor"])
+def test_monitors_and_rules_can_live_in_prometheus_namespace(chart, monitor):
+    values = {monitor: {"enabled": True, "namespace": "prom"}, "prometheusRule": {"enabled": True, "namespace": "prom"}}
+    docs = render(chart, values)
+    (doc,) = [d for d in docs if d["kind"] in {"ServiceMonitor", "PodMonitor"}]
+    assert doc["metadata"]["namespace"] == "prom"
+    # It still selects the exporter where it runs.
+    assert doc["spec"]["namespaceSelector"] == {"matchNames": ["monitoring"]}
+    (rule,) = of_kind(docs, "PrometheusRule")
+    assert rule["metadata"]["namespace"] == "prom"
+    # A PodMonitor's job is <its namespace>/<its name>; the rules follow it.
+    if monitor == "podMonitor":
+        values[monitor]["jobLabel"] = ""
+        (rule,) = of_kind(render(chart, values), "PrometheusRule")
+        assert 'job="prom/lse-layer-sharing-exporter"' in rule["spec"]["groups"][0]["rules"][0]["expr"]
+
+
+def test_revision_history_limit(chart):
+    (ds,) = of_kind(render(chart, {}), "DaemonSet")
+    assert ds["spec"]["revisionHistoryLimit"] == 10
+    (ds,) = of_kind(render(chart, {"revisionHistoryLimit": 3}), "DaemonSet")
+    assert ds["spec"]["revisionHistoryLimit"] == 3
+
+
+def test_extra_objects_are_rendered_through_tpl(chart):
+    values = {
+        "extraObjects": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "{{ .Release.Name }}-extra"}, "data": {}},
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {{ .Release.Name }}-token\n",
+        ]
+    }
+    docs = render(chart, values)
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {("ConfigMap", "lse-extra"), ("Secret", "lse-token")} <= names
+
+
+def test_global_image_registry_wins_for_every_image(chart):
+    values = {"global": {"imageRegistry": "mirror.example.com"}, "kubeRBACProxy": {"enabled": True}}
+    (ds,) = of_kind(render(chart, values), "DaemonSet")
+    images = [c["image"] for c in ds["spec"]["template"]["spec"]["containers"]]
+    assert images == [
+        "mirror.example.com/layer-sharing-exporter/layer-sharing-exporter:0.1.0",
+        "mirror.example.com/brancz/kube-rbac-proxy:v0.22.1",
+    ]
+    values = {"global": {"imagePullSecrets": [{"name": "g"}]}, "imagePullSecrets": [{"name": "own"}]}
+    (ds,) = of_kind(render(chart, values), "DaemonSet")
+    assert ds["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "own"}, {"name": "g"}]
+
+
+def test_vertical_pod_autoscaler_targets_the_daemonset(chart):
+    assert of_kind(render(chart, {}), "VerticalPodAutoscaler") == []
+    values = {
+        "verticalPodAutoscaler": {
+            "enabled": True,
+            "maxAllowed": {"memory": "512Mi"},
+            "controlledValues": "RequestsOnly",
+        }
+    }
+    docs = render(chart, values)
+    (vpa,) = of_kind(docs, "VerticalPodAutoscaler")
+    (ds,) = of_kind(docs, "DaemonSet")
+    assert vpa["apiVersion"] == "autoscaling.k8s.io/v1"
+    assert vpa["spec"]["targetRef"] == {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": ds["metadata"]["name"]}
+    (policy,) = vpa["spec"]["resourcePolicy"]["containerPolicies"]
+    assert policy == {
+        "containerName": "exporter",
+        "controlledValues": "RequestsOnly",
+        "maxAllowed": {"memory": "512Mi"},
+    }
+    assert vpa["spec"]["updatePolicy"] == {"updateMode": "Auto"}
+    with pytest.raises(HelmValuesError, match="updateMode"):
+        chart.render({"verticalPodAutoscaler": {"updatePolicy": {"updateMode": "Sometimes"}}}, name="l", namespace="m")
+
+
+def _contexts(chart: Chart, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    (ds,) = of_kind(render(chart, values), "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    return pod["securityContext"], exporter_container(pod)["securityContext"]
+
+
+def test_security_contexts_are_named_as_the_node_exporter_chart_with_old_names_accepted(chart):
+    pod, container = _contexts(chart, {})
+    assert pod == {
+        "runAsNonRoot": True,
+        "runAsUser": 65534,
+        "runAsGroup": 0,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container == {
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    # New names: securityContext is the pod's, containerSecurityContext every container's.
+    pod, container = _contexts(
+        chart,
+        {"securityContext": {"runAsGroup": 998, "fsGroup": 998}, "containerSecurityContext": {"procMount": "Default"}},
+    )
+    assert (pod["runAsGroup"], pod["fsGroup"], pod["runAsUser"]) == (998, 998, 65534)
+    assert container["procMount"] == "Default" and container["readOnlyRootFilesystem"] is True
+    # Old names: podSecurityContext for the pod, container-only keys under securityContext for the containers.
+    pod, container = _contexts(
+        chart,
+        {
+            "podSecurityContext": {"runAsUser": 0, "runAsNonRoot": False},
+            "securityContext": {"readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"], "add": []}},
+        },
+    )
+    assert (pod["runAsUser"], pod["runAsNonRoot"]) == (0, False)
+    assert "capabilities" not in pod and "readOnlyRootFilesystem" not in pod
+    assert container["capabilities"] == {"drop": ["ALL"], "add": []}
+    (ds,) = of_kind(render(chart, {"kubeRBACProxy": {"enabled": True}}), "DaemonSet")
+    assert {c["name"]: c["securityContext"] for c in ds["spec"]["template"]["spec"]["containers"]}[
+        "kube-rbac-proxy"
+    ] == container | {"capabilities": {"drop": ["ALL"]}}
+
+
+def _rule(chart: Chart, values: dict[str, Any]) -> dict[str, Any]:
+    (rule,) = of_kind(render(chart, values), "PrometheusRule")
+    return rule
+
+
+def test_alert_labels_annotations_and_thresholds_are_values(chart):
+    values = {
+        "prometheusRule": {
+            "enabled": True,
+            "additionalRuleLabels": {"team": "platform", "severity": "ignored"},
+            "additionalRuleAnnotations": {"dashboard": "https://grafana/d/layer-sharing-node"},
+            "alerts": {
+                "LayerSharingLayersMissing": {
+                    "for": "2h",
+                    "severity": "info",
+                    "labels": {"team": "storage", "page": "no"},
+                    "annotations": {"summary": "Ebenen fehlen."},
+                },
+                "LayerSharingRatioDropped": {"drop": 0.3, "window": "12h"},
+            },
+        }
+    }
+    alerts = _alerts(_rule(chart, values))
+    missing = alerts["LayerSharingLayersMissing"]
+    assert missing["for"] == "2h"
+    assert missing["labels"] == {"severity": "info", "team": "storage", "page": "no"}
+    assert missing["annotations"]["summary"] == "Ebenen fehlen."
+    assert missing["annotations"]["dashboard"] == "https://grafana/d/layer-sharing-node"
+    assert missing["annotations"]["runbook_url"].endswith("#layersharinglayersmissing")
+    for name, alert in alerts.items():
+        assert alert["labels"]["team"] in {"platform", "storage"}, name
+        if name != "LayerSharingLayersMissing":
+            assert alert["labels"]["severity"] != "ignored"  # an alert's own severity wins
+    ratio = alerts["LayerSharingRatioDropped"]["expr"]
+    assert ") > 0.3)" in ratio and ratio.count("offset 12h") == 3
+
+
+def test_reclaimable_threshold_is_relative_to_the_image_filesystem_when_measured(chart):
+    on = {"prometheusRule": {"enabled": True}}
+    absolute = _alerts(_rule(chart, on))["ReclaimableImageBytesHigh"]["expr"]
+    assert absolute == 'layer_sharing_reclaimable_bytes{job="layer-sharing-exporter"} > 21474836480'
+    relative = _alerts(_rule(chart, {**on, "imageFilesystem": {"mountHostPath": True}}))["ReclaimableImageBytesHigh"]
+    assert "/ max by (cluster, node) (layer_sharing_image_fs_capacity_bytes{" in relative["expr"]
+    assert relative["expr"].endswith("> 0.25")
+
+
+@pytest.mark.parametrize(
+    ("values", "namespace_label", "pod_label"),
+    [
+        ({"serviceMonitor": {"enabled": True}}, "namespace", "pod"),
+        ({"serviceMonitor": {"enabled": True, "honorLabels": False}}, "exported_namespace", "exported_pod"),
+        # OpenShift user-workload monitoring forces honorLabels off whatever the monitor says: the setting says it.
+        (
+            {
+                "serviceMonitor": {"enabled": True},
+                "measuredPodLabels": {"namespace": "exported_namespace", "pod": "exported_pod"},
+            },
+            "exported_namespace",
+            "exported_pod",
+        ),
+    ],
+)
+def test_measured_pod_labels_are_one_setting_for_rules_and_dashboards(chart, values, namespace_label, pod_label):
+    values = {
+        **values,
+        "prometheusRule": {"enabled": True},
+        "grafanaDashboards": {"enabled": True},
+        "clusterLabel": "k8s_cluster",
+    }
+    docs = render(chart, values)
+    (rule,) = of_kind(docs, "PrometheusRule")
+    (showback,) = [
+        r
+        for g in rule["spec"]["groups"]
+        for r in g["rules"]
+        if r.get("record") == "namespace:layer_sharing_pod_attributed_bytes:sum"
+    ]
+    assert f"sum by (k8s_cluster, job, {namespace_label}) (" in showback["expr"]
+    assert all(
+        "cluster," not in r["expr"].replace("k8s_cluster,", "") for g in rule["spec"]["groups"] for r in g["rules"]
+    )
+    boards = [d for d in of_kind(docs, "ConfigMap") if "grafana_dashboard" in d["metadata"]["labels"]]
+    assert len(boards) == 3
+    for board in boards:
+        (text,) = board["data"].values()
+        variables = {v["name"]: v for v in json.loads(text)["templating"]["list"]}
+        for name, want in [
+            ("namespace_label", namespace_label),
+            ("pod_label", pod_label),
+            ("cluster_label", "k8s_cluster"),
+        ]:
+            assert variables[name]["type"] == "constant" and variables[name]["query"] == want
+            assert variables[name]["current"] == {"text": want, "value": want}
+
+
+def test_dashboard_configmaps_are_the_generated_dashboards_with_the_label_constants_set(chart):
+    """The chart parses and re-serialises each dashboard to set its constants: nothing else changes."""
+    docs = render(chart, {"grafanaDashboards": {"enabled": True}})
+    boards = {
+        name: json.loads(text)
+        for d in of_kind(docs, "ConfigMap")
+        if "grafana_dashboard" in d["metadata"]["labels"]
+        for name, text in d["data"].items()
+    }
+    assert sorted(boards) == sorted(p.name for p in (CHART / "dashboards").glob("*.json"))
+    for name, board in boards.items():
+        generated = json.loads((CHART / "dashboards" / name).read_text())
+        for variable in board["templating"]["list"]:
+            if variable["type"] == "constant":
+                assert variable.pop("current") == {"text": variable["query"], "value": variable["query"]}
+        assert board == generated, name

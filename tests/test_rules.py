@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -80,21 +81,34 @@ exported_namespace="shop",pod="lse-b",exported_pod="web-2",node="b"}'
 """
 
 
-def test_namespace_showback_without_honor_labels_uses_the_renamed_label(promtool, tmp_path):
-    """With honorLabels false Prometheus renames the exporter's namespace label to
-    exported_namespace; the recording rule reads that and still records `namespace`."""
+def chart_rules(values: dict[str, Any]) -> dict[str, Any]:
+    """The chart's PrometheusRule groups at these values, as a rules file."""
     chart = Chart.load(ROOT / "charts" / "layer-sharing-exporter")
     try:
-        values = {
-            "prometheusRule": {"enabled": True},
-            "serviceMonitor": {"enabled": True, "honorLabels": False},
-            "nameOverride": "layer-sharing-exporter",
-        }
         rendered = chart.render(values, name="lse", namespace="monitoring")
     finally:
         chart.close()
     rule = yaml.safe_load(rendered["layer-sharing-exporter/templates/prometheusrule.yaml"])
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    return {"groups": rule["spec"]["groups"]}
+
+
+@pytest.mark.parametrize(
+    "monitor",
+    [
+        {"serviceMonitor": {"enabled": True, "honorLabels": False}},
+        # OpenShift user-workload monitoring renames them whatever the monitor says: the one setting says so.
+        {
+            "serviceMonitor": {"enabled": True},
+            "measuredPodLabels": {"namespace": "exported_namespace", "pod": "exported_pod"},
+        },
+    ],
+    ids=["honor-labels-off", "measured-pod-labels"],
+)
+def test_namespace_showback_without_honor_labels_uses_the_renamed_label(promtool, tmp_path, monitor):
+    """With honorLabels false Prometheus renames the exporter's namespace label to
+    exported_namespace; the recording rule reads that and still records `namespace`."""
+    values = {"prometheusRule": {"enabled": True}, "nameOverride": "layer-sharing-exporter", **monitor}
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(chart_rules(values)))
     (tmp_path / "showback.test.yml").write_text(SHOWBACK_TEST)
     result = subprocess.run(
         [promtool, "test", "rules", "showback.test.yml"], cwd=tmp_path, capture_output=True, text=True
@@ -108,3 +122,67 @@ def test_promtool_unit_tests_of_the_base_cluster_sums(promtool):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+CHART_ALERTS_TEST = """\
+rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'layer_sharing_reclaimable_bytes{job="layer-sharing-exporter",instance="a:9877",node="a"}'
+        values: '21474836481x100'
+      - series: 'layer_sharing_reclaimable_bytes{job="layer-sharing-exporter",instance="b:9877",node="b"}'
+        values: '21474836480x100'
+      - series: 'layer_sharing_missing_layers{job="layer-sharing-exporter",instance="a:9877",node="a"}'
+        values: '3x200'
+    alert_rule_test:
+      - eval_time: 70m
+        alertname: ReclaimableImageBytesHigh
+        exp_alerts:
+          - exp_labels: {severity: info, team: platform, job: layer-sharing-exporter, instance: "a:9877", node: a}
+            exp_annotations:
+              summary: Unused images hold back a lot of disk on a node.
+              description: Layers no running workload uses take 20GiB on node a.
+              runbook_url: https://runbooks.example.com/lse#reclaimableimagebyteshigh
+      - eval_time: 150m
+        alertname: LayerSharingLayersMissing
+        exp_alerts:
+          - exp_labels: {severity: critical, team: storage, job: layer-sharing-exporter, instance: "a:9877", node: a}
+            exp_annotations:
+              summary: Ebenen fehlen.
+              description: >-
+                3 image layers on node a have had no snapshot in the configured snapshotter
+                for 2h: their bytes are not counted.
+              runbook_url: https://runbooks.example.com/lse#layersharinglayersmissing
+      - eval_time: 100m
+        alertname: LayerSharingLayersMissing
+        exp_alerts: []
+"""
+
+
+def test_alert_labels_annotations_for_and_absolute_threshold_as_values(promtool, tmp_path):
+    """additionalRuleLabels, an alert's own labels, annotations and `for`, and the absolute
+    reclaimable threshold where the image filesystem's capacity is not measured."""
+    values = {
+        "nameOverride": "layer-sharing-exporter",
+        "prometheusRule": {
+            "enabled": True,
+            "runbookBaseUrl": "https://runbooks.example.com/lse",
+            "additionalRuleLabels": {"team": "platform"},
+            "alerts": {
+                "LayerSharingLayersMissing": {
+                    "for": "2h",
+                    "severity": "critical",
+                    "labels": {"team": "storage"},
+                    "annotations": {"summary": "Ebenen fehlen."},
+                }
+            },
+        },
+    }
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(chart_rules(values)))
+    (tmp_path / "alerts.test.yml").write_text(CHART_ALERTS_TEST)
+    result = subprocess.run(
+        [promtool, "test", "rules", "alerts.test.yml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,8 +1,9 @@
 """`layer-sharing-exporter report`: wiring of a source, the pure cluster view, and a renderer.
 
 Exit codes: 0 every node answered; 1 some nodes were unreachable (the report
-covers the rest); 2 bad arguments; 3 no data at all (source unreachable or no
-exporter found).
+covers the rest); 2 bad arguments; 3 no data at all (the source answered with
+an error or holds no exporter); 4 the source could not be reached (Prometheus
+refused the connection, no such host, TLS failed, timed out).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from exporter.core.cluster import ClusterReport, build_report, build_report_from_aggregates
+from exporter.cli import prometheus_flags
+from exporter.core.cluster import ClusterReport, MeasuredPodLabels, build_report, build_report_from_aggregates
 from exporter.outputs.report import formats, html, terminal, views
+from exporter.sources import prometheus_api
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_DATA = 0, 1, 2, 3
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_DATA, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
 
 def _fail(message: str, code: int) -> int:
@@ -33,9 +36,15 @@ def run_report(args: argparse.Namespace) -> int:
             f"cannot sort {args.view} by {args.sort!r}; use one of {', '.join(views.SORT_KEYS[args.view])}", EXIT_USAGE
         )
     try:
-        report = _collect(args)
+        options = prometheus_flags.client_options(args)
+        pod_labels = prometheus_flags.measured_pod_labels(args)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        report = _collect(args, options, pod_labels)
     except Exception as exc:  # the source as a whole failed: say why, in one line
-        return _fail(str(exc), EXIT_NO_DATA)
+        unreachable_source = isinstance(exc, prometheus_api.PrometheusUnreachableError)
+        return _fail(str(exc), EXIT_UNREACHABLE if unreachable_source else EXIT_NO_DATA)
     unreachable = report.unreachable
     if not report.nodes:
         if args.prometheus_url:
@@ -56,10 +65,10 @@ def run_report(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if unreachable else EXIT_OK
 
 
-def _collect(args: argparse.Namespace) -> ClusterReport:
+def _collect(
+    args: argparse.Namespace, options: prometheus_api.ClientOptions, pod_labels: MeasuredPodLabels
+) -> ClusterReport:
     if args.prometheus_url:
-        from exporter.sources import prometheus_api
-
         # Prometheus ranks the images (topk): by the column the images view sorts on.
         rank = args.sort if args.view == "images" and args.sort in prometheus_api.IMAGE_RANKS else "size"
         # A table or CSV shows one view (and the node totals): ask only for that.
@@ -71,6 +80,8 @@ def _collect(args: argparse.Namespace) -> ClusterReport:
             views=(args.view,) if table_only else prometheus_api.VIEWS,
             images_cap=max(args.top, prometheus_api.IMAGES_CAP),
             image_rank=rank,
+            options=options,
+            pod_labels=pod_labels,
         )
         return build_report_from_aggregates(aggregates)
     from exporter.sources import exposition

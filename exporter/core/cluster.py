@@ -154,6 +154,43 @@ VERSIONED_SOURCES = frozenset({"catalog", "annotation"})
 
 
 @dataclass(frozen=True, slots=True)
+class MeasuredPodLabels:
+    """The label names a measured pod's namespace and name arrive under at the source.
+
+    The exporter exports `namespace` and `pod`; a scrape that does not honour its
+    labels renames them `exported_namespace` and `exported_pod` (the target's own
+    take the names), as OpenShift's user-workload monitoring always does. The
+    chart's measuredPodLabels is the same setting for its rules and dashboards.
+    Empty names: either, as each series has it (`exported_*` first), which reads a
+    mix of scrapes with and without honour_labels right.
+    """
+
+    namespace: str = ""
+    pod: str = ""
+
+    def namespace_labels(self) -> tuple[str, ...]:
+        """The labels to group by for the namespace."""
+        return (self.namespace,) if self.namespace else ("namespace", "exported_namespace")
+
+    def normalise(self, labels: Mapping[str, str]) -> dict[str, str]:
+        """`labels` with the measured pod's namespace (and name) under `namespace` (and `pod`)."""
+        out = dict(labels)
+        for name, configured in (("namespace", self.namespace), ("pod", self.pod)):
+            if configured:
+                if configured in out:
+                    out[name] = out.pop(configured)
+            elif exported := out.pop(f"exported_{name}", ""):
+                out[name] = exported
+        return out
+
+
+# The exporter's own names, as the chart's ServiceMonitor (honorLabels) keeps them; and
+# what OpenShift's user-workload monitoring turns them into.
+HONOURED = MeasuredPodLabels("namespace", "pod")
+OPENSHIFT_USER_WORKLOAD = MeasuredPodLabels("exported_namespace", "exported_pod")
+
+
+@dataclass(frozen=True, slots=True)
 class Aggregate:
     """One row of a figure already aggregated at the source: its grouping labels and value."""
 

@@ -1,7 +1,9 @@
 """A real Prometheus (Debian package) scrapes the exporter on the real
 containerd with the recording rules loaded: every dashboard query and every
 recording rule returns data, and the dashboards' main figures equal the
-exporter's own numbers."""
+exporter's own numbers; the same with the labels OpenShift's user-workload
+monitoring rewrites (namespace/pod -> exported_namespace/exported_pod), with
+the rules rendered from the chart at that one setting (measuredPodLabels)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helm_python import Chart
 
 from tests.harness.kube_api import KubeApiStandIn, owned, pod
 from tests.harness.scenario import SampleNode
@@ -26,7 +29,20 @@ from tests.integration.oracle import duplicates, expected
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "rules" / "layer-sharing.rules.yml"
-VARIABLES = {"$cluster": ".*", "$node": ".*", "$namespace": ".*", "$top": "3", "$__rate_interval": "1m"}
+VARIABLES = {
+    "$cluster": ".*",
+    "$job": ".*",
+    "$node": ".*",
+    "$namespace": ".*",
+    "$top": "3",
+    "$__rate_interval": "1m",
+    # The hidden constants, at their defaults (the chart sets them from clusterLabel and measuredPodLabels).
+    "${cluster_label}": "cluster",
+    "${namespace_label}": "namespace",
+    "${pod_label}": "pod",
+}
+# OpenShift user-workload monitoring: the constants as the chart sets them there.
+OPENSHIFT_VARIABLES = VARIABLES | {"${namespace_label}": "exported_namespace", "${pod_label}": "exported_pod"}
 
 
 class Prometheus:
@@ -87,7 +103,9 @@ def exporter(sample_node: SampleNode, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @contextlib.contextmanager
-def running_prometheus(workdir: Path, scrape_configs: list[dict[str, Any]]) -> Iterator[Prometheus]:
+def running_prometheus(
+    workdir: Path, scrape_configs: list[dict[str, Any]], rules: Path = RULES
+) -> Iterator[Prometheus]:
     """A real Prometheus scraping every second with the recording rules loaded,
     yielded once it has evaluated them."""
     binary = shutil.which("prometheus")
@@ -97,7 +115,7 @@ def running_prometheus(workdir: Path, scrape_configs: list[dict[str, Any]]) -> I
         yaml.safe_dump(
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(RULES)],
+                "rule_files": [str(rules)],
                 "scrape_configs": scrape_configs,
             }
         )
@@ -156,10 +174,29 @@ def dashboard_targets() -> list[tuple[str, str, str]]:
     return out
 
 
-def substitute(expr: str) -> str:
-    for name, value in VARIABLES.items():
+def substitute(expr: str, variables: dict[str, str] = VARIABLES) -> str:
+    """What Grafana sends for `expr`: every variable replaced by its value."""
+    for name, value in variables.items():
         expr = expr.replace(name, value)
     return expr
+
+
+def variable_queries() -> list[tuple[str, str, str]]:
+    """Each dashboard's query variables, `label_values(SERIES, LABEL)`: (board, name, query)."""
+    out = []
+    for path in sorted((ROOT / "dashboards").glob("*.json")):
+        for variable in json.loads(path.read_text())["templating"]["list"]:
+            if variable["type"] == "query":
+                out.append((path.stem, variable["name"], variable["query"]))
+    return out
+
+
+def variable_values(prom: Prometheus, query: str, variables: dict[str, str]) -> set[str]:
+    """The values Grafana offers for a `label_values(SERIES, LABEL)` variable, asked as PromQL."""
+    inner = substitute(query, variables).removeprefix("label_values(").removesuffix(")")
+    series, _, label = inner.rpartition(",")
+    label = label.strip()
+    return {r["metric"].get(label, "") for r in prom.query(f"count by ({label}) ({series})")} - {""}
 
 
 def test_every_dashboard_query_returns_data(prometheus: Prometheus):
@@ -249,7 +286,8 @@ def test_report_through_prometheus_matches_the_exporter(sample_node: SampleNode,
         text=True,
         timeout=60,
     )
-    assert unreachable.returncode == 3 and "cannot query" in unreachable.stderr
+    # Refused, not "no data": the connection error code and the reason.
+    assert unreachable.returncode == 4 and "connection refused" in unreachable.stderr
 
 
 def test_promtool_check_metrics_finds_no_problem(exporter: ServedExporter):
@@ -327,6 +365,12 @@ def test_two_nodes_every_dashboard_query_returns_data(two_node_prometheus: Prome
     targets = dashboard_targets()
     empty = [(b, title, e) for b, title, e in targets if not two_node_prometheus.query(substitute(e))]
     assert empty == []
+    # The variables offer what the Operator-shaped series hold: the cluster label, the job, both nodes.
+    offered = {(b, name): variable_values(two_node_prometheus, q, VARIABLES) for b, name, q in variable_queries()}
+    for (board, name), values in offered.items():
+        assert values, (board, name)
+        if name in ("cluster", "job", "node"):
+            assert values == {"cluster": {"itest"}, "job": {"layer-sharing-exporter"}, "node": set(TWO_NODES)}[name]
 
 
 def test_two_nodes_headline_figures_are_the_sums_over_nodes(sample_node: SampleNode, two_node_prometheus: Prometheus):
@@ -360,3 +404,169 @@ def test_two_nodes_headline_figures_are_the_sums_over_nodes(sample_node: SampleN
     # The exporter's namespace/pod labels name the measured pods (honor_labels), not the exporter's pod.
     pods = {(r["metric"]["namespace"], r["metric"]["pod"]) for r in prom.query("layer_sharing_pod_bytes")}
     assert pods == set(want.pod_bytes)
+
+
+# OpenShift user-workload monitoring: the Prometheus Operator there forces honorLabels off
+# and enforces the monitor's namespace, so the exporter's pod series arrive with the
+# exporter's own namespace/pod as `namespace`/`pod` and the measured pods' as
+# `exported_namespace`/`exported_pod`. The rules come from the chart rendered at
+# measuredPodLabels (the one setting), the dashboards' constants take the same names,
+# and `report` is told the same with --prometheus-namespace-label.
+OPENSHIFT_VALUES = {
+    "runtime": {"type": "crio"},
+    "prometheusRule": {"enabled": True},
+    "serviceMonitor": {"enabled": True},
+    "nameOverride": "layer-sharing-exporter",
+    "measuredPodLabels": {"namespace": "exported_namespace", "pod": "exported_pod"},
+}
+EXPORTER_NAMESPACE = "openshift-layer-sharing"
+
+
+def chart_rules(values: dict[str, Any], path: Path) -> Path:
+    chart = Chart.load(ROOT / "charts" / "layer-sharing-exporter")
+    try:
+        rendered = chart.render(values, name="lse", namespace=EXPORTER_NAMESPACE)
+    finally:
+        chart.close()
+    rule = yaml.safe_load(rendered["layer-sharing-exporter/templates/prometheusrule.yaml"])
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def openshift_prometheus(
+    exporter: ServedExporter, second_exporter: ServedExporter, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Prometheus]:
+    workdir = tmp_path_factory.mktemp("prometheus-openshift")
+    targets = []
+    for node, served in zip(TWO_NODES, (exporter, second_exporter), strict=True):
+        labels = {
+            "namespace": EXPORTER_NAMESPACE,
+            "pod": f"lse-layer-sharing-exporter-{node[-1]}",
+            "service": "lse-layer-sharing-exporter",
+            "endpoint": "metrics",
+            "container": "exporter",
+            "node": node,
+            "cluster": "ocp",
+        }
+        targets.append({"targets": [served.base_url.removeprefix("http://")], "labels": labels})
+    scrape = {"job_name": "layer-sharing-exporter", "honor_labels": False, "static_configs": targets}
+    rules = chart_rules(OPENSHIFT_VALUES, workdir / "rules.yml")
+    with running_prometheus(workdir, [scrape], rules) as prom:
+        deadline = time.monotonic() + 60
+        while not prom.query(
+            "sum(namespace:layer_sharing_pod_attributed_bytes:sum) == sum(layer_sharing_pod_attributed_bytes)"
+            " and sum(layer_sharing_up) == 2"
+        ):
+            if time.monotonic() > deadline:
+                pytest.fail(f"Prometheus never saw both exporters: {prom.query('layer_sharing_up')}")
+            time.sleep(0.5)
+        yield prom
+
+
+def test_openshift_labels_are_rewritten_as_user_workload_monitoring_does(openshift_prometheus: Prometheus):
+    """The premise: the measured pods' namespace is exported_namespace; `namespace` is the exporter's."""
+    series = openshift_prometheus.query("layer_sharing_pod_bytes")
+    assert series
+    assert {s["metric"]["namespace"] for s in series} == {EXPORTER_NAMESPACE}
+    assert {s["metric"]["exported_namespace"] for s in series} >= {"default"}
+
+
+def test_openshift_showback_by_namespace_is_right(sample_node: SampleNode, openshift_prometheus: Prometheus):
+    prom = openshift_prometheus
+    want = expected(sample_node)
+    recorded = {
+        r["metric"]["namespace"]: float(r["value"][1])
+        for r in prom.query("namespace:layer_sharing_pod_attributed_bytes:sum")
+    }
+    # The measured pods' namespaces, never the exporter's; each namespace's fair share over both nodes.
+    assert set(recorded) == {ns for ns, _ in want.pod_bytes}
+    assert EXPORTER_NAMESPACE not in recorded
+    truth = {
+        r["metric"]["exported_namespace"]: float(r["value"][1])
+        for r in prom.query("sum by (exported_namespace) (layer_sharing_pod_attributed_bytes)")
+    }
+    assert recorded == truth
+    assert sum(recorded.values()) == prom.scalar("sum(layer_sharing_pod_attributed_bytes)")
+    (panel_expr,) = [e for b, title, e in dashboard_targets() if b == "layer-sharing-cluster" and "showback" in title]
+    shown = {
+        r["metric"]["namespace"]: float(r["value"][1]) for r in prom.query(substitute(panel_expr, OPENSHIFT_VARIABLES))
+    }
+    assert shown == recorded
+
+
+def test_openshift_every_dashboard_query_and_variable_returns_the_measured_pods(
+    sample_node: SampleNode, openshift_prometheus: Prometheus
+):
+    prom = openshift_prometheus
+    empty = [(b, title, e) for b, title, e in dashboard_targets() if not prom.query(substitute(e, OPENSHIFT_VARIABLES))]
+    assert empty == []
+    namespaces = {ns for ns, _ in expected(sample_node).pod_bytes}
+    for board, name, query in variable_queries():
+        values = variable_values(prom, query, OPENSHIFT_VARIABLES)
+        assert values, (board, name, query)
+        if name == "namespace":
+            assert values == namespaces, board
+    # The pods panel names the measured pods, under `namespace` and `pod` for its legend.
+    (pods_expr,) = [
+        e
+        for b, title, e in dashboard_targets()
+        if b == "layer-sharing-node" and title == "Top pods by attributed bytes"
+    ]
+    named = {
+        (r["metric"]["namespace"], r["metric"]["pod"]) for r in prom.query(substitute(pods_expr, OPENSHIFT_VARIABLES))
+    }
+    assert named == set(expected(sample_node).pod_bytes)
+    # Read with the defaults instead (namespace/pod), the same panel would show the exporter's own pods.
+    wrong = {(r["metric"]["namespace"], r["metric"]["pod"]) for r in prom.query(substitute(pods_expr))}
+    assert {ns for ns, _ in wrong} == {EXPORTER_NAMESPACE}
+
+
+def test_openshift_report_reads_the_same_label(sample_node: SampleNode, openshift_prometheus: Prometheus):
+    import sys
+
+    want = expected(sample_node)
+    for flags in (["--prometheus-namespace-label", "exported_namespace"], []):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "report",
+                "--prometheus-url",
+                openshift_prometheus.url,
+                "--output",
+                "json",
+                *flags,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        doc = json.loads(result.stdout)
+        assert doc["totals"]["physical"] == len(TWO_NODES) * want.physical
+        namespaces = {w["namespace"] for w in doc["workloads"]}
+        assert namespaces == {"default", "batch", "other"}, flags
+        web = next(w for w in doc["workloads"] if w["name"] == "web")
+        assert (web["namespace"], web["pods"]) == ("default", 2)
+    # Told the wrong label, the workloads would land in the exporter's namespace: the flag matters.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "report",
+            "--prometheus-url",
+            openshift_prometheus.url,
+            "--output",
+            "json",
+            "--prometheus-namespace-label",
+            "namespace",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert {w["namespace"] for w in json.loads(result.stdout)["workloads"]} == {EXPORTER_NAMESPACE}

@@ -1,14 +1,16 @@
 """The cluster report from the API server's pod proxy (a stand-in API serving
 real exporters' output; no API server can be had here), from a real Prometheus
 scraping several real exporters as the Prometheus Operator would (target
-labels on every series, honor_labels), and its HTML page in headless Chromium.
-The single-exporter Prometheus path is also covered in test_prometheus.py."""
+labels on every series, honor_labels), the same Prometheus behind a real TLS,
+bearer-token and tenant-header proxy (nginx), and its HTML page in headless
+Chromium. The single-exporter Prometheus path is also covered in test_prometheus.py."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -409,3 +411,154 @@ def test_prometheus_selector_narrows_to_one_cluster(sample_node: SampleNode, ope
     assert table.returncode == 0 and "1 nodes" in table.stdout, table.stderr
     nothing = prometheus_report(operator_scrape.url, "--prometheus-selector", 'cluster="north"')
     assert nothing.returncode == 3 and "no layer_sharing_up series" in nothing.stderr
+
+
+# Thanos, Mimir, OpenShift's Thanos Querier: Prometheus's API behind TLS and a
+# bearer token (and Mimir's tenant header). A real nginx (Debian package) in front
+# of the real Prometheus above, with a CA and certificate made by the real openssl.
+TOKEN = "s3cret-token"
+TENANT = "team-a"
+
+
+@dataclass
+class AuthProxy:
+    url: str
+    ca_file: Path
+    token_file: Path
+
+
+def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate it signs for 127.0.0.1 and localhost."""
+    ca_key, ca_crt = directory / "ca.key", directory / "ca.crt"
+    key, csr, crt = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    for command in (
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_crt,
+         "-days", "2", "-subj", "/CN=itest-ca"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
+         "-days", "2", "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run([str(c) for c in command], check=True, capture_output=True, timeout=60)
+    return ca_crt, crt, key
+
+
+NGINX_CONF = """\
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+  access_log {dir}/access.log;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {crt};
+    ssl_certificate_key {key};
+    location / {{
+      # As an OAuth or Mimir gateway would: a bearer token, then the tenant, then an extra header.
+      if ($http_authorization != "Bearer {token}") {{ return 401 "missing or wrong bearer token\\n"; }}
+      if ($http_x_scope_orgid != "{tenant}") {{ return 403 "no such tenant\\n"; }}
+      if ($http_x_team != "platform") {{ return 403 "no team header\\n"; }}
+      proxy_pass {upstream};
+    }}
+  }}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def auth_proxy(operator_scrape: OperatorScrape, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthProxy]:
+    binary = shutil.which("nginx")
+    if binary is None:
+        pytest.fail("nginx not found: run scripts/setup.sh --test (Debian package nginx)")
+    tmp = tmp_path_factory.mktemp("auth-proxy")
+    ca, crt, key = _make_certificates(tmp)
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        NGINX_CONF.format(
+            dir=tmp, port=port, crt=crt, key=key, token=TOKEN, tenant=TENANT, upstream=operator_scrape.url
+        )
+    )
+    token_file = tmp / "token"
+    token_file.write_text(TOKEN + "\n")
+    with open(tmp / "nginx.stderr", "wb") as log:
+        process = subprocess.Popen(
+            [binary, "-c", str(conf), "-p", str(tmp), "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=log
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("nginx did not start:\n" + (tmp / "nginx.stderr").read_text()[-2000:])
+                time.sleep(0.2)
+        yield AuthProxy(f"https://127.0.0.1:{port}", ca, token_file)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _auth_flags(proxy: AuthProxy) -> list[str]:
+    return [
+        "--prometheus-bearer-token-file",
+        str(proxy.token_file),
+        "--prometheus-ca-file",
+        str(proxy.ca_file),
+        "--prometheus-tenant",
+        TENANT,
+        "--prometheus-header",
+        "X-Team: platform",
+    ]
+
+
+def test_report_through_a_tls_bearer_token_proxy_is_exact(sample_node: SampleNode, auth_proxy: AuthProxy):
+    want = expected(sample_node)
+    result = prometheus_report(auth_proxy.url, *_auth_flags(auth_proxy), "--output", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert sorted(n["node"] for n in doc["nodes"]) == sorted(OPERATOR_NODES)
+    assert (doc["totals"]["physical"], doc["totals"]["reclaimable"]) == (3 * want.physical, 3 * want.reclaimable)
+    # The same with the token given inline, and with verification off instead of the CA.
+    inline = [
+        f for f in _auth_flags(auth_proxy) if f not in ("--prometheus-bearer-token-file", str(auth_proxy.token_file))
+    ]
+    insecure = [
+        "--prometheus-bearer-token",
+        TOKEN,
+        "--prometheus-insecure-skip-verify",
+        *[f for f in inline if f not in ("--prometheus-ca-file", str(auth_proxy.ca_file))],
+    ]
+    again = prometheus_report(auth_proxy.url, *insecure, "--output", "json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["totals"] == doc["totals"]
+
+
+@pytest.mark.parametrize(
+    ("drop", "code", "message"),
+    [
+        # No token: the proxy answers 401, and the report says so with what to give.
+        (("--prometheus-bearer-token-file",), 3, "answered 401: missing or wrong bearer token"),
+        (("--prometheus-tenant",), 3, "answered 403: no such tenant"),
+        (("--prometheus-header",), 3, "answered 403: no team header"),
+        # Without the CA, the certificate is not trusted: no answer at all, the connection error code.
+        (("--prometheus-ca-file",), 4, "TLS certificate not trusted"),
+    ],
+)
+def test_report_behind_the_proxy_says_what_is_missing(auth_proxy: AuthProxy, drop, code, message):
+    flags = _auth_flags(auth_proxy)
+    for flag in drop:
+        i = flags.index(flag)
+        del flags[i : i + 2]
+    result = prometheus_report(auth_proxy.url, *flags)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -15,8 +15,16 @@ from typing import Any
 
 import pytest
 
-from exporter.core.cluster import NODE_FIGURES, build_report_from_aggregates
-from exporter.sources.prometheus_api import PrometheusError, fetch, image_queries, queries
+from exporter.core.cluster import NODE_FIGURES, OPENSHIFT_USER_WORKLOAD, MeasuredPodLabels, build_report_from_aggregates
+from exporter.sources.prometheus_api import (
+    EITHER,
+    ClientOptions,
+    PrometheusError,
+    PrometheusUnreachableError,
+    fetch,
+    image_queries,
+    queries,
+)
 from tests.harness.loopback import LoopbackServer
 
 # The target labels a ServiceMonitor scrape adds, and an external label.
@@ -38,11 +46,17 @@ SERVER_NOW = 1_600_000_000.25  # the stand-in Prometheus's clock, far from this 
 class StandIn:
     """Answers each query with the canned rows of the figure it asks for."""
 
-    def __init__(self, answers: dict[str, list[dict[str, Any]]], selector: str = "") -> None:
+    def __init__(
+        self,
+        answers: dict[str, list[dict[str, Any]]],
+        selector: str = "",
+        pod_labels: MeasuredPodLabels = EITHER,
+    ) -> None:
         names = {row["metric"]["image"] for row in answers.get("image_rank", [])}
-        exprs = queries(selector) | image_queries(selector, names)
+        exprs = queries(selector, pod_labels=pod_labels) | image_queries(selector, names)
         self.by_expr = {expr: answers.get(key, []) for key, expr in exprs.items()}
         self.seen: list[dict[str, str]] = []
+        self.headers: list[dict[str, str]] = []
         self.status = 200
         self.body: dict[str, Any] | None = None
         lock = threading.Lock()
@@ -55,6 +69,8 @@ class StandIn:
                 params = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 with lock:
                     stand_in.seen.append(params)
+                    # Header names are case-insensitive (urllib sends them capitalised).
+                    stand_in.headers.append({k.lower(): v for k, v in self.headers.items()})
                 if params["query"] == "time()" and stand_in.body is None:
                     self.reply({"status": "success", "data": {"resultType": "scalar", "result": [SERVER_NOW, "x"]}})
                     return
@@ -223,11 +239,61 @@ def test_prometheus_errors_are_one_clear_line(stand_in: StandIn):
         fetch(stand_in.url, timeout=5)
     with pytest.raises(PrometheusError, match="expected an instant vector"):
         fetch(stand_in.url, timeout=5, at=SERVER_NOW)
-    with pytest.raises(PrometheusError, match="cannot query"):
+    # No answer at all is told apart (the report exits with its connection error code).
+    with pytest.raises(PrometheusUnreachableError, match="cannot connect to http://127.0.0.1:9: connection refused"):
         fetch("http://127.0.0.1:9", timeout=2)
+    stand_in.status = 401
+    stand_in.body = {"status": "error", "errorType": "unauthorized", "error": "no token"}
+    with pytest.raises(PrometheusError, match="answered 401: .*--prometheus-bearer-token-file") as raised:
+        fetch(stand_in.url, timeout=5)
+    assert not isinstance(raised.value, PrometheusUnreachableError)
 
 
 def test_a_fractional_figure_is_an_error_not_a_rounded_number(stand_in: StandIn):
     stand_in.by_expr[queries()["node:physical"]] = [row("12.5", node="node-a")]
     with pytest.raises(PrometheusError, match="12.5 .* not a count"):
         fetch(stand_in.url, timeout=5)
+
+
+def test_credentials_tenant_and_headers_go_with_every_query(stand_in: StandIn, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-from-file\n")
+    options = ClientOptions(bearer_token_file=str(token_file), headers={"X-Team": "platform"}, tenant="team-a|team-b")
+    fetch(stand_in.url, timeout=5, views=("nodes",), options=options)
+    assert len(stand_in.headers) == 1 + len(NODE_FIGURES)
+    for headers in stand_in.headers:
+        assert headers["authorization"] == "Bearer s3cret-from-file"
+        assert headers["x-scope-orgid"] == "team-a|team-b"
+        assert headers["x-team"] == "platform"
+    stand_in.headers.clear()
+    fetch(stand_in.url, timeout=5, views=("nodes",), options=ClientOptions(bearer_token="inline"))
+    assert {h["authorization"] for h in stand_in.headers} == {"Bearer inline"}
+    assert not any("x-scope-orgid" in h for h in stand_in.headers)
+
+
+def test_an_unreadable_or_empty_token_file_is_said_before_any_query(stand_in: StandIn, tmp_path):
+    with pytest.raises(PrometheusError, match="cannot read the bearer token file"):
+        fetch(stand_in.url, timeout=5, options=ClientOptions(bearer_token_file=str(tmp_path / "missing")))
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(PrometheusError, match="is empty"):
+        fetch(stand_in.url, timeout=5, options=ClientOptions(bearer_token_file=str(tmp_path / "empty")))
+    assert stand_in.seen == []
+
+
+def test_the_namespace_label_is_one_setting(stand_in: StandIn):
+    """OpenShift's user-workload monitoring: the measured pod's namespace is exported_namespace
+    and `namespace` is the exporter's own; told so, the report groups by that label only."""
+    workload = "exported_namespace, workload_kind, workload"
+    exprs = queries(pod_labels=OPENSHIFT_USER_WORKLOAD)
+    assert exprs["workload_pods"].startswith(f"sum by ({workload}) (max by (node, {workload}) (")
+    answers = {
+        "node:up": [row(1, node="node-a")],
+        "workload_pods": [row(3, exported_namespace="shop", workload_kind="Deployment", workload="web")],
+    }
+    server = StandIn(answers, pod_labels=OPENSHIFT_USER_WORKLOAD)
+    server.server.start()
+    try:
+        report = build_report_from_aggregates(fetch(server.url, timeout=5, pod_labels=OPENSHIFT_USER_WORKLOAD))
+    finally:
+        server.server.stop()
+    assert [(w.namespace, w.name, w.pods) for w in report.workloads] == [("shop", "web", 3)]

@@ -16,6 +16,11 @@
 {{- end }}
 {{- end }}
 
+{{/* Namespace of every namespaced object: namespaceOverride, else the release's. */}}
+{{- define "lse.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "lse.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -45,9 +50,16 @@ app.kubernetes.io/part-of: layer-sharing-exporter
 {{- end }}
 {{- end }}
 
+{{/* global.imageRegistry, when set, over an image's own registry (as the prometheus-community charts). */}}
+{{- define "lse.registry" -}}
+{{- $global := (.root.Values.global | default dict).imageRegistry }}
+{{- default .registry $global }}
+{{- end }}
+
 {{/* registry/repository@digest, else registry/repository:tag (tag defaults to appVersion). */}}
 {{- define "lse.image" -}}
-{{- $repo := printf "%s/%s" .Values.image.registry .Values.image.repository | trimPrefix "/" }}
+{{- $registry := include "lse.registry" (dict "root" . "registry" .Values.image.registry) }}
+{{- $repo := printf "%s/%s" $registry .Values.image.repository | trimPrefix "/" }}
 {{- if .Values.image.digest }}
 {{- printf "%s@%s" $repo .Values.image.digest }}
 {{- else }}
@@ -58,7 +70,8 @@ app.kubernetes.io/part-of: layer-sharing-exporter
 {{/* The kube-rbac-proxy sidecar's image. */}}
 {{- define "lse.proxyImage" -}}
 {{- $i := .Values.kubeRBACProxy.image }}
-{{- $repo := printf "%s/%s" $i.registry $i.repository | trimPrefix "/" }}
+{{- $registry := include "lse.registry" (dict "root" . "registry" $i.registry) }}
+{{- $repo := printf "%s/%s" $registry $i.repository | trimPrefix "/" }}
 {{- if $i.digest }}
 {{- printf "%s@%s" $repo $i.digest }}
 {{- else }}
@@ -80,7 +93,7 @@ chart makes the Secret; of the existing Secret's data when Helm can look it up (
 upgrade against a cluster; `helm template` cannot, and then no annotation is rendered). */}}
 {{- define "lse.webConfigChecksum" -}}
 {{- if .Values.webConfig.secretName }}
-{{- $secret := lookup "v1" "Secret" .Release.Namespace .Values.webConfig.secretName }}
+{{- $secret := lookup "v1" "Secret" (include "lse.namespace" .) .Values.webConfig.secretName }}
 {{- with $secret }}
 {{- toJson .data | sha256sum }}
 {{- end }}
@@ -93,6 +106,44 @@ upgrade against a cluster; `helm template` cannot, and then no annotation is ren
 {{- toYaml .Values.webConfig.config }}
 {{- end }}
 
+{{/* Whether /metrics is served over TLS: "true" or "". Decided here only, from the web
+config itself: tls_server_config in webConfig.config, or in the secretName Secret when
+Helm can read it (install, upgrade); webConfig.tls only says it where the chart cannot
+see (a Secret under `helm template`), and a value that contradicts the web config fails. */}}
+{{- define "lse.tls" -}}
+{{- $w := .Values.webConfig }}
+{{- $said := $w.tls }}
+{{- $seen := "" }}
+{{- $known := false }}
+{{- if $w.config }}
+{{- $known = true }}
+{{- $seen = ternary "true" "" (hasKey $w.config "tls_server_config") }}
+{{- else if $w.secretName }}
+{{- $secret := lookup "v1" "Secret" (include "lse.namespace" .) $w.secretName }}
+{{- $file := dig "data" "web-config.yml" "" $secret }}
+{{- if $file }}
+{{- $known = true }}
+{{- $seen = ternary "true" "" (hasKey (b64dec $file | fromYaml) "tls_server_config") }}
+{{- end }}
+{{- end }}
+{{- if and (not $w.config) (not $w.secretName) $said }}
+{{- fail "webConfig.tls is true but there is no web config to serve TLS with: give webConfig.config (with tls_server_config) or webConfig.secretName, or drop webConfig.tls (the probes and monitors would speak HTTPS to a plain-HTTP server)." }}
+{{- end }}
+{{- if and $known (not (kindIs "invalid" $said)) (ne (toString (not (not $said))) (toString (eq $seen "true"))) }}
+{{- fail (printf "webConfig.tls is %v but the web config %s tls_server_config: leave webConfig.tls unset, the chart reads the scheme from the web config." $said (ternary "has" "has no" (eq $seen "true"))) }}
+{{- end }}
+{{- if $known }}
+{{- $seen }}
+{{- else if $said }}
+{{- "true" }}
+{{- end }}
+{{- end }}
+
+{{/* The scheme the probes (upper case) and monitors use: HTTPS with TLS or kube-rbac-proxy. */}}
+{{- define "lse.scheme" -}}
+{{- ternary "https" "http" (or (eq (include "lse.tls" .) "true") .Values.kubeRBACProxy.enabled) }}
+{{- end }}
+
 {{/* Combinations the schema cannot express, refused with a reason. */}}
 {{- define "lse.validate" -}}
 {{- if and .Values.webConfig.secretName .Values.webConfig.config }}
@@ -101,8 +152,8 @@ upgrade against a cluster; `helm template` cannot, and then no annotation is ren
 {{- if and .Values.serviceMonitor.enabled .Values.podMonitor.enabled }}
 {{- fail "serviceMonitor.enabled and podMonitor.enabled are both true: Prometheus would scrape every series twice and every sum would double. Enable one of them (the ServiceMonitor is the usual choice)." }}
 {{- end }}
-{{- if and .Values.kubeRBACProxy.enabled .Values.webConfig.tls }}
-{{- fail "kubeRBACProxy.enabled and webConfig.tls are both true: with the proxy, it terminates TLS and the exporter listens on 127.0.0.1 in plain HTTP. Turn webConfig.tls off." }}
+{{- if and .Values.kubeRBACProxy.enabled (eq (include "lse.tls" .) "true") }}
+{{- fail "kubeRBACProxy.enabled with a web config serving TLS: with the proxy, it terminates TLS and the exporter listens on 127.0.0.1 in plain HTTP. Turn webConfig.tls off (drop tls_server_config from the web config)." }}
 {{- end }}
 {{- if and .Values.kubeRBACProxy.enabled .Values.podMonitor.enabled (not .Values.podMonitor.authorization) }}
 {{- fail "kubeRBACProxy.enabled with podMonitor.enabled needs podMonitor.authorization (a Secret holding a token Prometheus may use): a PodMonitor cannot send Prometheus's own service account token. Or use the ServiceMonitor, which does." }}
@@ -119,12 +170,38 @@ name> (PodMonitor). */}}
 {{- $podLabels := merge (dict) .Values.podLabels $labels }}
 {{- $value := "" }}
 {{- if .Values.podMonitor.jobLabel }}{{ $value = get $podLabels .Values.podMonitor.jobLabel }}{{ end }}
-{{- default (printf "%s/%s" .Release.Namespace (include "lse.fullname" .)) $value }}
+{{- default (printf "%s/%s" (include "lse.monitorNamespace" (dict "root" . "monitor" .Values.podMonitor)) (include "lse.fullname" .)) $value }}
 {{- else }}
 {{- $value := "" }}
 {{- if .Values.serviceMonitor.jobLabel }}{{ $value = get $labels .Values.serviceMonitor.jobLabel }}{{ end }}
 {{- default (include "lse.fullname" .) $value }}
 {{- end }}
+{{- end }}
+
+{{/* Namespace of a monitoring object: its own namespace value, else the chart's. */}}
+{{- define "lse.monitorNamespace" -}}
+{{- default (include "lse.namespace" .root) .monitor.namespace }}
+{{- end }}
+
+{{/* Labels of a monitoring object: the chart's, monitoringLabels, then its own. */}}
+{{- define "lse.monitoringLabels" -}}
+{{- $labels := include "lse.labels" .root | fromYaml }}
+{{- $labels = merge (deepCopy (.own | default dict)) (deepCopy (.root.Values.monitoringLabels | default dict)) $labels }}
+{{- toYaml $labels }}
+{{- end }}
+
+{{/* Whether the monitor keeps the exporter's own namespace/pod labels. */}}
+{{- define "lse.honorLabels" -}}
+{{- ternary .Values.podMonitor.honorLabels .Values.serviceMonitor.honorLabels .Values.podMonitor.enabled }}
+{{- end }}
+
+{{/* The label names the measured pod's namespace and name arrive under: the one setting
+(measuredPodLabels) the rules, alerts and dashboards share; derived from honorLabels when unset. */}}
+{{- define "lse.namespaceLabel" -}}
+{{- default (ternary "namespace" "exported_namespace" (eq (include "lse.honorLabels" .) "true")) .Values.measuredPodLabels.namespace }}
+{{- end }}
+{{- define "lse.podLabel" -}}
+{{- default (ternary "pod" "exported_pod" (eq (include "lse.honorLabels" .) "true")) .Values.measuredPodLabels.pod }}
 {{- end }}
 
 {{/* The PromQL selector of the exporter's series in the rules. */}}
@@ -211,11 +288,25 @@ bases: {{ toYaml .Values.config.bases | nindent 2 }}
   action: replace
 {{- end }}
 
-{{/* The pod's security context: the values', except that CRI-O's containers/storage
-metadata (layers.json, images.json) is readable by root only (0600), so crio runs as uid 0,
-still without capabilities. */}}
+{{/* Keys only a container's security context has: found in securityContext (once the
+container's, now the pod's as in the node-exporter chart) they still go to the containers. */}}
+{{- define "lse.containerOnlyKeys" -}}
+allowPrivilegeEscalation capabilities privileged procMount readOnlyRootFilesystem
+{{- end }}
+
+{{/* The pod's security context: securityContext without container-only keys, the old
+podSecurityContext over it; then CRI-O's containers/storage metadata (layers.json,
+images.json) is readable by root only (0600), so crio runs as uid 0, still without
+capabilities. */}}
 {{- define "lse.podSecurityContext" -}}
-{{- $podSecurity := deepCopy .Values.podSecurityContext }}
+{{- $containerOnly := splitList " " (include "lse.containerOnlyKeys" .) }}
+{{- $podSecurity := dict }}
+{{- range $key, $value := .Values.securityContext }}
+{{- if not (has $key $containerOnly) }}
+{{- $_ := set $podSecurity $key $value }}
+{{- end }}
+{{- end }}
+{{- $podSecurity = mergeOverwrite $podSecurity (deepCopy (.Values.podSecurityContext | default dict)) }}
 {{- if eq .Values.runtime.type "crio" }}
 {{- $_ := set $podSecurity "runAsUser" 0 }}
 {{- $_ := set $podSecurity "runAsNonRoot" false }}
@@ -224,4 +315,55 @@ still without capabilities. */}}
 {{- $_ := set $podSecurity "seLinuxOptions" (dict "type" .Values.openshift.securityContextConstraints.seLinuxType) }}
 {{- end }}
 {{- toYaml $podSecurity }}
+{{- end }}
+
+{{/* Every container's security context: containerSecurityContext, with container-only
+keys still given under the old name (securityContext) over it. */}}
+{{- define "lse.containerSecurityContext" -}}
+{{- $containerOnly := splitList " " (include "lse.containerOnlyKeys" .) }}
+{{- $container := deepCopy (.Values.containerSecurityContext | default dict) }}
+{{- range $key, $value := .Values.securityContext }}
+{{- if has $key $containerOnly }}
+{{- $_ := set $container $key $value }}
+{{- end }}
+{{- end }}
+{{- toYaml $container }}
+{{- end }}
+
+{{/* Image pull secrets: the chart's and global.imagePullSecrets. */}}
+{{- define "lse.imagePullSecrets" -}}
+{{- $secrets := concat (.Values.imagePullSecrets | default list) ((.Values.global | default dict).imagePullSecrets | default list) | uniq }}
+{{- with $secrets }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* One alert rule: root, name, expr, summary, description and `a` (the alert's values:
+for, severity, labels, annotations). Labels: additionalRuleLabels, then its severity,
+then the alert's own labels; annotations: the chart's, then additionalRuleAnnotations, then its own. */}}
+{{- define "lse.alert" -}}
+{{- $r := .root.Values.prometheusRule }}
+{{- $labels := merge (deepCopy (.a.labels | default dict)) (dict "severity" .a.severity) (deepCopy ($r.additionalRuleLabels | default dict)) }}
+{{- $defaults := dict "summary" .summary "description" .description "runbook_url" (printf "%s#%s" $r.runbookBaseUrl (lower .name)) }}
+{{- $annotations := merge (deepCopy (.a.annotations | default dict)) (deepCopy ($r.additionalRuleAnnotations | default dict)) $defaults -}}
+- alert: {{ .name }}
+  expr: {{ .expr }}
+  for: {{ .a.for }}
+  labels:
+    {{- include "lse.orderedMap" (dict "map" $labels "first" (list "severity")) | nindent 4 }}
+  annotations:
+    {{- include "lse.orderedMap" (dict "map" $annotations "first" (list "summary" "description" "runbook_url")) | nindent 4 }}
+{{- end }}
+
+{{/* A map as YAML lines, the keys in `first` first, then the rest sorted; values as JSON
+strings (never folded across lines). */}}
+{{- define "lse.orderedMap" -}}
+{{- $map := .map }}
+{{- $keys := .first }}
+{{- range keys $map | sortAlpha }}{{ if not (has . $keys) }}{{ $keys = append $keys . }}{{ end }}{{ end }}
+{{- range $keys }}
+{{- if hasKey $map . }}
+{{ . }}: {{ get $map . | toString | toJson }}
+{{- end }}
+{{- end }}
 {{- end }}
