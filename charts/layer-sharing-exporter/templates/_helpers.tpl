@@ -257,7 +257,7 @@ labelLimit: {{ . }}
 {{- end }}
 
 {{- define "lse.config" -}}
-namespace: {{ .Values.runtime.namespace | quote }}
+containerd_namespace: {{ .Values.runtime.namespace | quote }}
 {{- with .Values.runtime.snapshotter }}
 snapshotter: {{ . | quote }}
 {{- end }}
