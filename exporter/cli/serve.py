@@ -36,7 +36,7 @@ def serve(config: Config) -> int:
         kube = PodWorkloads(config.runtime.node_name, config.serve.kubeconfig)
         if kube.start():
             workloads = kube.workloads
-    store = MetricsStore(config.metrics)
+    store = MetricsStore(config.metrics, lambda: runtime.calls)
     analyzer = None
     if config.analysis.cpu_fraction > 0:
         analyzer = LayerAnalyzer(runtime, config.analysis, publish=store.publish_waste)

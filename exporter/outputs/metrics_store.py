@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
@@ -51,8 +52,10 @@ def _without_eof(body: bytes) -> bytes:
 class MetricsStore:
     """The latest refresh status and rendered layer figures, for the HTTP server to serve."""
 
-    def __init__(self, options: MetricsOptions) -> None:
+    def __init__(self, options: MetricsOptions, runtime_calls: Callable[[], Mapping[str, int]] | None = None) -> None:
         self._options = options
+        # Runtime call counts move between refreshes too (the analysis reads blobs): read at each scrape.
+        self._runtime_calls = runtime_calls
         self._lock = threading.Lock()  # one publisher at a time: refresh loop or analysis
         self._report: NodeReport | None = None
         self._waste: WasteReport | None = None
@@ -91,7 +94,10 @@ class MetricsStore:
         """The /metrics body and its content type, as the Accept header asks."""
         encoder, content_type = choose_encoder(accept)
         published = self._published
-        health = encoder(_registry(HealthCollector(published.status)))
+        status = published.status
+        if self._runtime_calls is not None:
+            status = dataclasses.replace(status, calls=self._runtime_calls())
+        health = encoder(_registry(HealthCollector(status)))
         if content_type.startswith("application/openmetrics-text"):
             # Layer metric names need no escaping, so one rendering serves every OpenMetrics variant.
             return _without_eof(health) + published.openmetrics + encoder(self._process), content_type

@@ -55,6 +55,11 @@ class ReadOnlyGuard(
         self.started = 0
         self._lock = threading.Lock()
 
+    def counts(self) -> dict[str, int]:
+        """Calls made so far, per method (a copy: the counts move in other threads)."""
+        with self._lock:
+            return dict(self.calls)
+
     def _check(self, details: Any) -> None:
         method = details.method
         if isinstance(method, bytes):

@@ -157,9 +157,9 @@ class RuntimeSource:
         return self._session.errors
 
     @property
-    def calls(self) -> Counter[str]:
-        """How many times each runtime method was called."""
-        return self._guard.calls
+    def calls(self) -> dict[str, int]:
+        """How many times each runtime method was called so far."""
+        return self._guard.counts()
 
     @property
     def progress(self) -> int:
