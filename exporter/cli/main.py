@@ -24,6 +24,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.cli.catalog import run_catalog
 
         return run_catalog(args)
+    if args.command == "pull-cost":
+        from exporter.cli.pull_cost import run_pull_cost
+
+        return run_pull_cost(args)
+    if args.command == "wasted":
+        from exporter.cli.wasted import run_wasted
+
+        return run_wasted(args)
     try:
         config = resolve_config(args)
     except ConfigError as exc:

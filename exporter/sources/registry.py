@@ -1,8 +1,11 @@
-"""An OCI distribution registry, read-only: image references to their config's diff IDs.
+"""An OCI distribution registry, read-only: image references to their config's diff IDs
+and their manifest's layer blobs.
 
 Only GETs: `/v2/<name>/manifests/<ref>` (an index is resolved to the manifest
-for the wanted platform) and `/v2/<name>/blobs/<config digest>`. Every document
-read by digest is checked against that digest. Auth: anonymous, else the
+for the wanted platform) and `/v2/<name>/blobs/<config digest>`; layer blobs
+only through `read_blob` (the `wasted` command). Every document read by digest is checked against that digest.
+A client reads each manifest and config once (they are cached by digest, and
+a tag by the digest it resolved to). Auth: anonymous, else the
 credentials in the docker config (`$DOCKER_CONFIG/config.json`, else
 `~/.docker/config.json`), sent as basic auth or exchanged for a bearer token
 (the registry's `WWW-Authenticate` challenge says which).
@@ -11,15 +14,18 @@ credentials in the docker config (`$DOCKER_CONFIG/config.json`, else
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import re
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +57,25 @@ _MACHINE_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64
 
 class RegistryError(Exception):
     """A registry could not be read (unreachable, refused, not found, or a bad document)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobDescriptor:
+    """A blob a manifest names: what a pull would fetch."""
+
+    digest: str
+    size: int
+    media_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedImage:
+    """What a reference names for one platform: its manifest's blobs and its config."""
+
+    manifest_digest: str
+    config: BlobDescriptor
+    layers: tuple[BlobDescriptor, ...]
+    details: ImageDetails
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +139,41 @@ def parse_reference(ref: str) -> ImageReference:
     return ImageReference(registry, repository, tag, digest)
 
 
+# The distribution reference grammar (distribution/reference regexp.go), per part.
+_HOST = re.compile(
+    r"^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?))*"
+    r"|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$"
+)
+_PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_TAG = re.compile(r"^\w[\w.-]{0,127}$")
+
+
+def parse_strict_reference(ref: str) -> ImageReference:
+    """A reference checked against the distribution grammar (ValueError names what is wrong).
+
+    >>> parse_strict_reference("localhost:5000/app:1").tag
+    '1'
+    >>> parse_strict_reference("App:1")
+    Traceback (most recent call last):
+    ValueError: 'App:1' is not an image reference: repository 'library/App' is not lowercase [a-z0-9._-/]
+    """
+    parsed = parse_reference(ref)
+    problem = ""
+    if ref != ref.strip() or any(c.isspace() for c in ref):
+        problem = "it contains white space"
+    elif ref.endswith((":", "@")):
+        problem = "its tag or digest is empty"
+    elif not _HOST.match(parsed.registry):
+        problem = f"registry {parsed.registry!r} is not host[:port]"
+    elif len(parsed.repository) > 255 or not all(_PATH_COMPONENT.match(c) for c in parsed.repository.split("/")):
+        problem = f"repository {parsed.repository!r} is not lowercase [a-z0-9._-/]"
+    elif parsed.tag and not _TAG.match(parsed.tag):
+        problem = f"tag {parsed.tag!r} is not [A-Za-z0-9_.-] (at most 128)"
+    if problem:
+        raise ValueError(f"{ref!r} is not an image reference: {problem}")
+    return parsed
+
+
 def docker_config_path(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     if env.get("DOCKER_CONFIG"):
@@ -170,6 +230,17 @@ class RegistryClient:
         # Registry name -> base URL (mirrors, or a registry whose API lives elsewhere).
         self.endpoints = dict(endpoints or {})
         self._tokens: dict[tuple[str, str], str] = {}
+        # What a digest names never changes: each document is read once per client.
+        self._tags: dict[tuple[str, str, str], str] = {}  # (registry, repository, tag) -> digest
+        self._manifests: dict[str, dict[str, object]] = {}  # manifest or index by digest
+        self._configs: dict[str, tuple[ImageDetails, int]] = {}  # config digest -> details, bytes
+        # Threads resolving references at once still read each document once: one lock per document.
+        self._locks: dict[tuple[str, ...], threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    def _lock(self, *key: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(key, threading.Lock())
 
     def _base(self, registry: str) -> str:
         if registry in self.endpoints:
@@ -191,6 +262,7 @@ class RegistryClient:
                         raise RegistryError(f"{url}: more than {limit} bytes")
                     return body, response.headers.get("Content-Type", "")
             except urllib.error.HTTPError as exc:
+                exc.close()  # its connection; the status and headers stay readable
                 if exc.code == 401 and attempt == 0 and self._authenticate(ref.registry, scope, exc):
                     continue
                 raise RegistryError(self._refusal(ref.registry, url, exc)) from None
@@ -235,6 +307,7 @@ class RegistryClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 doc = load_json(response.read(1024 * 1024), "token response")
         except urllib.error.HTTPError as token_exc:
+            token_exc.close()
             who = (
                 f"with the docker config's credentials for {registry}"
                 if credentials
@@ -253,27 +326,157 @@ class RegistryClient:
 
     def image_config(self, ref: ImageReference, wanted: Platform) -> tuple[ImageDetails, str]:
         """The config of the image `ref` names for `wanted` (an index is resolved), and the manifest digest."""
-        reference = ref.digest or ref.tag
-        body, media_type = self._get(ref, f"manifests/{reference}", MANIFEST_ACCEPT, MAX_MANIFEST_BYTES)
-        _check_digest(body, ref.digest, f"{ref.name}@{ref.digest}")
-        doc = _document(body, f"manifest {ref.name}:{reference}")
-        if doc.get("mediaType", media_type.split(";")[0]) in INDEX_MEDIA_TYPES or "manifests" in doc:
-            digest = _platform_manifest(doc, wanted, f"{ref.name}:{reference}")
-            body, _ = self._get(ref, f"manifests/{digest}", MANIFEST_ACCEPT, MAX_MANIFEST_BYTES)
-            _check_digest(body, digest, f"{ref.name}@{digest}")
-            doc = _document(body, f"manifest {ref.name}@{digest}")
-        else:
-            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        digest, doc = self._image_manifest(ref, wanted)
         config = doc.get("config")
         config_digest = config.get("digest") if isinstance(config, dict) else None
         if not isinstance(config_digest, str) or not DIGEST_RE.match(config_digest):
             raise RegistryError(f"manifest {ref.name}@{digest} names no sha256 config")
+        return self._config(ref, config_digest)[0], digest
+
+    def resolve(self, ref: ImageReference, wanted: Platform) -> ResolvedImage:
+        """The manifest's config and layer blobs of the image `ref` names for `wanted`, and its config's details."""
+        digest, doc = self._image_manifest(ref, wanted)
+        what = f"manifest {ref.name}@{digest}"
+        config = _descriptor(doc.get("config"), f"{what} config")
+        layers = doc.get("layers")
+        if not isinstance(layers, list):
+            raise RegistryError(f"{what} has no layers list")
+        blobs = tuple(_descriptor(layer, f"{what} layer {i}") for i, layer in enumerate(layers))
+        details, size = self._config(ref, config.digest)
+        if size != config.size:
+            raise RegistryError(f"{what}: config {config.digest} is {size} bytes, the manifest says {config.size}")
+        if len(details.diff_ids) != len(blobs):
+            raise RegistryError(f"{what} has {len(blobs)} layers but its config {len(details.diff_ids)} diff IDs")
+        return ResolvedImage(digest, config, blobs, details)
+
+    def resolve_many(
+        self, refs: Sequence[ImageReference], wanted: Platform, workers: int = 8
+    ) -> list[ResolvedImage | RegistryError]:
+        """`resolve` for each reference, several at a time; each result or its error, in order.
+
+        Tags are read first, so that a digest a tag resolves to is never read
+        again by a reference naming that digest at the same moment.
+        """
+        tags = list(dict.fromkeys((r.registry, r.repository, r.tag) for r in refs if not r.digest))
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for tag in tags:
+                pool.submit(self._prefetch, ImageReference(tag[0], tag[1], tag[2], ""))
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            return list(pool.map(lambda ref: self._resolve_or_error(ref, wanted), refs))
+
+    def _prefetch(self, ref: ImageReference) -> None:
+        with contextlib.suppress(RegistryError):  # said when the reference is resolved
+            self._manifest(ref, ref.tag)
+
+    def _resolve_or_error(self, ref: ImageReference, wanted: Platform) -> ResolvedImage | RegistryError:
+        try:
+            return self.resolve(ref, wanted)
+        except RegistryError as exc:
+            return exc
+
+    def _image_manifest(self, ref: ImageReference, wanted: Platform) -> tuple[str, dict[str, object]]:
+        """The digest and document of the image manifest `ref` names for `wanted` (an index is resolved)."""
+        digest, doc = self._manifest(ref, ref.digest or ref.tag)
+        if doc.get("mediaType") in INDEX_MEDIA_TYPES or "manifests" in doc:
+            digest = _platform_manifest(doc, wanted, f"{ref.name}:{ref.digest or ref.tag}")
+            digest, doc = self._manifest(ref, digest)
+        return digest, doc
+
+    def _manifest(self, ref: ImageReference, reference: str) -> tuple[str, dict[str, object]]:
+        """A manifest or index by tag or digest, and its digest (read once per digest)."""
+        # By digest, one document whatever the repository names it.
+        key = (reference,) if DIGEST_RE.match(reference) else (ref.registry, ref.repository, reference)
+        with self._lock("manifest", *key):
+            return self._read_manifest(ref, reference)
+
+    def _read_manifest(self, ref: ImageReference, reference: str) -> tuple[str, dict[str, object]]:
+        by_digest = bool(DIGEST_RE.match(reference))
+        digest = reference if by_digest else self._tags.get((ref.registry, ref.repository, reference), "")
+        if digest in self._manifests:
+            return digest, self._manifests[digest]
+        body, media_type = self._get(ref, f"manifests/{reference}", MANIFEST_ACCEPT, MAX_MANIFEST_BYTES)
+        what = f"{ref.name}@{reference}" if by_digest else f"{ref.name}:{reference}"
+        _check_digest(body, reference if by_digest else "", what)
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        doc = _document(body, f"manifest {what}")
+        # The Content-Type says what a document without a mediaType is.
+        doc.setdefault("mediaType", media_type.split(";")[0].strip())
+        self._manifests[digest] = doc
+        if not by_digest:
+            self._tags[(ref.registry, ref.repository, reference)] = digest
+        return digest, doc
+
+    def _config(self, ref: ImageReference, config_digest: str) -> tuple[ImageDetails, int]:
+        """A config's details and its size in bytes (read once per digest)."""
+        with self._lock("config", config_digest):
+            return self._read_config(ref, config_digest)
+
+    def _read_config(self, ref: ImageReference, config_digest: str) -> tuple[ImageDetails, int]:
+        cached = self._configs.get(config_digest)
+        if cached is not None:
+            return cached
         blob, _ = self._get(ref, f"blobs/{config_digest}", "*/*", MAX_CONFIG_BYTES)
         _check_digest(blob, config_digest, f"config {config_digest}")
         try:
-            return image_details_from_config(_document(blob, f"config {config_digest}")), digest
+            details = image_details_from_config(_document(blob, f"config {config_digest}"))
         except ParseError as exc:
             raise RegistryError(f"config {config_digest} of {ref.name}: {exc}") from None
+        self._configs[config_digest] = (details, len(blob))
+        return details, len(blob)
+
+
+    def read_blob(self, ref: ImageReference, blob: BlobDescriptor, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+        """A blob's bytes as they arrive (layers: `wasted` reads each distinct one once).
+
+        The whole blob is checked against its digest and size as it ends: a
+        mismatch raises RegistryError after the last chunk, so a consumer that
+        reads to the end never takes wrong bytes for the blob. Credentials are
+        never sent on to where a registry redirects a blob (a storage bucket).
+        """
+        url = f"{self._base(ref.registry)}/v2/{ref.repository}/blobs/{blob.digest}"
+        scope = f"repository:{ref.repository}:pull"
+        for attempt in range(2):
+            request = urllib.request.Request(url, headers={"Accept": "*/*"}, method="GET")
+            authorization = self._authorization(ref.registry, scope)
+            if authorization:
+                request.add_unredirected_header("Authorization", authorization)
+            try:
+                response = urllib.request.urlopen(request, timeout=self.timeout)  # noqa: S310 - http(s) only
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                if exc.code == 401 and attempt == 0 and self._authenticate(ref.registry, scope, exc):
+                    continue
+                raise RegistryError(self._refusal(ref.registry, url, exc)) from None
+            except (urllib.error.URLError, OSError) as exc:
+                raise RegistryError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+            with response:
+                hasher, size = hashlib.sha256(), 0
+                while True:
+                    try:
+                        chunk = response.read(chunk_bytes)
+                    except OSError as exc:
+                        raise RegistryError(f"{url}: {exc}") from None
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > blob.size:
+                        raise RegistryError(f"{url}: more than the {blob.size} bytes the manifest says")
+                    hasher.update(chunk)
+                    yield chunk
+                if size != blob.size or "sha256:" + hasher.hexdigest() != blob.digest:
+                    raise RegistryError(f"{url}: the registry's bytes do not match the digest and size")
+            return
+        raise RegistryError(f"{url}: refused after authenticating")
+
+def _descriptor(value: object, what: str) -> BlobDescriptor:
+    if not isinstance(value, dict):
+        raise RegistryError(f"{what} is not a descriptor")
+    digest, size, media_type = value.get("digest"), value.get("size"), value.get("mediaType", "")
+    if not isinstance(digest, str) or not DIGEST_RE.match(digest):
+        raise RegistryError(f"{what} has no sha256 digest")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise RegistryError(f"{what} has no size")
+    return BlobDescriptor(digest, size, media_type if isinstance(media_type, str) else "")
 
 
 def _document(body: bytes, what: str) -> dict[str, object]:

@@ -124,3 +124,41 @@ def test_references():
     assert parse_reference("team/app@sha256:" + "a" * 64).repository == "team/app"
     with pytest.raises(ValueError, match="not a sha256"):
         parse_reference("x/y@md5:abc")
+
+
+def test_resolve_gives_the_blobs_a_pull_fetches_and_reads_each_document_once(registry: Registry):
+    image = _image("resolved")
+    ref = parse_reference(registry.push("team/resolved", "1", image))
+    index_ref, _ = registry.push_index("team/resolved", "multi", {"amd64": image, "arm64": _image("r-arm", "arm64")})
+    client = RegistryClient()
+    resolved = client.resolve(ref, AMD64)
+    assert resolved.manifest_digest == image.manifest.digest
+    assert (resolved.config.digest, resolved.config.size) == (image.config.digest, len(image.config.data))
+    assert [(b.digest, b.size) for b in resolved.layers] == [(b.digest, len(b.data)) for b in image.layers]
+    assert resolved.details.diff_ids == image.diff_ids
+    registry.requests.clear()
+    by_digest = parse_reference(f"{registry.host}/team/resolved@{image.manifest.digest}")
+    assert client.resolve(by_digest, AMD64) == resolved == client.resolve(ref, AMD64)
+    assert client.image_config(ref, AMD64)[0] == resolved.details
+    assert registry.requests == []  # every document was read already
+    assert client.resolve(parse_reference(index_ref), AMD64) == resolved
+    assert registry.requests == ["GET /v2/team/resolved/manifests/multi"]  # the index only
+
+
+def test_resolve_refuses_a_manifest_that_disagrees_with_its_config(registry: Registry):
+    image = _image("mismatch")
+    doc = json.loads(image.manifest.data)
+    doc["layers"] = doc["layers"][:1]
+    short = Blob(image.manifest.media_type, json.dumps(doc).encode())
+    registry.blobs[short.digest] = short
+    registry.blobs[image.config.digest] = image.config
+    registry.tags[("team/mismatch", "1")] = short.digest
+    with pytest.raises(RegistryError, match="1 layers but its config 2 diff IDs"):
+        RegistryClient().resolve(parse_reference(f"{registry.host}/team/mismatch:1"), AMD64)
+    doc = json.loads(image.manifest.data)
+    doc["config"]["size"] += 1
+    wrong_size = Blob(image.manifest.media_type, json.dumps(doc).encode())
+    registry.blobs[wrong_size.digest] = wrong_size
+    registry.tags[("team/mismatch", "2")] = wrong_size.digest
+    with pytest.raises(RegistryError, match="the manifest says"):
+        RegistryClient().resolve(parse_reference(f"{registry.host}/team/mismatch:2"), AMD64)

@@ -1,0 +1,138 @@
+"""`layer-sharing-exporter pull-cost REF [REF...]`: what this node would fetch and unpack to run images.
+
+Each reference is resolved through its registry for the node's platform (the
+`catalog` command's client and docker-config auth; loopback registries in plain
+HTTP), reading manifests and configs only. The runtime is asked what it holds
+(read-only, one refresh); exporter.core.pull_cost does the accounting. Exit
+codes: 0 ok, 1 a reference could not be resolved or the runtime did not
+answer (one line naming which), 2 a malformed reference or bad flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from exporter import config as config_mod
+from exporter.cli.args import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, resolve_config
+from exporter.cli.runtime import runtime_source
+from exporter.core.facts import NodeFacts
+from exporter.core.pull_cost import RemoteImage, RemoteLayer, holdings_from_facts, pull_costs
+from exporter.errors import ConfigError, RuntimeUnavailableError
+from exporter.outputs import pull_cost as pull_cost_out
+from exporter.sources.registry import (
+    RegistryClient,
+    RegistryError,
+    ResolvedImage,
+    docker_config_path,
+    load_credentials,
+    node_platform,
+    parse_platform,
+    parse_strict_reference,
+)
+
+PROG = "layer-sharing-exporter pull-cost"
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The `pull-cost` subcommand and its flags."""
+    parser = subparsers.add_parser(
+        "pull-cost",
+        help="bytes this node would fetch and unpack to pull image references (asks their registries)",
+        description="For each reference, in order: the config and layer blobs the runtime would download "
+        "(fetch), and the layers it would unpack, given what the node holds; then the total.",
+    )
+    parser.add_argument("refs", nargs="+", metavar="REF", help="image references (tag or digest), pulled in order")
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (how to reach the runtime)")
+    # The runtime flags `df` takes: this command reads the node the same way.
+    config_mod.add_flags(parser, "df")
+    parser.add_argument(
+        "--platform", default="", help="os/architecture[/variant] to resolve an index for (default: this machine's)"
+    )
+    parser.add_argument(
+        "--registry-endpoint",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="where a registry's API is served (mirrors; Docker Hub's API is not at docker.io); repeatable",
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per registry request")
+    parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return code
+
+
+def run_pull_cost(args: argparse.Namespace) -> int:
+    try:
+        wanted = parse_platform(args.platform) if args.platform else node_platform()
+        endpoints = dict(_endpoint(e) for e in args.registry_endpoint)
+        refs = [(text, parse_strict_reference(text)) for text in args.refs]
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        config = resolve_config(args)
+    except ConfigError as exc:
+        return _fail(f"invalid configuration: {exc}", EXIT_USAGE)
+    # Writable layers are no part of a pull; their sizes cost a shim round trip per container.
+    config = config_mod.with_settings(config, {"collect_writable_layers": False})
+    try:
+        client = RegistryClient(load_credentials(docker_config_path()), args.timeout, endpoints)
+    except RegistryError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    # The registries and the runtime are asked at the same time.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        resolving = pool.submit(client.resolve_many, [ref for _, ref in refs], wanted)
+        runtime = runtime_source(config)
+        try:
+            facts: NodeFacts | RuntimeUnavailableError = runtime.snapshot()
+        except RuntimeUnavailableError as exc:
+            facts = exc
+        finally:
+            runtime.close()
+        resolved = resolving.result()
+    images = []
+    for (text, _), result in zip(refs, resolved, strict=True):
+        if isinstance(result, RegistryError):
+            return _fail(f"{text}: {_one_line(str(result))}", EXIT_UNAVAILABLE)
+        images.append(_remote_image(text, result))
+    if isinstance(facts, RuntimeUnavailableError):
+        return _fail(f"the runtime did not answer: {_one_line(str(facts))}", EXIT_UNAVAILABLE)
+    costs, total = pull_costs(images, holdings_from_facts(facts))
+    if args.output == "json":
+        print(pull_cost_out.to_json(costs, total))
+    else:
+        store = f"{facts.layer_store}/{facts.snapshotter}" if facts.layer_store == "containerd" else facts.layer_store
+        print(pull_cost_out.to_table(costs, dataclasses.replace(total, ref="total"), str(wanted), store))
+    return EXIT_OK
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _remote_image(text: str, resolved: ResolvedImage) -> RemoteImage:
+    """What a reference resolved to, as the accounting takes it."""
+    layers = tuple(
+        RemoteLayer(blob.digest, blob.size, diff_id)
+        for blob, diff_id in zip(resolved.layers, resolved.details.diff_ids, strict=True)
+    )
+    return RemoteImage(
+        ref=text,
+        manifest_digest=resolved.manifest_digest,
+        config_digest=resolved.config.digest,
+        config_size=resolved.config.size,
+        layers=layers,
+        chain_ids=resolved.details.chain_ids,
+    )
+
+
+def _endpoint(text: str) -> tuple[str, str]:
+    name, sep, url = text.partition("=")
+    if not sep or not name or not url.startswith(("http://", "https://")):
+        raise ValueError(f"--registry-endpoint {text!r} is not NAME=http(s)://HOST[:PORT]")
+    return name, url
