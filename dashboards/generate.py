@@ -246,7 +246,8 @@ def namespace_variable() -> dashboard.QueryVariable:
         dashboard.QueryVariable("namespace")
         .label("Namespace")
         .datasource(DS)
-        .query(f"label_values(layer_sharing_pod_bytes{{{SEL}}}, {NAMESPACE_LABEL})")
+        # The per-namespace family: every namespace, whatever pod series metrics.podsTopN keeps.
+        .query(f"label_values(layer_sharing_namespace_attributed_bytes{{{SEL}}}, {NAMESPACE_LABEL})")
         .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(VariableSort.ALPHABETICAL_ASC)
         .multi(True)
@@ -337,6 +338,37 @@ def node_dashboard() -> dashboard.Dashboard:
             ],
         ),
         12,
+        8,
+    )
+    available = f"max by (node, mountpoint) (layer_sharing_image_fs_available_bytes{{{SEL}}})"
+    capacity = f"max by (node, mountpoint) (layer_sharing_image_fs_capacity_bytes{{{SEL}}})"
+    high = f'max by (node) (layer_sharing_image_gc_threshold_ratio{{{SEL}, threshold="high"}})'
+    # Bytes a second the available bytes fall at, over the last 6 hours; a floor of 1 byte an
+    # hour stands for "not falling", which the 30-day cap then shows as "not within 30 days".
+    falling = (
+        f"clamp_min(max by (node, mountpoint) (-deriv(layer_sharing_image_fs_available_bytes{{{SEL}}}[6h])), 1 / 3600)"
+    )
+    horizon = 30 * 24 * 3600
+    board = add(
+        board,
+        lay,
+        series_panel(
+            "Image GC forecast",
+            "At the trend of the last 6 hours: time until usage reaches the kubelet's image GC high threshold "
+            "(imageGCHighThresholdPercent: GC starts deleting unused images) and until the image filesystem is "
+            "full. 0 until GC: it is already due. Capped at 30 days: 30 days means not within 30 days (or not "
+            "filling at all). Needs the capacity (imageFilesystem.capacityDir).",
+            [
+                (
+                    f"clamp_max(clamp_min(({available} - {capacity} * on (node) group_left () (1 - {high})) "
+                    f"/ {falling}, 0), {horizon})",
+                    "{{node}} until image GC",
+                ),
+                (f"clamp_max({available} / {falling}, {horizon})", "{{node}} until full"),
+            ],
+            unit="s",
+        ),
+        24,
         8,
     )
     board = add_row(board, lay, "Images, pods and bases")

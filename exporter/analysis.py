@@ -51,6 +51,11 @@ from exporter.sources.node import BlobReader
 logger = logging.getLogger(__name__)
 
 DEFAULT_CPU_FRACTION = 0.25
+# Where the figures come from when a node keeps no blobs (said in the one log line).
+ELSEWHERE = (
+    "`layer-sharing-exporter wasted IMAGE...` computes the same figures from the images' registries, "
+    "and `report --view wasted` fills them in for the cluster"
+)
 PROGRESS_SECONDS = 1.0
 
 
@@ -168,6 +173,9 @@ class LayerAnalyzer:
         self._failures: dict[str, _Failure] = {}
         self._logged: set[str] = set()
         self._said_no_blobs = False
+        # Layers whose blob is not in the content store, in the latest pass; said once per process.
+        self._discarded: set[str] = set()
+        self._said_discarded = False
         # image_wasted() of each image, kept: the costly part of the figures.
         self._image_waste: Mapping[str, ImageWaste] = {}
         self._report = WasteReport()
@@ -216,9 +224,11 @@ class LayerAnalyzer:
         if not self._reader.keeps_blobs:
             if not self._said_no_blobs:
                 self._said_no_blobs = True
+                runtime = "CRI-O's containers-storage" if facts.layer_store == "containers-storage" else None
                 logger.warning(
-                    "wasted-bytes analysis unavailable: the %s layer store keeps no layer contents",
-                    facts.layer_store,
+                    "wasted-bytes analysis unavailable on this node: %s keeps no layer blobs to read; %s",
+                    runtime or f"the {facts.layer_store} layer store",
+                    ELSEWHERE,
                 )
             return
         try:
@@ -241,7 +251,18 @@ class LayerAnalyzer:
         for stale in self._failures.keys() - sources.keys():
             del self._failures[stale]
         self._logged &= sources.keys()
+        self._discarded.clear()
         todo = [source for diff_id, source in sources.items() if self._due(diff_id, source, facts)]
+        if self._discarded and not self._said_discarded:
+            self._said_discarded = True
+            logger.warning(
+                "wasted-bytes analysis: the blobs of %d of the node's %d layers are not in containerd's content "
+                "store, which discards them after unpacking (discard_unpacked_layers = true, as on EKS); "
+                "images using them get no wasted-bytes figures here; %s",
+                len(self._discarded),
+                len(sources),
+                ELSEWHERE,
+            )
         self._update(facts, sources, pending={source.diff_id for source in todo if source})
         if todo:
             self._budget.restart()
@@ -265,12 +286,10 @@ class LayerAnalyzer:
             self._unavailable(diff_id, "", "no manifest on the node names its blob", math.inf)
             return False
         if source.digest not in facts.present_blobs:
-            self._unavailable(
-                diff_id,
-                source.digest,
-                f"its blob {source.digest} is not in the content store (discard_unpacked_layers?)",
-                -math.inf,  # asked again when the store lists it
-            )
+            # Blobs gone from the content store are one cause for the whole node: said once, by analyse().
+            self._failures[diff_id] = _Failure(source.digest, "blob not in the content store", -math.inf)
+            self._discarded.add(diff_id)
+            logger.debug("layer %s: its blob %s is not in the content store", diff_id, source.digest)
             return False
         failure = self._failures.get(diff_id)
         waiting = failure is not None and failure.digest == source.digest and failure.retry_at > self._clock()

@@ -127,7 +127,28 @@ def setting_value(config: Config, key: str) -> Any:
     return _get(config, _BY_KEY[key].path)
 
 
+def _list_item_type(want: Any) -> type | None:
+    """For a list setting, declared `tuple[X, ...]`, its items' type X (else None)."""
+    if typing.get_origin(want) is tuple:
+        item, ellipsis = typing.get_args(want)
+        assert ellipsis is Ellipsis, f"list settings are declared tuple[X, ...], not {want}"
+        return typing.cast(type, item)
+    return None
+
+
+def _typed_list(key: str, value: Any, item: type) -> tuple[Any, ...]:
+    """A YAML list (or nothing) as the tuple a list setting holds; each item checked."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{key}: expected a list of {item.__name__}, got {type(value).__name__} {value!r}")
+    return tuple(_typed(f"{key}[{i}]", element, item) for i, element in enumerate(value))
+
+
 def _typed(key: str, value: Any, want: type | tuple[type, ...]) -> Any:
+    item = _list_item_type(want)
+    if item is not None:
+        return _typed_list(key, value, item)
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
@@ -249,6 +270,10 @@ def split_listen_address(address: str) -> tuple[str, int]:
 
 def _check(setting: Setting, value: Any) -> None:
     declared = setting.option
+    if isinstance(value, tuple):
+        for element in value:  # a list setting: each item against the declaration
+            _check(dataclasses.replace(setting, type=type(element)), element)
+        return
     if declared.choices and value not in declared.choices:
         raise ConfigError(f"{setting.key}: expected one of {', '.join(declared.choices)}, got {value!r}")
     if declared.positive and value <= 0:
@@ -268,6 +293,12 @@ def validate(config: Config) -> Config:
     except ParseError as exc:
         raise ConfigError(f"runtime_endpoint: {exc}") from None
     split_listen_address(config.serve.listen_address)
+    if config.metrics.image_gc_low_threshold_percent >= config.metrics.image_gc_high_threshold_percent:
+        raise ConfigError(
+            "metrics.image_gc_low_threshold_percent: must be below image_gc_high_threshold_percent "
+            f"({config.metrics.image_gc_low_threshold_percent} >= {config.metrics.image_gc_high_threshold_percent}), "
+            "as the kubelet requires"
+        )
     if not config.runtime.containerd_namespace:
         raise ConfigError("containerd_namespace: must not be empty")
     if not config.runtime.containers_storage.storage_root.startswith("/"):
@@ -288,6 +319,19 @@ def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
             continue
         shown = f'"{setting.default}"' if setting.default == "" else setting.default
         help_text = f"{declared.help} (default {shown}; config key {setting.key})"
+        item = _list_item_type(setting.type)
+        if item is not None:  # a list setting: the flag may be given several times
+            parser.add_argument(
+                declared.flag,
+                dest=setting.dest,
+                action="append",
+                type=item,
+                choices=declared.choices or None,
+                metavar=declared.metavar,
+                default=None,
+                help=help_text,
+            )
+            continue
         if setting.type is bool:
             parser.add_argument(
                 declared.flag,
@@ -311,8 +355,8 @@ def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
 def with_flags(config: Config, args: argparse.Namespace) -> Config:
     """`config` with the settings given as flags."""
     given = {
-        setting.key: getattr(args, setting.dest)
+        setting.key: tuple(value) if isinstance(value, list) else value
         for setting in SETTINGS
-        if getattr(args, setting.dest, None) is not None
+        if (value := getattr(args, setting.dest, None)) is not None
     }
     return validate(with_settings(config, given))

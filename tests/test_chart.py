@@ -131,9 +131,12 @@ def test_crio_reads_only_the_storage_metadata_directories(chart, storage_root):
         "runtime-socket-dir": ("/var/run/crio", "/var/run/crio", True),
         "storage-layers": (f"{root}/overlay-layers", f"{root}/overlay-layers", True),
         "storage-images": (f"{root}/overlay-images", f"{root}/overlay-images", True),
+        # crio runs as uid 0: the analysis keeps its summaries in the capacity directory.
+        "image-fs-dir": (IMAGE_FS_DIR, IMAGE_FS_DIR, False),
     }
     volumes = {v["name"]: v["hostPath"]["type"] for v in pod["volumes"] if "hostPath" in v}
-    assert set(volumes.values()) == {"Directory"}
+    # The runtime's directories must exist; only the exporter's own small directory is created.
+    assert volumes.pop("image-fs-dir") == "DirectoryOrCreate" and set(volumes.values()) == {"Directory"}
 
 
 def test_containerd_uses_its_own_layer_store_and_no_storage_mounts(chart):
@@ -141,7 +144,7 @@ def test_containerd_uses_its_own_layer_store_and_no_storage_mounts(chart):
     pod = ds["spec"]["template"]["spec"]
     args = exporter_container(pod)["args"]
     assert "--layer-store=containerd" in args and not any(a.startswith("--storage-root") for a in args)
-    assert set(_host_paths(pod)) == {"runtime-socket-dir"}
+    assert set(_host_paths(pod)) == {"runtime-socket-dir", "image-fs-dir"}
     (ds,) = of_kind(render(chart, {"imageFilesystem": {"mountHostPath": True}}), "DaemonSet")
     assert _host_paths(ds["spec"]["template"]["spec"])["runtime-root"] == (
         "/var/lib/containerd",
@@ -325,7 +328,7 @@ def test_pod_is_hardened(chart, values_file):
         assert all(
             m.get("readOnly")
             for m in container.get("volumeMounts", [])
-            if m["name"] not in ("scratch", "analysis-state")
+            if m["name"] not in ("scratch", "analysis-state", "image-fs-dir")
         )
     assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
     assert pod["tolerations"] == [{"operator": "Exists"}]
@@ -406,25 +409,32 @@ ALL_ALERTS = {
 def test_each_alert_can_be_switched_off(chart):
     on = ALL_ALERTS
     (rule,) = of_kind(render(chart, on), "PrometheusRule")
-    assert len(_alerts(rule)) == 8
+    assert len(_alerts(rule)) == 9
     for name in _alerts(rule):
         alerts = {"LayerSharingExporterDown": {"enabled": True}, name: {"enabled": False}}
         off = {**on, "prometheusRule": {"enabled": True, "alerts": alerts}}
         (rule,) = of_kind(render(chart, off), "PrometheusRule")
-        assert name not in _alerts(rule) and len(_alerts(rule)) == 7
+        assert name not in _alerts(rule) and len(_alerts(rule)) == 8
 
 
 def test_image_filesystem_alerts_only_where_the_capacity_is_measured(chart):
-    """Without imageFilesystem.mountHostPath there is no layer_sharing_image_fs_capacity_bytes:
-    an alert on it could never fire."""
-    (rule,) = of_kind(render(chart, {"prometheusRule": {"enabled": True}}), "PrometheusRule")
-    assert not [a for a in _alerts(rule) if a.startswith("ImageFilesystem")]
+    """Without imageFilesystem.capacityDir or mountHostPath there is no
+    layer_sharing_image_fs_capacity_bytes (nor the GC model): an alert on it could never fire."""
+    off = {"prometheusRule": {"enabled": True}, "imageFilesystem": {"capacityDir": ""}}
+    (rule,) = of_kind(render(chart, off), "PrometheusRule")
+    assert not [a for a in _alerts(rule) if a.startswith(("ImageFilesystem", "ImageGC", "Reclaimable"))]
     assert not [a for a in _alerts(rule).values() if "image_fs_capacity_bytes" in a["expr"]]
-    on = {"prometheusRule": {"enabled": True}, "imageFilesystem": {"mountHostPath": True}}
-    (rule,) = of_kind(render(chart, on), "PrometheusRule")
-    alerts = _alerts(rule)
-    assert {"ImageFilesystemFillingUp", "ImageFilesystemFillingUpForecast"} <= set(alerts)
-    assert "predict_linear(" in alerts["ImageFilesystemFillingUpForecast"]["expr"]
+    needing = {
+        "ImageFilesystemFillingUp",
+        "ImageFilesystemFillingUpForecast",
+        "ImageGCCannotReclaimEnough",
+        "ReclaimableImageBytesHigh",
+    }
+    for on in ({"imageFilesystem": {"mountHostPath": True, "capacityDir": ""}}, {}):  # {}: capacityDir, the default
+        (rule,) = of_kind(render(chart, {"prometheusRule": {"enabled": True}, **on}), "PrometheusRule")
+        alerts = _alerts(rule)
+        assert needing <= set(alerts)
+        assert "predict_linear(" in alerts["ImageFilesystemFillingUpForecast"]["expr"]
 
 
 def test_exporter_down_is_optional_and_off_beside_kube_prometheus_stacks_target_down(chart):
@@ -460,7 +470,8 @@ def test_namespace_showback_reads_the_measured_pods_namespace(chart, honor_label
         for r in g["rules"]
         if r.get("record") == "namespace:layer_sharing_pod_attributed_bytes:sum"
     ]
-    assert f"sum by (cluster, job, {label}) (layer_sharing_pod_attributed_bytes{{" in record["expr"]
+    # The per-namespace family, whole whatever pod series metrics.podsTopN keeps.
+    assert f"sum by (cluster, job, {label}) (layer_sharing_namespace_attributed_bytes{{" in record["expr"]
 
 
 @pytest.mark.parametrize("monitor", ["serviceMonitor", "podMonitor"])
@@ -1047,13 +1058,76 @@ def test_alert_labels_annotations_and_thresholds_are_values(chart):
     assert ") > 0.3)" in ratio and ratio.count("offset 12h") == 3
 
 
-def test_reclaimable_threshold_is_relative_to_the_image_filesystem_when_measured(chart):
+def test_reclaimable_threshold_is_relative_and_gated_on_filesystem_pressure(chart):
+    """A fixed 20 GiB fired on nodes the kubelet manages fine: relative to the disk, and only above
+    the kubelet's GC low threshold, or not at all."""
     on = {"prometheusRule": {"enabled": True}}
-    absolute = _alerts(_rule(chart, on))["ReclaimableImageBytesHigh"]["expr"]
-    assert absolute == 'layer_sharing_reclaimable_bytes{job="layer-sharing-exporter"} > 21474836480'
-    relative = _alerts(_rule(chart, {**on, "imageFilesystem": {"mountHostPath": True}}))["ReclaimableImageBytesHigh"]
-    assert "/ max by (cluster, node) (layer_sharing_image_fs_capacity_bytes{" in relative["expr"]
-    assert relative["expr"].endswith("> 0.25")
+    assert "ReclaimableImageBytesHigh" not in _alerts(_rule(chart, {**on, "imageFilesystem": {"capacityDir": ""}}))
+    gated = _alerts(_rule(chart, {**on, "kubelet": {"imageGCLowThresholdPercent": 70}}))["ReclaimableImageBytesHigh"]
+    assert "/ max by (cluster, node) (layer_sharing_image_fs_capacity_bytes{" in gated["expr"]
+    assert "> 0.25 and on (cluster, node)" in gated["expr"] and gated["expr"].endswith("> 0.7")
+    gc = _alerts(_rule(chart, on))["ImageGCCannotReclaimEnough"]
+    assert gc["expr"] == (
+        'layer_sharing_image_gc_bytes_to_free{job="layer-sharing-exporter"} > 0 and on (cluster, node, mountpoint) '
+        'layer_sharing_image_gc_can_reach_low_threshold{job="layer-sharing-exporter"} == 0'
+    )
+
+
+IMAGE_FS_DIR = "/var/lib/layer-sharing-exporter"
+
+
+def test_a_small_host_directory_gives_capacity_and_keeps_the_analysis_state(chart, tmp_path):
+    """imageFilesystem.capacityDir: a DirectoryOrCreate hostPath (no image file exposed) for statvfs,
+    which also keeps the analysis summaries across upgrades: handed to the exporter's user by an
+    init container that is root with CHOWN alone."""
+    from exporter.config import load_file
+
+    docs = render(chart, {"kubelet": {"imageGCHighThresholdPercent": 90, "imageGCLowThresholdPercent": 75}})
+    (ds,) = of_kind(docs, "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "image-fs-dir"]
+    assert volume["hostPath"] == {"path": IMAGE_FS_DIR, "type": "DirectoryOrCreate"}
+    assert not [v for v in pod["volumes"] if "emptyDir" in v]  # the state is no longer lost on upgrades
+    assert _host_paths(pod)["image-fs-dir"] == (IMAGE_FS_DIR, IMAGE_FS_DIR, False)
+    (init,) = pod["initContainers"]
+    assert init["command"][-3:] == [IMAGE_FS_DIR, "65534", "0"]
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    assert init["securityContext"]["runAsUser"] == 0 and init["securityContext"]["readOnlyRootFilesystem"] is True
+    assert init["securityContext"]["allowPrivilegeEscalation"] is False
+    (config_map,) = [c for c in of_kind(docs, "ConfigMap") if "config.yaml" in c["data"]]
+    (tmp_path / "config.yaml").write_text(config_map["data"]["config.yaml"])
+    config = load_file(tmp_path / "config.yaml")
+    assert config.runtime.cri.capacity_dir == config.analysis.state_dir == IMAGE_FS_DIR
+    assert config.runtime.cri.host_root == ""
+    assert (config.metrics.image_gc_high_threshold_percent, config.metrics.image_gc_low_threshold_percent) == (90, 75)
+    # Where the chart's SCC admits one uid and no capability: no init container, the directory
+    # read-only for statvfs, the summaries in an emptyDir.
+    (ds,) = of_kind(render(chart, {"openshift": {"securityContextConstraints": {"create": True}}}), "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    assert "initContainers" not in pod
+    assert _host_paths(pod)["image-fs-dir"] == (IMAGE_FS_DIR, IMAGE_FS_DIR, True)
+    assert [v["name"] for v in pod["volumes"] if "emptyDir" in v] == ["analysis-state"]
+    # Without it: the emptyDir of before, no capacity.
+    (ds,) = of_kind(render(chart, {"imageFilesystem": {"capacityDir": ""}}), "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    assert "image-fs-dir" not in _host_paths(pod) and "initContainers" not in pod
+
+
+def test_series_budget_values_reach_the_config(chart, tmp_path):
+    from exporter.config import load_file
+
+    fleet = values_of(CHART / "ci" / "fleet-values.yaml")
+    fleet["config"]["metrics"]["namespaceExclude"] = ["kube-*"]
+    (config_map,) = [c for c in of_kind(render(chart, fleet), "ConfigMap") if "config.yaml" in c["data"]]
+    (tmp_path / "config.yaml").write_text(config_map["data"]["config.yaml"])
+    metrics = load_file(tmp_path / "config.yaml").metrics
+    assert (metrics.pods, metrics.workloads, metrics.workload_bases) == (False, False, False)
+    assert (metrics.images_top_n, metrics.bases_top_n, metrics.namespace_exclude) == (5, 5, ("kube-*",))
+    (config_map,) = [c for c in of_kind(render(chart, {}), "ConfigMap") if "config.yaml" in c["data"]]
+    (tmp_path / "config.yaml").write_text(config_map["data"]["config.yaml"])
+    from exporter.outputs.collector import MetricsOptions
+
+    assert load_file(tmp_path / "config.yaml").metrics == MetricsOptions()  # the chart's defaults are the code's
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,8 @@ def _other_value(setting: cfg.Setting) -> Any:
         return next(choice for choice in declared.choices if choice != setting.default)
     if setting.type is bool:
         return not setting.default
+    if setting.type == tuple[str, ...]:
+        return ("kube-*", "monitoring")
     if setting.type is int:
         return setting.default + 3
     if setting.type is float:
@@ -47,7 +49,7 @@ def _other_value(setting: cfg.Setting) -> Any:
 
 
 def test_there_are_settings_of_every_kind_and_each_has_help():
-    assert {setting.type for setting in cfg.SETTINGS} == {str, bool, int, float}
+    assert {setting.type for setting in cfg.SETTINGS} == {str, bool, int, float, tuple[str, ...]}
     assert all(setting.option.help for setting in cfg.SETTINGS)
 
 
@@ -87,6 +89,40 @@ def test_flag_help_shows_the_declared_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default 0.25; config key analysis_cpu)" in text
     assert "(default 30.0; config key refresh_interval_seconds)" in text
+
+
+def test_list_settings_read_yaml_lists_and_check_each_item(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("metrics:\n  namespace_exclude: [kube-*, monitoring]\n  namespace_include:\n")
+    config = cfg.load_file(path)
+    assert config.metrics.namespace_exclude == ("kube-*", "monitoring")
+    assert config.metrics.namespace_include == ()  # an empty key is the empty list
+    with pytest.raises(ConfigError, match=r"metrics.namespace_exclude: expected a list of str, got str"):
+        cfg.from_mapping({"metrics": {"namespace_exclude": "kube-system"}})
+    with pytest.raises(ConfigError, match=r"metrics.namespace_include\[1\]: expected str, got int 3"):
+        cfg.from_mapping({"metrics": {"namespace_include": ["a", 3]}})
+
+
+def test_a_list_setting_with_a_flag_takes_it_several_times(monkeypatch):
+    import argparse
+
+    from exporter.options import Option
+
+    setting = cfg.Setting(("x",), "x", tuple[str, ...], (), Option("patterns", flag="--pattern"))
+    monkeypatch.setattr(cfg, "SETTINGS", (setting,))
+    parser = argparse.ArgumentParser()
+    cfg.add_flags(parser, "serve")
+    assert getattr(parser.parse_args(["--pattern", "a", "--pattern", "b*"]), setting.dest) == ["a", "b*"]
+    assert getattr(parser.parse_args([]), setting.dest) is None  # not given: the file's value stands
+
+
+def test_image_gc_thresholds_are_checked_as_the_kubelet_does():
+    with pytest.raises(ConfigError, match="image_gc_low_threshold_percent: must be below"):
+        cfg.from_mapping({"metrics": {"image_gc_high_threshold_percent": 70}})
+    config = cfg.from_mapping(
+        {"metrics": {"image_gc_high_threshold_percent": 90, "image_gc_low_threshold_percent": 70}}
+    )
+    assert (config.metrics.image_gc_high_threshold_percent, config.metrics.image_gc_low_threshold_percent) == (90, 70)
 
 
 def test_the_old_namespace_key_still_reads():

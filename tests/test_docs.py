@@ -85,14 +85,30 @@ CASES: dict[str, dict[str, Any]] = {
             f'{{{KSM},pod="web-2",image_id="{IMAGE_AA}",base="debian-12"}}': 1,
         },
     },
-    "sum by (namespace) (layer_sharing_pod_attributed_bytes)": {
+    "sum by (namespace) (layer_sharing_namespace_attributed_bytes)": {
         # With honorLabels (the chart's default) the exporter's namespace label is the measured pod's.
         "series": {
-            f'layer_sharing_pod_attributed_bytes{{{PODS}="a",namespace="shop",pod="web-1"}}': 100,
-            f'layer_sharing_pod_attributed_bytes{{{PODS}="b",namespace="shop",pod="web-2"}}': 30,
-            f'layer_sharing_pod_attributed_bytes{{{PODS}="b",namespace="batch",pod="job-1"}}': 20,
+            f'layer_sharing_namespace_attributed_bytes{{{PODS}="a",namespace="shop"}}': 100,
+            f'layer_sharing_namespace_attributed_bytes{{{PODS}="b",namespace="shop"}}': 30,
+            f'layer_sharing_namespace_attributed_bytes{{{PODS}="b",namespace="batch"}}': 20,
         },
         "samples": {'{namespace="shop"}': 130, '{namespace="batch"}': 20},
+    },
+    "layer_sharing_image_gc_bytes_to_free > 0 and on (node, mountpoint) "
+    "layer_sharing_image_gc_can_reach_low_threshold == 0": {
+        # a: above the high threshold and unused images are not enough; b: they are; c: below the high one.
+        "series": {
+            f'layer_sharing_image_gc_bytes_to_free{{{PODS}="a",mountpoint="/var/lib/containerd"}}': 500,
+            f'layer_sharing_image_gc_can_reach_low_threshold{{{PODS}="a",mountpoint="/var/lib/containerd"}}': 0,
+            f'layer_sharing_image_gc_bytes_to_free{{{PODS}="b",mountpoint="/var/lib/containerd"}}': 500,
+            f'layer_sharing_image_gc_can_reach_low_threshold{{{PODS}="b",mountpoint="/var/lib/containerd"}}': 1,
+            f'layer_sharing_image_gc_bytes_to_free{{{PODS}="c",mountpoint="/var/lib/containerd"}}': 0,
+            f'layer_sharing_image_gc_can_reach_low_threshold{{{PODS}="c",mountpoint="/var/lib/containerd"}}': 0,
+        },
+        "samples": {
+            '{__name__="layer_sharing_image_gc_bytes_to_free",job="layer-sharing-exporter",node="a",'
+            'mountpoint="/var/lib/containerd"}': 500
+        },
     },
 }
 
@@ -362,6 +378,10 @@ PERFORMANCE_FIGURES = [
     ("wasted.json", "zstd.ratio_to_tar", "({:.2f}×"),
     ("wasted.json", "zstd.exporter.peak_rss_over_idle_mib", "+{:.1f} MiB"),
     ("containers_storage.json", "unchanged_read_ms", "{:.3f} ms"),
+    ("series_budget.json", "defaults.series", "| {:,} ("),
+    ("series_budget.json", "fleet.series", "| {:,} ("),
+    ("report.json", "series", "{:,}"),
+    ("report_fleet.json", "series", "{:,}"),
 ]
 
 

@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     catalog.add_argument("--timeout", type=float, default=30.0, help="seconds per registry request")
     __import__("exporter.cli.pull_cost", fromlist=["add_parser"]).add_parser(sub)  # it imports this module
+    __import__("exporter.cli.wasted", fromlist=["add_parser"]).add_parser(sub)  # it imports this module
     return parser
 
 

@@ -45,6 +45,15 @@ def run_report(args: argparse.Namespace) -> int:
     except Exception as exc:  # the source as a whole failed: say why, in one line
         unreachable_source = isinstance(exc, prometheus_api.PrometheusUnreachableError)
         return _fail(str(exc), EXIT_UNREACHABLE if unreachable_source else EXIT_NO_DATA)
+    if args.view == "wasted" and report.nodes:
+        # Images no node could analyse (discarded blobs, CRI-O): from their registries.
+        from exporter.cli.wasted import fill_in_wasted
+
+        try:
+            for problem in fill_in_wasted(report, args):
+                print(f"layer-sharing-exporter report: wasted bytes of {problem}", file=sys.stderr)
+        except ValueError as exc:
+            return _fail(str(exc), EXIT_USAGE)
     unreachable = report.unreachable
     if not report.nodes:
         if args.prometheus_url:

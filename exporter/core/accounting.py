@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 
 from exporter.core.bases import (
@@ -69,6 +69,8 @@ class ImageReport:
     base_version: str = ""
     # The config's `created`, Unix seconds (None: unknown).
     created: float | None = None
+    # Digests of its layer blobs on disk in containerd's content store (none elsewhere).
+    blobs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,16 @@ class WorkloadReport:
     attributed: int
     # (base, version, source, pods of this workload with a container on that base)
     bases: tuple[tuple[str, str, str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceReport:
+    """Pods of one Kubernetes namespace on this node, summed: showback without per-pod series."""
+
+    namespace: str
+    pods: int
+    # Σ the pods' fair shares (PodReport.attributed): additive over namespaces.
+    attributed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +224,9 @@ class NodeReport:
     layer_store: str = "containerd"
     families: tuple[FamilyReport, ...] = ()
     duplicates: tuple[DuplicateReport, ...] = ()
+    namespaces: tuple[NamespaceReport, ...] = ()
+    # Bytes of the images' layer blobs on disk in containerd's content store, by digest.
+    blob_sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     def image(self, ref: str) -> ImageReport | None:
         """Find an image by ID, tag, repo digest or unambiguous ID prefix."""
@@ -297,6 +312,14 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
         pod_refcount.update(used)
 
     bases = match_bases(images, resolve_catalog(catalog, images.values()), facts.declared_bases)
+    present_blobs = {
+        blob.digest: facts.present_blobs[blob.digest]
+        for image_id in images
+        for blob in facts.layer_blobs.get(image_id, ())
+        if blob.digest in facts.present_blobs
+    }
+    # containers-storage records compressed sizes without keeping blobs: only containerd's take disk.
+    blob_sizes = present_blobs if facts.layer_store == "containerd" else {}
 
     image_reports = tuple(
         _image_report(
@@ -308,6 +331,7 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
             image_refcount,
             size_of,
             present_layers,
+            tuple(b.digest for b in facts.layer_blobs.get(image_id, ()) if b.digest in blob_sizes),
         )
         for image_id, chain in chains.items()
     )
@@ -343,12 +367,6 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
     physical = sum(layer.size for layer in layers.values())
     shared = sum(layer.size for layer in layers.values() if layer.images >= 2)
     duplicates = _duplicates(layers, chains, images)
-    present_blobs = {
-        blob.digest: facts.present_blobs[blob.digest]
-        for image_id in images
-        for blob in facts.layer_blobs.get(image_id, ())
-        if blob.digest in facts.present_blobs
-    }
     totals = NodeTotals(
         images=len(images),
         layers=len(layers),
@@ -383,6 +401,8 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
         runtime_snapshotter=facts.runtime_snapshotter,
         layer_store=facts.layer_store,
         workloads=None if facts.workloads is None else _workload_reports(pod_reports, pod_layers, size_of, bases),
+        namespaces=namespace_reports(pod_reports),
+        blob_sizes=blob_sizes,
     )
 
 
@@ -444,6 +464,21 @@ def _workload_reports(
     return tuple(sorted(reports, key=lambda r: (-r.attributed, r.namespace, r.name)))
 
 
+def namespace_reports(pods: Sequence[PodReport]) -> tuple[NamespaceReport, ...]:
+    """Pods per namespace and the sum of their fair shares, most bytes first.
+
+    Σ over namespaces equals Σ over pods of `attributed`, to the byte, so the
+    namespace figures are showback on their own, whatever pod series are kept.
+    """
+    pods_in: Counter[str] = Counter()
+    attributed: Counter[str] = Counter()
+    for pod in pods:
+        pods_in[pod.namespace] += 1
+        attributed[pod.namespace] += pod.attributed
+    reports = [NamespaceReport(namespace, pods_in[namespace], attributed[namespace]) for namespace in pods_in]
+    return tuple(sorted(reports, key=lambda r: (-r.attributed, r.namespace)))
+
+
 def _bases_of(pods: Sequence[PodReport], bases: dict[str, BaseMatch]) -> tuple[tuple[str, str, str, int], ...]:
     """Pods per base (a pod counts once per base it has a container on)."""
     counts: Counter[BaseKey] = Counter()
@@ -461,6 +496,7 @@ def _image_report(
     image_refcount: Counter[str],
     size_of: _SizeOf,
     present: Collection[str],
+    blobs: tuple[str, ...],
 ) -> ImageReport:
     distinct = set(chain)  # a layer repeated in one image is stored once
     size = sum(size_of(c) for c in distinct)
@@ -482,6 +518,7 @@ def _image_report(
         base_source=base.source,
         base_version=base.version,
         created=image.created,
+        blobs=tuple(dict.fromkeys(blobs)),
     )
 
 

@@ -93,6 +93,8 @@ class ImageRow:
     unique: int
     # Files its layers store but it hides (the same on every node); None: no node could tell.
     wasted: int | None = None
+    # Where `wasted` comes from: "" the nodes, "registry" the image's registry (`report --view wasted`).
+    wasted_from: str = ""
 
 
 @dataclass

@@ -152,6 +152,8 @@ class FilesystemFacts:
     inodes_used: int
     capacity_bytes: int | None = None
     available_bytes: int | None = None
+    # The capacity directory was found on another filesystem: its size is not this one's.
+    capacity_dir_elsewhere: bool = False
 
 
 @dataclass(frozen=True, slots=True)

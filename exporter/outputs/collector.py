@@ -11,15 +11,18 @@ or compressed.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.core.accounting import ImageReport, NodeReport
+from exporter.core.accounting import ImageReport, NodeReport, WorkloadReport
 from exporter.core.bases import SOURCE_NONE, UNSHARED
+from exporter.core.image_gc import DEFAULT_HIGH_PERCENT, DEFAULT_LOW_PERCENT, plan_image_gc
 from exporter.core.state import RefreshStatus, WasteReport
 from exporter.options import option
 
@@ -106,12 +109,54 @@ _NODE_FAMILIES: tuple[tuple[str, str, Callable[[NodeReport], int]], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class MetricsOptions:
-    """Which optional series to export: the knobs of the cardinality budget (config file `metrics:`)."""
+    """Which optional series to export: the knobs of the cardinality budget (config file `metrics:`).
 
+    Top-N knobs keep the N largest (0 = all); the namespace lists filter every
+    series with a `namespace` label (pod, workload, workload-base, namespace).
+    """
+
+    images: bool = option(True, "per-image series (image_*: 7-8 per image)")
     images_top_n: int = option(40, "per-image series for the N images with the most unique bytes (0 = all)", minimum=0)
-    pods: bool = option(True, "per-pod series (5 per pod)")
+    pods: bool = option(True, "per-pod series (pod_*: 5 per pod)")
+    pods_top_n: int = option(40, "per-pod series for the N pods with the most attributed bytes (0 = all)", minimum=0)
+    workloads: bool = option(True, "per-workload series with --kubernetes (workload_pods, _bytes, _attributed_bytes)")
+    workloads_top_n: int = option(
+        0, "per-workload series for the N workloads with the most attributed bytes (0 = all)", minimum=0
+    )
+    workload_bases: bool = option(True, "workload_base_pods series with --kubernetes (one per workload and base)")
+    workload_bases_top_n: int = option(
+        0, "workload_base_pods series for the N workloads with the most attributed bytes (0 = all)", minimum=0
+    )
+    namespaces: bool = option(True, "namespace_attributed_bytes: namespace showback, one series per namespace")
+    namespace_include: tuple[str, ...] = option(
+        (), "namespaces (shell patterns) whose namespace-labelled series are exported (empty = all)"
+    )
+    namespace_exclude: tuple[str, ...] = option(
+        (), "namespaces (shell patterns) whose namespace-labelled series are never exported (wins over include)"
+    )
     bases_top_n: int = option(20, "per-base series for the N bases with the most bytes (0 = all)", minimum=0)
     layers_top_n: int = option(0, "per-layer series for the N largest layers (0 = none)", minimum=0)
+    # The kubelet's settings (KubeletConfiguration), to model its image GC with.
+    image_gc_high_threshold_percent: int = option(
+        DEFAULT_HIGH_PERCENT, "the kubelet's imageGCHighThresholdPercent", minimum=1, maximum=100
+    )
+    image_gc_low_threshold_percent: int = option(
+        DEFAULT_LOW_PERCENT, "the kubelet's imageGCLowThresholdPercent (below the high one)", minimum=0, maximum=99
+    )
+
+    def shows_namespace(self, namespace: str) -> bool:
+        """Whether series of `namespace` are exported (exclude wins; an empty include takes all)."""
+        if any(fnmatchcase(namespace, pattern) for pattern in self.namespace_exclude):
+            return False
+        return not self.namespace_include or any(fnmatchcase(namespace, p) for p in self.namespace_include)
+
+
+_T = TypeVar("_T")
+
+
+def _top(items: Sequence[_T], top_n: int) -> Sequence[_T]:
+    """The first `top_n` of items already sorted largest first (0 = all)."""
+    return items[:top_n] if top_n else items
 
 
 def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
@@ -169,13 +214,20 @@ class LayerSharingCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         report = self._report
+        options = self._options
         yield from self._runtime(report)
         yield from self._node(report)
-        yield from self._images(report)
+        yield from self._image_gc(report)
+        if options.images:
+            yield from self._images(report)
         if self._waste is not None:
             yield from self._waste_families(report, self._waste)
-        if self._options.pods:
+        if options.pods:
             yield from self._pods(report)
+        if report.workloads is not None and (options.workloads or options.workload_bases):
+            yield from self._workloads(report.workloads)
+        if options.namespaces:
+            yield from self._namespaces(report)
         yield from self._bases(report)
         if self._options.layers_top_n:
             yield from self._layers(report)
@@ -222,6 +274,69 @@ class LayerSharingCollector(Collector):
             if fs.available_bytes is not None:
                 available.add_metric([fs.mountpoint], fs.available_bytes)
         yield from (used, inodes, capacity, available)
+        elsewhere = _gauge(
+            "capacity_dir_elsewhere",
+            "1 if the capacity directory (capacity_dir) was found on another filesystem than the image "
+            "filesystem: its capacity is then not exported as the image filesystem's.",
+            ["mountpoint"],
+        )
+        for fs in report.filesystems:
+            elsewhere.add_metric([fs.mountpoint], 1 if fs.capacity_dir_elsewhere else 0)
+        yield elsewhere
+
+    def _image_gc(self, report: NodeReport) -> Iterator[Metric]:
+        """The kubelet's image GC replayed with real bytes (exporter.core.image_gc)."""
+        options = self._options
+        thresholds = _gauge(
+            "image_gc_threshold_ratio",
+            "The kubelet's image GC thresholds the figures are modelled at (image_gc_*_threshold_percent / 100).",
+            ["threshold"],
+        )
+        thresholds.add_metric(["high"], options.image_gc_high_threshold_percent / 100)
+        thresholds.add_metric(["low"], options.image_gc_low_threshold_percent / 100)
+        yield thresholds
+        labels = ["mountpoint"]
+        to_free = _gauge(
+            "image_gc_bytes_to_free",
+            "Bytes the kubelet's image GC sets out to free now: capacity x (1 - low threshold) - available "
+            "once usage reaches the high threshold, else 0.",
+            labels,
+        )
+        freed = _gauge(
+            "image_gc_freed_bytes",
+            f"{_DISK} and layer blobs one image GC round would really free now (shared layers stay while an "
+            "image holds them; unused images oldest build first, until the CRI sizes cover bytes_to_free).",
+            labels,
+        )
+        freeable = _gauge(
+            "image_gc_freeable_bytes",
+            f"{_DISK} and layer blobs that deleting every unused image would really free.",
+            labels,
+        )
+        can_reach_low = _gauge(
+            "image_gc_can_reach_low_threshold",
+            "1 if deleting every unused image brings usage under the low threshold, else 0 "
+            "(0 with usage above the high one: heading to DiskPressure, the kubelet cannot fix it).",
+            labels,
+        )
+        layer_sizes = {chain_id: layer.size for chain_id, layer in report.layers.items()}
+        for fs in report.filesystems:
+            if not fs.capacity_bytes or fs.available_bytes is None:
+                continue  # no capacity known: no model rather than a wrong one
+            plan = plan_image_gc(
+                report.images,
+                layer_sizes,
+                report.blob_sizes,
+                fs.capacity_bytes,
+                fs.available_bytes,
+                options.image_gc_high_threshold_percent,
+                options.image_gc_low_threshold_percent,
+            )
+            to_free.add_metric([fs.mountpoint], plan.bytes_to_free)
+            freed.add_metric([fs.mountpoint], plan.freed_bytes)
+            freeable.add_metric([fs.mountpoint], plan.unused_bytes)
+            can_reach_low.add_metric([fs.mountpoint], 1 if plan.can_reach_low else 0)
+        yield from (to_free, freed, freeable, can_reach_low)
 
     def _images(self, report: NodeReport) -> Iterator[Metric]:
         labels = ["image_id", "image"]
@@ -255,9 +370,8 @@ class LayerSharingCollector(Collector):
                 created.add_metric(key, image.created)
         yield from (size, shared, unique, compressed, containers, info, created)
 
-    def _top_images(self, report: NodeReport) -> tuple[ImageReport, ...]:
-        top_n = self._options.images_top_n
-        return report.images[:top_n] if top_n else report.images
+    def _top_images(self, report: NodeReport) -> Sequence[ImageReport]:
+        return _top(report.images, self._options.images_top_n) if self._options.images else ()
 
     def _waste_families(self, report: NodeReport, waste: WasteReport) -> Iterator[Metric]:
         pending = _gauge(
@@ -309,7 +423,8 @@ class LayerSharingCollector(Collector):
             labels,
         )
         writable = _gauge("pod_writable_bytes", "Bytes in the pod's containers' writable layers.", labels)
-        for pod in report.pods:
+        shown = [pod for pod in report.pods if self._options.shows_namespace(pod.namespace)]
+        for pod in _top(shown, self._options.pods_top_n):
             key = [pod.namespace, pod.name]
             if attributed_on:
                 key += [pod.workload.name, pod.workload.kind] if pod.workload else ["", ""]
@@ -319,10 +434,22 @@ class LayerSharingCollector(Collector):
             attributed.add_metric(key, pod.attributed)
             writable.add_metric(key, pod.writable)
         yield from (total, shared, unique, attributed, writable)
-        if report.workloads is not None:
-            yield from self._workloads(report)
 
-    def _workloads(self, report: NodeReport) -> Iterator[Metric]:
+    def _namespaces(self, report: NodeReport) -> Iterator[Metric]:
+        attributed = _gauge(
+            "namespace_attributed_bytes",
+            f"{_DISK} attributed to the namespace's pods on this node (sum of their fair shares): "
+            "showback without per-pod series.",
+            ["namespace"],
+        )
+        for namespace in report.namespaces:
+            if self._options.shows_namespace(namespace.namespace):
+                attributed.add_metric([namespace.namespace], namespace.attributed)
+        yield attributed
+
+    def _workloads(self, workloads: Sequence[WorkloadReport]) -> Iterator[Metric]:
+        options = self._options
+        shown = [w for w in workloads if options.shows_namespace(w.namespace)]
         labels = ["namespace", "workload", "workload_kind"]
         pods = _gauge("workload_pods", "Pods of the workload on this node.", labels)
         size = _gauge("workload_bytes", f"{_DISK} of the distinct layers the workload's pods on this node use.", labels)
@@ -337,14 +464,19 @@ class LayerSharingCollector(Collector):
             "of the base (source: catalog, annotation, detected or none).",
             [*labels, "base", "version", "source"],
         )
-        for workload in report.workloads or ():
-            key = [workload.namespace, workload.name, workload.kind]
-            pods.add_metric(key, workload.pods)
-            size.add_metric(key, workload.bytes)
-            attributed.add_metric(key, workload.attributed)
-            for base, version, source, count in workload.bases:
-                on_base.add_metric([*key, base, version, source], count)
-        yield from (pods, size, attributed, on_base)
+        if options.workloads:
+            for workload in _top(shown, options.workloads_top_n):
+                key = [workload.namespace, workload.name, workload.kind]
+                pods.add_metric(key, workload.pods)
+                size.add_metric(key, workload.bytes)
+                attributed.add_metric(key, workload.attributed)
+            yield from (pods, size, attributed)
+        if options.workload_bases:
+            for workload in _top(shown, options.workload_bases_top_n):
+                key = [workload.namespace, workload.name, workload.kind]
+                for base, version, source, count in workload.bases:
+                    on_base.add_metric([*key, base, version, source], count)
+            yield on_base
 
     def _bases(self, report: NodeReport) -> Iterator[Metric]:
         # Base groups: every image has exactly one (base, version, source).
@@ -365,7 +497,7 @@ class LayerSharingCollector(Collector):
             labels,
         )
         top_n = self._options.bases_top_n
-        shown = list(report.bases[:top_n] if top_n else report.bases)
+        shown = list(_top(report.bases, top_n))
         # The unshared group is always exported: it is what no base covers.
         shown += [b for b in report.bases if b.name == UNSHARED and b.source == SOURCE_NONE and b not in shown]
         for base in shown:
@@ -385,7 +517,7 @@ class LayerSharingCollector(Collector):
             "what converging on one version would free on the node.",
             ["base"],
         )
-        for family in report.families[:top_n] if top_n else report.families:
+        for family in _top(report.families, top_n):
             versions.add_metric([family.name], len(family.versions))
             drift.add_metric([family.name], family.drift)
         yield from (versions, drift)

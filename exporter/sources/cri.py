@@ -62,6 +62,14 @@ _STATE_NAMES = {
 @dataclass(frozen=True, slots=True)
 class CriOptions:
     host_root: str = option("", 'where the host\'s / is mounted, for statvfs of the image filesystem ("" = as is)')
+    capacity_dir: str = option(
+        "",
+        "a directory on the image filesystem (the chart mounts a small hostPath there, also the analysis "
+        "state_dir): statvfs of it gives the image filesystem's capacity without exposing the store "
+        '("" = statvfs of the ImageFsInfo mountpoint under host_root)',
+        flag="--capacity-dir",
+        metavar="DIR",
+    )
     collect_writable_layers: bool = option(True, "ask for containers' writable layer sizes (ListContainerStats)")
     # ListContainerStats costs containerd a shim round trip per container
     # (~2 ms each), and containerd itself refreshes writable-layer sizes only
@@ -128,6 +136,8 @@ class CriClient:
         self._sandbox_images: dict[str, str] = {}
         self._writable: dict[str, int] = {}
         self._writable_at = float("-inf")
+        # Image filesystems the capacity directory was found not to be on, and why (logged once).
+        self._elsewhere_said: dict[str, str] = {}
 
     def read(self) -> CriView:
         """One consistent view of the node. Raises RuntimeUnavailableError."""
@@ -247,17 +257,47 @@ class CriClient:
             return ()
         result = []
         for fs in response.image_filesystems:
-            capacity, available = _statvfs(self.options.host_root, fs.fs_id.mountpoint)
+            mountpoint, used = fs.fs_id.mountpoint, fs.used_bytes.value
+            elsewhere = ""
+            if self.options.capacity_dir:
+                try:
+                    capacity, available, elsewhere = _capacity_dir_statvfs(
+                        self.options.capacity_dir, self.options.host_root, mountpoint, used
+                    )
+                except OSError as exc:
+                    self.session.item_error(
+                        "imagefs", "statvfs of capacity_dir %s failed: %s", self.options.capacity_dir, exc
+                    )
+                    capacity = available = None
+                self._say_elsewhere(mountpoint, elsewhere)
+            else:
+                capacity, available = _statvfs(self.options.host_root, mountpoint)
             result.append(
                 FilesystemFacts(
-                    mountpoint=fs.fs_id.mountpoint,
-                    used_bytes=fs.used_bytes.value,
+                    mountpoint=mountpoint,
+                    used_bytes=used,
                     inodes_used=fs.inodes_used.value,
                     capacity_bytes=capacity,
                     available_bytes=available,
+                    capacity_dir_elsewhere=bool(elsewhere),
                 )
             )
         return tuple(result)
+
+    def _say_elsewhere(self, mountpoint: str, why: str) -> None:
+        """One log line when the capacity directory turns out to be on another filesystem (and when it is fixed)."""
+        said = self._elsewhere_said.get(mountpoint, "")
+        if why and not said:
+            logger.warning(
+                "capacity_dir %s is not on the image filesystem %s (%s): its capacity is not exported; "
+                "mount a directory of the image filesystem there (the chart's hostPath directory)",
+                self.options.capacity_dir,
+                mountpoint,
+                why,
+            )
+        elif said and not why:
+            logger.info("capacity_dir %s is on the image filesystem %s again", self.options.capacity_dir, mountpoint)
+        self._elsewhere_said[mountpoint] = why
 
     def _sandbox_image_ids(self, ref_to_id: dict[str, str]) -> frozenset[str]:
         """The configured pause image (in use even before any pod runs)."""
@@ -442,6 +482,38 @@ def _statvfs(host_root: str, mountpoint: str) -> tuple[int | None, int | None]:
     except OSError:
         return None, None
     return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
+
+def _capacity_dir_statvfs(
+    directory: str, host_root: str, mountpoint: str, image_used_bytes: int
+) -> tuple[int | None, int | None, str]:
+    """The image filesystem's capacity and available bytes from statvfs of `directory`,
+    unless it can be told to be on another filesystem: then (None, None, why).
+    Raises OSError when `directory` cannot be read.
+
+    Two checks, each decisive only when it can say "elsewhere": the device of
+    `directory` against that of the ImageFsInfo mountpoint, when that path is
+    visible here; and the bytes CRI counts for images against the bytes used on
+    the directory's filesystem (the images cannot use more than their filesystem).
+    """
+    st = os.statvfs(directory)
+    device = os.stat(directory).st_dev
+    if mountpoint:
+        path = os.path.join(host_root, mountpoint.lstrip("/")) if host_root else mountpoint
+        try:
+            image_device: int | None = os.stat(path).st_dev
+        except OSError:
+            image_device = None  # not visible from here (the usual case in a pod)
+        if image_device is not None and image_device != device:
+            return None, None, f"device {_device(device)}, the image filesystem's is {_device(image_device)}"
+    fs_used = (st.f_blocks - st.f_bfree) * st.f_frsize
+    if image_used_bytes > fs_used:
+        return None, None, f"images use {image_used_bytes} bytes, the directory's filesystem only {fs_used} in all"
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize, ""
+
+
+def _device(device: int) -> str:
+    return f"{os.major(device)}:{os.minor(device)}"
 
 
 def _image_order(image: ImageFacts) -> tuple[str, tuple[str, ...], tuple[str, ...]]:

@@ -424,7 +424,6 @@ class RegistryClient:
         self._configs[config_digest] = (details, len(blob))
         return details, len(blob)
 
-
     def read_blob(self, ref: ImageReference, blob: BlobDescriptor, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
         """A blob's bytes as they arrive (layers: `wasted` reads each distinct one once).
 
@@ -467,6 +466,7 @@ class RegistryClient:
                     raise RegistryError(f"{url}: the registry's bytes do not match the digest and size")
             return
         raise RegistryError(f"{url}: refused after authenticating")
+
 
 def _descriptor(value: object, what: str) -> BlobDescriptor:
     if not isinstance(value, dict):

@@ -213,3 +213,15 @@ def test_anything_but_moving_figures_differing_means_accounting_again():
         dataclasses.replace(before, runtime_version="2.0.0"),
     ):
         assert not only_moving_figures_differ(before, after)
+
+
+def test_namespaces_sum_their_pods_fair_shares_to_the_byte():
+    report = account(sample_facts())
+    by_namespace = {n.namespace: (n.pods, n.attributed) for n in report.namespaces}
+    pods = {p.name: p.attributed for p in report.pods}
+    assert by_namespace == {
+        "default": (2, pods["web-1"] + pods["web-2"]),
+        "other": (1, pods["solo"]),
+    }
+    assert sum(n.attributed for n in report.namespaces) == sum(pods.values())
+    assert [n.namespace for n in report.namespaces] == sorted(by_namespace, key=lambda ns: -by_namespace[ns][1])

@@ -19,6 +19,7 @@ tests.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -65,6 +66,8 @@ class RenderedPod:
     host_mounts: list[HostPathMount]
     config_yaml: str
     config_mount_path: str
+    # Init containers' commands, with the mount paths their volumes have.
+    init_commands: list[list[str]]
 
 
 def render_pod(values: dict[str, Any]) -> RenderedPod:
@@ -85,6 +88,9 @@ def render_pod(values: dict[str, Any]) -> RenderedPod:
         if "hostPath" in volumes[m["name"]]
     ]
     config_mount = next(m for m in container["volumeMounts"] if "configMap" in volumes[m["name"]])
+    for init in pod.get("initContainers", []):
+        # What the stand-in can run of an init container: the chart's one, root with CHOWN alone.
+        assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
     security = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
     return RenderedPod(
         args=container["args"],
@@ -93,6 +99,7 @@ def render_pod(values: dict[str, Any]) -> RenderedPod:
         host_mounts=host_mounts,
         config_yaml=config_map["data"]["config.yaml"],
         config_mount_path=config_mount["mountPath"],
+        init_commands=[init["command"] for init in pod.get("initContainers", [])],
     )
 
 
@@ -188,6 +195,8 @@ def run_pod(node: KubeletNode, workdir: Path, pod: RenderedPod, *, mount_socket_
         ]
     script = ["set -e"]
     for m in mounts:
+        if not os.path.exists(m.host_path):  # DirectoryOrCreate, as the kubelet creates it: root's, 0755
+            os.makedirs(m.host_path, mode=0o755)
         target = Path(_under(container_root, m.mount_path))
         target.parent.mkdir(parents=True, exist_ok=True)
         if stat.S_ISSOCK(os.stat(m.host_path).st_mode):
@@ -201,13 +210,25 @@ def run_pod(node: KubeletNode, workdir: Path, pod: RenderedPod, *, mount_socket_
     config_dir = Path(_under(container_root, pod.config_mount_path))
     config_dir.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load(pod.config_yaml)  # JSON, as the chart writes it
-    # The emptyDir of the layer analysis's state, as the kubelet makes it: writable by the pod's user.
+    # The emptyDir of the layer analysis's state, as the kubelet makes it: writable by the pod's user
+    # (unless the state lives in a hostPath directory, mounted above).
+    host_mounted = {m.mount_path for m in mounts}
     if state := config.get("state_dir"):
         state_dir = Path(_under(container_root, state))
-        state_dir.mkdir(parents=True)
-        os.chown(state_dir, pod.run_as_user, pod.run_as_group)
+        if state not in host_mounted:
+            state_dir.mkdir(parents=True)
+            os.chown(state_dir, pod.run_as_user, pod.run_as_group)
         config["state_dir"] = str(state_dir)
+    if capacity := config.get("capacity_dir"):
+        config["capacity_dir"] = _under(container_root, capacity)
     (config_dir / "config.yaml").write_text(json.dumps(config, indent=2))
+    # Init containers, in the mounts, as root with CHOWN alone (their security context, checked above).
+    for command in pod.init_commands:
+        python, *rest = command
+        assert python == "/opt/venv/bin/python"
+        rest = [_under(container_root, a) if a in host_mounted else a for a in rest]
+        caps = ["--inh-caps=-all,+chown", "--ambient-caps=-all,+chown", "--bounding-set=-all,+chown"]
+        script.append(shlex.join(["setpriv", "--reuid=0", "--regid=0", "--clear-groups", *caps, sys.executable, *rest]))
 
     port = free_port()
     args = []
@@ -245,9 +266,15 @@ def run_pod(node: KubeletNode, workdir: Path, pod: RenderedPod, *, mount_socket_
     return PodRun(exporter, container_root)
 
 
+def capacity_dir(node: KubeletNode) -> str:
+    """The chart's small hostPath directory on the node's image filesystem (not there yet)."""
+    return str(node.containerd.workdir / "layer-sharing-exporter")
+
+
 def chart_values(node: KubeletNode) -> dict[str, Any]:
     return {
         "runtime": {"socketPath": str(node.containerd.socket)},
+        "imageFilesystem": {"capacityDir": capacity_dir(node)},
         "kubernetesEnrichment": {"enabled": False},
         "config": {"refreshIntervalSeconds": 0.3, "rpcTimeoutSeconds": 1},
     }
@@ -272,8 +299,8 @@ def test_the_socket_is_one_a_non_root_group_0_process_can_open(node: KubeletNode
 def test_directory_mount_sees_a_restarted_containerd(node: KubeletNode, tmp_path: Path):
     pod = render_pod(chart_values(node))
     socket_dir = posixpath.dirname(str(node.containerd.socket))
-    assert [m.host_path for m in pod.host_mounts] == [socket_dir]
-    assert pod.host_mounts[0].read_only
+    assert [m.host_path for m in pod.host_mounts] == [socket_dir, capacity_dir(node)]
+    assert pod.host_mounts[0].read_only and not pod.host_mounts[1].read_only
     assert (pod.run_as_user, pod.run_as_group) == (65534, 0)
     endpoint = next(a for a in pod.args if a.startswith("--runtime-endpoint="))
     assert endpoint == f"--runtime-endpoint=unix://{pod.host_mounts[0].mount_path}/containerd.sock"
@@ -300,9 +327,22 @@ def test_directory_mount_sees_a_restarted_containerd(node: KubeletNode, tmp_path
         exporter.wait_for(lambda: exporter.value("layer_sharing_physical_bytes") == want.physical, what="exact")
         assert exporter.value("layer_sharing_logical_bytes") == want.logical
         assert exporter.process.pid == pid and exporter.process.poll() is None
-        # The one thing it writes: the layer analysis's summaries, in the chart's emptyDir.
-        state_dir = Path(_under(run.container_root, "/var/lib/layer-sharing-exporter"))
-        exporter.wait_for(lambda: any(state_dir.iterdir()), what="layer summaries in the state emptyDir")
+        # The one thing it writes: the layer analysis's summaries, in the chart's hostPath directory
+        # on the node (created by the kubelet, handed to user 65534 by the init container), where
+        # the next pod of an upgrade finds them.
+        state_dir = Path(capacity_dir(node))
+        assert (state_dir.stat().st_uid, stat.S_IMODE(state_dir.stat().st_mode)) == (65534, 0o700)
+        exporter.wait_for(lambda: any(state_dir.iterdir()), what="layer summaries in the hostPath directory")
+        # And the image filesystem's capacity, by statvfs of that directory: no image file is mounted.
+        st = os.statvfs(state_dir)
+        mountpoint = next(
+            dict(labels)["mountpoint"]
+            for (name, labels) in exporter.metrics()
+            if name == "layer_sharing_image_fs_capacity_bytes"
+        )
+        capacity = exporter.metrics()[("layer_sharing_image_fs_capacity_bytes", (("mountpoint", mountpoint),))]
+        assert capacity == st.f_blocks * st.f_frsize
+        assert exporter.metrics()[("layer_sharing_capacity_dir_elsewhere", (("mountpoint", mountpoint),))] == 0
     finally:
         assert stop_exporter(exporter) == 0
         # The mounts lived in the exporter's mount namespace, gone with it.
@@ -338,3 +378,25 @@ def test_a_socket_file_mount_stays_blind_after_a_restart(node: KubeletNode, tmp_
         assert stop_exporter(exporter) == 0
         # The mounts lived in the exporter's mount namespace, gone with it.
         shutil.rmtree(run.container_root)
+
+
+def _analysed(exporter: ServedExporter) -> bool:
+    return exporter.value("layer_sharing_wasted_bytes") is not None
+
+
+def test_the_next_pod_of_an_upgrade_reads_no_layer_again(node: KubeletNode, tmp_path: Path):
+    """The summaries kept in the hostPath directory outlive the pod (an emptyDir did not): the
+    next pod reads only the images' manifests, no layer blob."""
+    read = "containerd.services.content.v1.Content/Read"
+    values = chart_values(node)
+    values["config"]["analysis"] = {"cpu": 2}
+    for _ in range(2):  # the first pod finds what earlier pods left, or reads the blobs; the second reads none
+        run = run_pod(node, tmp_path, render_pod(values))
+        exporter = run.exporter
+        try:
+            exporter.wait_for(functools.partial(_analysed, exporter), what="the analysis")
+            reads = exporter.metrics().get(("layer_sharing_runtime_requests_total", (("method", read),)), 0.0)
+        finally:
+            assert stop_exporter(exporter) == 0
+            shutil.rmtree(run.container_root)
+    assert reads == len(node.image_diff_ids)  # one manifest per image

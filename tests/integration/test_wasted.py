@@ -213,7 +213,10 @@ def test_discard_unpacked_layers_gives_unavailable_layers_and_no_figures(registr
             assert not image_wasted(metrics)
             assert ("layer_sharing_wasted_bytes", ()) not in metrics
             assert metrics[("layer_sharing_physical_bytes", ())] > 0  # the rest is exported as before
-            assert exporter.log().count("unavailable for the wasted-bytes analysis") == 4  # once per layer
+            # One line for the node, naming the cause, and none per layer.
+            assert exporter.log().count("discard_unpacked_layers = true") == 1
+            assert "the blobs of 4 of the node's" in exporter.log()
+            assert "unavailable for the wasted-bytes analysis" not in exporter.log()
         finally:
             assert stop_exporter(exporter) == 0
         data = run_cli(
@@ -257,3 +260,96 @@ def test_the_cluster_report_lists_images_by_wasted_bytes(pulled: PulledNode, reg
     finally:
         api.stop()
         assert stop_exporter(exporter) == 0
+
+
+def registry_refs(registry: Registry, images: Mapping[str, RealisticImage], compression: Compression) -> list[str]:
+    return [f"{registry.host}/realistic-{name}:{compression}" for name in images]
+
+
+def test_wasted_from_the_registry_equals_the_nodes_figures_and_a_second_run_fetches_nothing(
+    pulled: PulledNode, registry: Registry, tmp_path: Path
+):
+    exporter = start_exporter(pulled.containerd.endpoint, tmp_path, "--refresh-interval", "1", "--analysis-cpu", "2")
+    try:
+        metrics = analysed(exporter)
+    finally:
+        assert stop_exporter(exporter) == 0
+    node_images, node_total = image_wasted(metrics), metrics[("layer_sharing_wasted_bytes", ())]
+    refs = registry_refs(registry, pulled.images, pulled.compression)
+    command = ("wasted", *refs, "--cache-dir", str(tmp_path / "cache"), "--output", "json")
+    registry.reset_counts()
+    result = run_cli(*command)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert {row["image_id"]: row["wasted_bytes"] for row in data["images"]} == node_images
+    assert data["wasted_bytes"] == node_total
+    blobs = {layer.blob(pulled.compression).digest for image in pulled.images.values() for layer in image.layers}
+    assert data["layers_fetched"] == len(blobs) == 4
+    assert all(registry.served().gets[digest] == 1 for digest in blobs)  # each distinct layer once
+    registry.reset_counts()
+    again = run_cli(*command)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["images"] == data["images"]
+    assert registry.served().layer_gets == 0
+
+
+def test_discarded_blobs_figures_come_from_the_registry(registry: Registry, tmp_path: Path):
+    """On a node with discard_unpacked_layers = true the registry gives the figures a node with blobs computes."""
+    containerd = Containerd(tmp_path / "containerd", discard_unpacked_layers=True)
+    try:
+        containerd.start()
+        images = pull_realistic(containerd, registry, "gzip")
+        result = run_cli("wasted", *registry_refs(registry, images, "gzip"), "--no-cache", "--output", "json")
+        assert result.returncode == 0, result.stderr
+        data = json.loads(result.stdout)
+        assert {row["image_id"]: row["wasted_bytes"] for row in data["images"]} == {
+            image.image.image_id: image.wasted_bytes for image in images.values()
+        }
+        assert data["wasted_bytes"] == node_wasted_reference(images)
+    finally:
+        containerd.cleanup()
+
+
+def test_the_report_fills_in_from_the_registry_what_nodes_without_blobs_cannot_analyse(
+    registry: Registry, tmp_path: Path
+):
+    """`report --view wasted` on a node with discard_unpacked_layers = true: the node analyses
+    nothing, the report reads each distinct layer once from the registry, and a second run
+    (the summaries cached by diff ID) reads none."""
+    containerd = Containerd(tmp_path / "containerd", discard_unpacked_layers=True)
+    api = KubeApiStandIn("discarding-node").start()
+    exporter: ServedExporter | None = None
+    try:
+        containerd.start()
+        images = pull_realistic(containerd, registry, "gzip")
+        exporter = start_exporter(containerd.endpoint, tmp_path, "--refresh-interval", "1")
+        served = exporter
+        served.wait_for(
+            lambda: served.metrics().get(("layer_sharing_analysis_unavailable_layers", ())) == 4,
+            what="4 unavailable layers",
+        )
+        api.exporter_pods = [exporter_pod("monitoring", "lse-discarding", "discarding-node")]
+        api.proxied[("monitoring", "lse-discarding", 9877)] = exporter.base_url
+        kubeconfig = str(api.kubeconfig(tmp_path / "kubeconfig"))
+        command = ("report", "--kubeconfig", kubeconfig, "--view", "wasted", "--cache-dir", str(tmp_path / "cache"))
+        registry.reset_counts()
+        result = run_cli(*command, "--output", "json")
+        assert result.returncode == 0, result.stderr
+        rows = {row["image"]: (row["wasted"], row["wasted_from"]) for row in json.loads(result.stdout)["images"]}
+        assert rows == {
+            f"{registry.host}/realistic-{name}:gzip": (image.wasted_bytes, "registry") for name, image in images.items()
+        }
+        blobs = {blob.digest for image in images.values() for blob in image.image.layers}
+        assert len(blobs) == 4 and all(registry.served().gets[digest] == 1 for digest in blobs)
+        registry.reset_counts()
+        table = run_cli(*command, "--output", "csv")
+        assert table.returncode == 0, table.stderr
+        lines = table.stdout.splitlines()
+        assert lines[0] == "image,nodes,size,wasted,from"
+        assert [line.split(",")[-2:] for line in lines[1:]] == [["133324989", "registry"], ["1620180", "registry"]]
+        assert registry.served().layer_gets == 0  # every summary from the cache
+    finally:
+        api.stop()
+        if exporter is not None:
+            assert stop_exporter(exporter) == 0
+        containerd.cleanup()

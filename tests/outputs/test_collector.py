@@ -1,12 +1,22 @@
 import dataclasses
+from collections import Counter
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.core.accounting import NodeReport, account
-from exporter.core.facts import ContainerFacts, FilesystemFacts, ImageFacts, NodeFacts, PodFacts, SnapshotUsage
+from exporter.core.facts import (
+    ContainerFacts,
+    FilesystemFacts,
+    ImageFacts,
+    NodeFacts,
+    PodFacts,
+    SnapshotUsage,
+    Workload,
+)
 from exporter.core.state import RefreshStatus, WasteReport
 from exporter.outputs.collector import HealthCollector, LayerSharingCollector, MetricsOptions
+from exporter.outputs.metrics_store import MetricsStore
 from tests.fakes import digest
 from tests.sample_facts import APP_A, sample_facts
 
@@ -42,6 +52,13 @@ CONTRACT = {
     "layer_sharing_image_fs_inodes_used": ["mountpoint"],
     "layer_sharing_image_fs_capacity_bytes": ["mountpoint"],
     "layer_sharing_image_fs_available_bytes": ["mountpoint"],
+    "layer_sharing_capacity_dir_elsewhere": ["mountpoint"],
+    "layer_sharing_image_gc_threshold_ratio": ["threshold"],
+    "layer_sharing_image_gc_bytes_to_free": ["mountpoint"],
+    "layer_sharing_image_gc_freed_bytes": ["mountpoint"],
+    "layer_sharing_image_gc_freeable_bytes": ["mountpoint"],
+    "layer_sharing_image_gc_can_reach_low_threshold": ["mountpoint"],
+    "layer_sharing_namespace_attributed_bytes": ["namespace"],
     "layer_sharing_image_size_bytes": ["image", "image_id"],
     "layer_sharing_image_shared_bytes": ["image", "image_id"],
     "layer_sharing_image_unique_bytes": ["image", "image_id"],
@@ -160,8 +177,12 @@ def test_optional_layer_family_and_knobs():
     assert text.count("layer_sharing_layer_bytes{") == 3
 
 
-def busy_node_facts(images: int = 300, pods: int = 110) -> NodeFacts:
-    """A synthetic busy node at the issue's scale: 300 images, 110 pods."""
+def busy_node_facts(images: int = 300, pods: int = 110, workloads: bool = False) -> NodeFacts:
+    """A synthetic busy node at the issue's scale: 300 images, 110 pods.
+
+    With `workloads` (enrichment on, as `--kubernetes` gives it) each pod is one
+    of 30 Deployments, as benchmarks/busy_node.py's stand-in API server says.
+    """
     image_facts = []
     usage = {}
     for i in range(images):
@@ -190,12 +211,14 @@ def busy_node_facts(images: int = 300, pods: int = 110) -> NodeFacts:
                     sandbox_id=f"s{p}",
                 )
             )
+    owners = {(p.namespace, p.name): Workload("Deployment", f"app-{n % 30}") for n, p in enumerate(pod_facts)}
     return NodeFacts(
         images=tuple(image_facts),
         containers=tuple(containers),
         pods=tuple(pod_facts),
         layer_usage=usage,
         filesystems=(FilesystemFacts("/var/lib/containerd", 1, 1, 2, 1),),
+        workloads=owners if workloads else None,
     )
 
 
@@ -347,3 +370,122 @@ def test_image_wasted_series_follow_images_top_n():
         if line.startswith("layer_sharing_image_wasted_bytes{")
     }
     assert sizes == wasted
+
+
+# The fleet profile of docs/performance.md: node, namespace showback, bases and the top images.
+FLEET_PROFILE = MetricsOptions(images_top_n=5, bases_top_n=5, pods=False, workloads=False, workload_bases=False)
+
+
+def scraped_series(facts: NodeFacts, options: MetricsOptions) -> Counter[str]:
+    """Series per metric name in a whole /metrics body (health and process metrics included),
+    with the wasted-bytes analysis complete and the image filesystem's capacity known."""
+    facts = dataclasses.replace(
+        facts, filesystems=(FilesystemFacts("/var/lib/containerd/x", 10**11, 10**6, 2 * 10**11, 10**11),)
+    )
+    store = MetricsStore(options)
+    report = account(facts)
+    store.publish_refresh(up_state(facts).status, report)
+    store.publish_waste(
+        WasteReport(
+            image_ids=frozenset(i.image_id for i in report.images),
+            images={i.image_id: 1 for i in report.images},
+            node_wasted_bytes=1,
+        )
+    )
+    body, _ = store.render("text/plain")
+    lines = [line for line in body.decode().splitlines() if line and not line.startswith("#")]
+    return Counter(line.split("{")[0].split(" ")[0] for line in lines)
+
+
+def test_series_budget_with_enrichment_defaults_and_fleet_profile():
+    facts = busy_node_facts(workloads=True)
+    defaults = scraped_series(facts, MetricsOptions())
+    assert sum(defaults.values()) <= 1000, sum(defaults.values())
+    # Workloads and which bases they stand on are whole at the defaults (the cluster report needs them).
+    assert defaults["layer_sharing_workload_pods"] == 30
+    assert defaults["layer_sharing_workload_base_pods"] == sum(len(w.bases) for w in account(facts).workloads or ())
+    assert defaults["layer_sharing_pod_bytes"] == 40  # pods_top_n
+    fleet = scraped_series(facts, FLEET_PROFILE)
+    assert sum(fleet.values()) <= 150, sum(fleet.values())
+    assert fleet["layer_sharing_physical_bytes"] == 1
+    assert fleet["layer_sharing_namespace_attributed_bytes"] == 10
+    assert fleet["layer_sharing_base_bytes"] == 5
+    assert fleet["layer_sharing_image_size_bytes"] == 5
+    assert not [name for name in fleet if name.startswith(("layer_sharing_pod_", "layer_sharing_workload_"))]
+
+
+def test_namespace_showback_adds_up_to_the_pods_and_needs_no_pod_series():
+    facts = busy_node_facts(workloads=True)
+    registry = registry_for(up_state(facts), MetricsOptions(pods=False))
+    text = generate_latest(registry).decode()
+    assert "layer_sharing_pod_attributed_bytes{" not in text
+    by_namespace = {
+        s.labels["namespace"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "layer_sharing_namespace_attributed_bytes"
+    }
+    pods = account(facts).pods
+    assert by_namespace == {
+        ns: sum(p.attributed for p in pods if p.namespace == ns) for ns in {p.namespace for p in pods}
+    }
+
+
+def test_each_family_has_its_own_switch_and_top_n():
+    facts = busy_node_facts(workloads=True)
+    count = lambda **kw: scraped_series(facts, MetricsOptions(**kw))  # noqa: E731
+    no_pods = count(pods=False)
+    assert no_pods["layer_sharing_pod_bytes"] == 0 and no_pods["layer_sharing_workload_pods"] == 30
+    no_workloads = count(workloads=False)
+    assert no_workloads["layer_sharing_workload_pods"] == 0 and no_workloads["layer_sharing_workload_base_pods"] > 0
+    assert count(workload_bases=False)["layer_sharing_workload_base_pods"] == 0
+    top = count(pods_top_n=7, workloads_top_n=4, workload_bases_top_n=3, images_top_n=2)
+    assert (top["layer_sharing_pod_bytes"], top["layer_sharing_workload_pods"]) == (7, 4)
+    assert top["layer_sharing_image_size_bytes"] == top["layer_sharing_image_wasted_bytes"] == 2
+    assert 3 <= top["layer_sharing_workload_base_pods"] <= 3 * 5
+    no_images = count(images=False)
+    assert no_images["layer_sharing_image_size_bytes"] == no_images["layer_sharing_image_wasted_bytes"] == 0
+    assert count(namespaces=False)["layer_sharing_namespace_attributed_bytes"] == 0
+
+
+def test_namespace_include_and_exclude_filter_every_namespace_labelled_series():
+    facts = busy_node_facts(workloads=True)
+    options = MetricsOptions(pods_top_n=0, namespace_include=("ns-1", "ns-2*"), namespace_exclude=("ns-2",))
+    text = generate_latest(registry_for(up_state(facts), options)).decode()
+    namespaces = {
+        s.labels["namespace"]
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if "namespace" in s.labels
+    }
+    assert namespaces == {"ns-1"}
+    assert text.count("layer_sharing_pod_bytes{") == sum(1 for p in facts.pods if p.namespace == "ns-1")
+
+
+def test_image_gc_families_follow_the_model():
+    from exporter.core.image_gc import plan_image_gc
+
+    facts = with_fs(sample_facts())  # capacity 10**9, 10**8 available: 90% used
+    report = account(facts)
+    registry = registry_for(up_state(facts), MetricsOptions(image_gc_high_threshold_percent=90))
+    labels = {"mountpoint": "/var/lib/containerd/x"}
+    plan = plan_image_gc(report.images, {c: la.size for c, la in report.layers.items()}, {}, 10**9, 10**8, 90, 80)
+    assert registry.get_sample_value("layer_sharing_image_gc_bytes_to_free", labels) == plan.bytes_to_free == 10**8
+    assert registry.get_sample_value("layer_sharing_image_gc_freeable_bytes", labels) == plan.unused_bytes == 100
+    assert registry.get_sample_value("layer_sharing_image_gc_freed_bytes", labels) == plan.freed_bytes
+    assert registry.get_sample_value("layer_sharing_image_gc_can_reach_low_threshold", labels) == 0
+    assert registry.get_sample_value("layer_sharing_image_gc_threshold_ratio", {"threshold": "high"}) == 0.9
+    assert registry.get_sample_value("layer_sharing_capacity_dir_elsewhere", labels) == 0
+
+
+def test_no_capacity_no_gc_model_and_elsewhere_is_said():
+    facts = dataclasses.replace(
+        sample_facts(), filesystems=(FilesystemFacts("/var/lib/containerd/x", 5000, 40, capacity_dir_elsewhere=True),)
+    )
+    registry = registry_for(up_state(facts))
+    text = generate_latest(registry).decode()
+    assert "layer_sharing_image_gc_bytes_to_free{" not in text
+    assert "layer_sharing_image_fs_capacity_bytes{" not in text
+    assert (
+        registry.get_sample_value("layer_sharing_capacity_dir_elsewhere", {"mountpoint": "/var/lib/containerd/x"}) == 1
+    )

@@ -240,6 +240,27 @@ labelLimit: {{ . }}
 {{- dir (include "lse.socketPath" .) }}
 {{- end }}
 
+{{/* The exporter's user, as the pod's security context says (0 when it does not). */}}
+{{- define "lse.podUid" -}}
+{{- (include "lse.podSecurityContext" . | fromYaml).runAsUser | default 0 | int }}
+{{- end }}
+
+{{/* Whether the analysis keeps its summaries in imageFilesystem.capacityDir: it must be able to
+write there. The kubelet creates the directory root's (0755), so a non-root exporter needs the
+chown init container, which runs as root with CHOWN: not where the chart's OpenShift SCC (no
+capabilities, one uid) applies; there the summaries stay in an emptyDir. */}}
+{{- define "lse.stateOnHost" -}}
+{{- if and .Values.imageFilesystem.capacityDir .Values.config.analysis.stateDir }}
+{{- if or (eq (include "lse.podUid" .) "0") (not .Values.openshift.securityContextConstraints.create) }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the exporter measures the image filesystem's capacity (capacityDir or mountHostPath):
+the alerts that need it are rendered only then. */}}
+{{- define "lse.fsCapacity" -}}
+{{- if or .Values.imageFilesystem.capacityDir .Values.imageFilesystem.mountHostPath }}true{{ end }}
+{{- end }}
+
 {{/* The runtime's root, for the optional image filesystem mount. */}}
 {{- define "lse.imageFsHostPath" -}}
 {{- if .Values.imageFilesystem.hostPath }}
@@ -267,17 +288,33 @@ collect_writable_layers: {{ .Values.config.collectWritableLayers }}
 writable_refresh_seconds: {{ .Values.config.writableRefreshSeconds }}
 log_level: {{ .Values.config.logLevel | quote }}
 analysis_cpu: {{ .Values.config.analysis.cpu }}
-{{- if .Values.config.analysis.stateDir }}
+{{- if include "lse.stateOnHost" . }}
 state_dir: /var/lib/layer-sharing-exporter
+{{- else if .Values.config.analysis.stateDir }}
+state_dir: /var/lib/layer-sharing-exporter-state
 {{- end }}
 {{- if .Values.imageFilesystem.mountHostPath }}
 host_root: /host
+{{- else if .Values.imageFilesystem.capacityDir }}
+capacity_dir: /var/lib/layer-sharing-exporter
 {{- end }}
+{{- $m := .Values.config.metrics }}
 metrics:
-  images_top_n: {{ .Values.config.metrics.imagesTopN }}
-  pods: {{ .Values.config.metrics.pods }}
-  bases_top_n: {{ .Values.config.metrics.basesTopN }}
-  layers_top_n: {{ .Values.config.metrics.layersTopN }}
+  images: {{ $m.images }}
+  images_top_n: {{ $m.imagesTopN }}
+  pods: {{ $m.pods }}
+  pods_top_n: {{ $m.podsTopN }}
+  workloads: {{ $m.workloads }}
+  workloads_top_n: {{ $m.workloadsTopN }}
+  workload_bases: {{ $m.workloadBases }}
+  workload_bases_top_n: {{ $m.workloadBasesTopN }}
+  namespaces: {{ $m.namespaces }}
+  namespace_include: {{ $m.namespaceInclude | toJson }}
+  namespace_exclude: {{ $m.namespaceExclude | toJson }}
+  bases_top_n: {{ $m.basesTopN }}
+  layers_top_n: {{ $m.layersTopN }}
+  image_gc_high_threshold_percent: {{ .Values.kubelet.imageGCHighThresholdPercent }}
+  image_gc_low_threshold_percent: {{ .Values.kubelet.imageGCLowThresholdPercent }}
 bases: {{ toYaml .Values.config.bases | nindent 2 }}
 {{- end }}
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from exporter.core.cluster import BaseRow, ClusterReport, ImageRow, NodeRow, WorkloadRow
 from exporter.formatting import human_bytes
 
-VIEWS = ("nodes", "bases", "workloads", "images")
+VIEWS = ("nodes", "bases", "workloads", "images", "wasted")
 # Columns holding bytes (printed human-readable in tables and HTML, raw in JSON and CSV).
 BYTE_HEADERS = frozenset(
     {
@@ -54,6 +54,7 @@ SORT_KEYS = {
     "bases": ("bytes", "pods", "images", "nodes", "drift", "versions", "base"),
     "workloads": ("attributed", "pods", "nodes", "name"),
     "images": ("size", "unique", "wasted", "nodes", "image"),
+    "wasted": ("wasted", "size", "nodes", "image"),
 }
 
 
@@ -121,6 +122,13 @@ def rows(report: ClusterReport, view: str, sort: str = "", top: int = 0) -> tupl
             [w.namespace, w.kind, w.name, w.nodes, w.pods, w.attributed, " ".join(w.bases), w.on_catalog]
             for w in cut(report.workloads)
             if isinstance(w, WorkloadRow)
+        ]
+    if view == "wasted":
+        # FROM: the nodes' analysis, or the registry where no node could read the layers.
+        return ["IMAGE", "NODES", "SIZE", "WASTED", "FROM"], [
+            [i.image, i.nodes, i.size, i.wasted, i.wasted_from or ("nodes" if i.wasted is not None else None)]
+            for i in cut(report.images)
+            if isinstance(i, ImageRow)
         ]
     return ["IMAGE", "BASE", "NODES", "SIZE", "UNIQUE", "WASTED"], [
         [i.image, i.base, i.nodes, i.size, i.unique, i.wasted] for i in cut(report.images) if isinstance(i, ImageRow)
