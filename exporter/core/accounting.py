@@ -33,6 +33,7 @@ from exporter.core.bases import (
     resolve_catalog,
 )
 from exporter.core.facts import FilesystemFacts, ImageFacts, NodeFacts, Workload
+from exporter.core.pull_cost import RepullReport, repull_report
 
 # Bytes of one layer (by chain ID) in this snapshot of facts.
 _SizeOf = Callable[[str], int]
@@ -227,6 +228,8 @@ class NodeReport:
     namespaces: tuple[NamespaceReport, ...] = ()
     # Bytes of the images' layer blobs on disk in containerd's content store, by digest.
     blob_sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # Compressed layer bytes a pull would fetch again had image GC removed each image, or every unused one.
+    repull: RepullReport = RepullReport({}, 0)
 
     def image(self, ref: str) -> ImageReport | None:
         """Find an image by ID, tag, repo digest or unambiguous ID prefix."""
@@ -403,6 +406,9 @@ def account(facts: NodeFacts, catalog: Sequence[BaseSpec] = ()) -> NodeReport:
         workloads=None if facts.workloads is None else _workload_reports(pod_reports, pod_layers, size_of, bases),
         namespaces=namespace_reports(pod_reports),
         blob_sizes=blob_sizes,
+        repull=repull_report(
+            facts, (r.image_id for r in image_reports), (r.image_id for r in image_reports if not r.in_use)
+        ),
     )
 
 

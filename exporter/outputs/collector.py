@@ -118,7 +118,7 @@ class MetricsOptions:
     images: bool = option(True, "per-image series (image_*: 7-8 per image)")
     images_top_n: int = option(40, "per-image series for the N images with the most unique bytes (0 = all)", minimum=0)
     pods: bool = option(True, "per-pod series (pod_*: 5 per pod)")
-    pods_top_n: int = option(40, "per-pod series for the N pods with the most attributed bytes (0 = all)", minimum=0)
+    pods_top_n: int = option(30, "per-pod series for the N pods with the most attributed bytes (0 = all)", minimum=0)
     workloads: bool = option(True, "per-workload series with --kubernetes (workload_pods, _bytes, _attributed_bytes)")
     workloads_top_n: int = option(
         0, "per-workload series for the N workloads with the most attributed bytes (0 = all)", minimum=0
@@ -254,6 +254,14 @@ class LayerSharingCollector(Collector):
             family = _gauge(name, f"{doc} {_CACHED}")
             family.add_metric([], value(report))
             yield family
+        repull = _gauge(
+            "unused_repull_bytes",
+            "Compressed layer bytes pulling every unused image back would fetch had image GC removed them all "
+            "(a blob they share counted once); pairs with reclaimable_bytes. Absent when a manifest is not known.",
+        )
+        if report.repull.unused is not None:
+            repull.add_metric([], report.repull.unused)
+        yield repull
         used = _gauge(
             "image_fs_used_bytes", "Bytes used on the image filesystem, as CRI ImageFsInfo reports.", ["mountpoint"]
         )
@@ -353,6 +361,12 @@ class LayerSharingCollector(Collector):
             "(kube_pod_container_info image_id); base, base_version and base_source its base. Always 1.",
             [*labels, "image_ref", "base", "base_version", "base_source"],
         )
+        repull = _gauge(
+            "image_repull_bytes",
+            "Compressed layer bytes a pull would fetch again had image GC removed this image alone "
+            "(its layers no other image on the node keeps); absent when its manifest is not known.",
+            labels,
+        )
         created = _gauge(
             "image_created_timestamp_seconds",
             "Unix time the image was built (its config's created); absent when the config has none.",
@@ -368,7 +382,10 @@ class LayerSharingCollector(Collector):
             info.add_metric([*key, image.image_ref, image.base, image.base_version, image.base_source], 1)
             if image.created is not None:
                 created.add_metric(key, image.created)
-        yield from (size, shared, unique, compressed, containers, info, created)
+            repull_bytes = report.repull.images.get(image.image_id)
+            if repull_bytes is not None:
+                repull.add_metric(key, repull_bytes)
+        yield from (size, shared, unique, compressed, containers, info, created, repull)
 
     def _top_images(self, report: NodeReport) -> Sequence[ImageReport]:
         return _top(report.images, self._options.images_top_n) if self._options.images else ()

@@ -404,7 +404,7 @@ def test_series_budget_with_enrichment_defaults_and_fleet_profile():
     # Workloads and which bases they stand on are whole at the defaults (the cluster report needs them).
     assert defaults["layer_sharing_workload_pods"] == 30
     assert defaults["layer_sharing_workload_base_pods"] == sum(len(w.bases) for w in account(facts).workloads or ())
-    assert defaults["layer_sharing_pod_bytes"] == 40  # pods_top_n
+    assert defaults["layer_sharing_pod_bytes"] == 30  # pods_top_n
     fleet = scraped_series(facts, FLEET_PROFILE)
     assert sum(fleet.values()) <= 150, sum(fleet.values())
     assert fleet["layer_sharing_physical_bytes"] == 1
