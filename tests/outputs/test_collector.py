@@ -489,3 +489,26 @@ def test_no_capacity_no_gc_model_and_elsewhere_is_said():
     assert (
         registry.get_sample_value("layer_sharing_capacity_dir_elsewhere", {"mountpoint": "/var/lib/containerd/x"}) == 1
     )
+
+
+def test_repull_families_say_what_bringing_images_back_would_fetch():
+    from exporter.core.facts import LayerBlob
+    from exporter.core.pull_cost import repull_report
+
+    facts = sample_facts()
+    blobs = {
+        image.image_id: tuple(LayerBlob(digest(f"blob-{d}"), 100 + i) for i, d in enumerate(image.diff_ids))
+        for image in facts.images
+    }
+    present = {blob.digest: blob.size for layers in blobs.values() for blob in layers}
+    facts = dataclasses.replace(facts, layer_blobs=blobs, present_blobs=present)
+    report = account(facts)
+    expected = repull_report(
+        facts, [i.image_id for i in report.images], [i.image_id for i in report.images if not i.in_use]
+    )
+    registry = registry_for(Published(RefreshStatus(generation=1, up=True), report))
+    assert expected.unused is not None
+    assert registry.get_sample_value("layer_sharing_unused_repull_bytes") == expected.unused
+    for image in report.images:
+        labels = {"image": image.name, "image_id": image.image_id}
+        assert registry.get_sample_value("layer_sharing_image_repull_bytes", labels) == expected.images[image.image_id]
