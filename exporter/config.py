@@ -360,3 +360,11 @@ def with_flags(config: Config, args: argparse.Namespace) -> Config:
         if (value := getattr(args, setting.dest, None)) is not None
     }
     return validate(with_settings(config, given))
+
+
+def resolve(args: argparse.Namespace) -> Config:
+    """A command's configuration: defaults < environment < its --config file < its flags."""
+    config = from_environment()
+    if args.config:
+        config = load_file(args.config, config)
+    return with_flags(config, args)

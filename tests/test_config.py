@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter import config as cfg
-from exporter.cli.args import build_parser, resolve_config
+from exporter.cli.args import build_parser
 from exporter.config import Config
+from exporter.config import resolve as resolve_config
 from exporter.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,10 +6,10 @@ import argparse
 
 from exporter import __version__
 from exporter import config as config_mod
-from exporter.config import Config
+from exporter.cli import pull_cost, wasted
+from exporter.cli.exit_codes import EXIT_USAGE
+from exporter.cli.prometheus_flags import add_prometheus_flags
 from exporter.sources.kubernetes.pod_proxy import SCHEMES
-
-EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,9 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MATCHERS",
         help="extra PromQL matchers for every query, e.g. 'cluster=\"prod-eu\"' (one cluster of a Thanos or Mimir)",
     )
-    from exporter.cli.prometheus_flags import add_prometheus_flags  # credentials, TLS, tenant (issue 25)
-
-    add_prometheus_flags(report)
+    add_prometheus_flags(report)  # credentials, TLS, tenant
     report.add_argument("--exporter-namespace", default="", help="namespace of the exporter pods (default: all)")
     report.add_argument(
         "--selector",
@@ -100,14 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="where a registry's API is served (mirrors; Docker Hub's API is not at docker.io); repeatable",
     )
     catalog.add_argument("--timeout", type=float, default=30.0, help="seconds per registry request")
-    __import__("exporter.cli.pull_cost", fromlist=["add_parser"]).add_parser(sub)  # it imports this module
-    __import__("exporter.cli.wasted", fromlist=["add_parser"]).add_parser(sub)  # it imports this module
+    pull_cost.add_parser(sub)
+    wasted.add_parser(sub)
     return parser
-
-
-def resolve_config(args: argparse.Namespace) -> Config:
-    """defaults < environment < --config file < flags."""
-    config = config_mod.from_environment()
-    if args.config:
-        config = config_mod.load_file(args.config, config)
-    return config_mod.with_flags(config, args)

@@ -14,7 +14,7 @@ import sys
 
 import yaml
 
-from exporter.cli.args import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from exporter.cli.exit_codes import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from exporter.config import parse_bases
 from exporter.core.bases import short_digest
 from exporter.errors import ConfigError

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from exporter.analysis import analyse_image
-from exporter.cli.args import EXIT_OK, EXIT_UNAVAILABLE
+from exporter.cli.exit_codes import EXIT_OK, EXIT_UNAVAILABLE
 from exporter.cli.runtime import runtime_source
 from exporter.config import Config
 from exporter.core.accounting import NodeReport, account

@@ -10,7 +10,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from exporter.cli.args import EXIT_USAGE, build_parser, resolve_config
+from exporter import config as config_mod
+from exporter.cli.args import build_parser
+from exporter.cli.exit_codes import EXIT_USAGE
 from exporter.errors import ConfigError
 
 
@@ -33,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_wasted(args)
     try:
-        config = resolve_config(args)
+        config = config_mod.resolve(args)
     except ConfigError as exc:
         print(f"layer-sharing-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -14,9 +14,10 @@ import argparse
 import dataclasses
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from exporter import config as config_mod
-from exporter.cli.args import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, resolve_config
+from exporter.cli.exit_codes import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from exporter.cli.runtime import runtime_source
 from exporter.core.facts import NodeFacts
 from exporter.core.pull_cost import RemoteImage, RemoteLayer, holdings_from_facts, pull_costs
@@ -36,7 +37,7 @@ from exporter.sources.registry import (
 PROG = "layer-sharing-exporter pull-cost"
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     """The `pull-cost` subcommand and its flags."""
     parser = subparsers.add_parser(
         "pull-cost",
@@ -75,7 +76,7 @@ def run_pull_cost(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
     try:
-        config = resolve_config(args)
+        config = config_mod.resolve(args)
     except ConfigError as exc:
         return _fail(f"invalid configuration: {exc}", EXIT_USAGE)
     # Writable layers are no part of a pull; their sizes cost a shim round trip per container.

@@ -10,7 +10,7 @@ import threading
 from exporter import __version__
 from exporter import config as config_mod
 from exporter.analysis import LayerAnalyzer
-from exporter.cli.args import EXIT_OK, EXIT_USAGE
+from exporter.cli.exit_codes import EXIT_OK, EXIT_USAGE
 from exporter.cli.runtime import runtime_source
 from exporter.config import Config
 from exporter.errors import ConfigError

@@ -22,8 +22,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from exporter.cli.args import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from exporter.cli.exit_codes import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from exporter.core.cluster import ClusterReport
 from exporter.core.facts import ImageFacts
 from exporter.core.wasted import ImageWaste, LayerContentError, waste_figures
@@ -54,7 +55,7 @@ def default_cache_dir(env: dict[str, str] | None = None) -> Path:
     return base / "layer-sharing-exporter" / "layers"
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     """The `wasted` subcommand and its flags."""
     parser = subparsers.add_parser(
         "wasted",

@@ -41,7 +41,8 @@ def test_report_refuses_an_unknown_view_before_asking_anything(capsys):
 
 
 def test_layer_store_flags_override_the_config_file(tmp_path):
-    from exporter.cli.args import build_parser, resolve_config
+    from exporter.cli.args import build_parser
+    from exporter.config import resolve as resolve_config
 
     path = tmp_path / "c.yaml"
     path.write_text("layer_store: containerd\nstorage_root: /a\n")

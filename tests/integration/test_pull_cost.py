@@ -25,8 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli.args import build_parser, resolve_config
+from exporter.cli.args import build_parser
 from exporter.cli.runtime import runtime_source
+from exporter.config import resolve as resolve_config
 from exporter.core.facts import NodeFacts
 from exporter.core.pull_cost import repull_report
 from tests.harness.containerd import Containerd
