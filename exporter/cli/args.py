@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--timeout", type=float, default=10.0, help="seconds per node (or per Prometheus query)")
     report.add_argument(
-        "--view", default="nodes", help="table and csv: what to list: nodes (default), bases, workloads or images"
+        "--view",
+        default="nodes",
+        help="table and csv: what to list: nodes (default), bases, workloads, images or wasted",
     )
     report.add_argument("--sort", default="", help="column to sort by (default: the largest bytes first)")
     report.add_argument("--top", type=int, default=0, help="show only the first N rows")
