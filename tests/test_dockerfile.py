@@ -1,5 +1,7 @@
-"""The image recipe: parsed with dockerfile-parse (no container engine here), and
-the wheel it installs built for real."""
+"""The image recipe, parsed with dockerfile-parse, and the wheel it installs built for real.
+
+The image itself is built with podman and run as the chart's pod in
+tests/integration/test_image_pod.py."""
 
 from __future__ import annotations
 
@@ -31,14 +33,26 @@ def stages(structure: list[dict[str, str]]) -> list[list[dict[str, str]]]:
     return out
 
 
-def test_multi_stage_on_a_pinned_slim_python_base():
-    structure = parsed()
-    args = {i["value"].split("=", 1)[0]: i["value"].split("=", 1)[1] for i in structure if i["instruction"] == "ARG"}
-    base = args["PYTHON_IMAGE"]
-    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base), base
-    build, runtime = stages(structure)
-    assert build[0]["value"] == "${PYTHON_IMAGE} AS build"
-    assert runtime[0]["value"] == "${PYTHON_IMAGE} AS runtime"
+def args() -> dict[str, str]:
+    return {
+        i["value"].split("=", 1)[0]: i["value"].split("=", 1)[1]
+        for i in parsed()
+        if i["instruction"] == "ARG" and "=" in i["value"]
+    }
+
+
+def test_two_stages_on_debian_12_bases_with_one_python():
+    """Both bases are Debian 12 and made of Debian packages (so the tests can make them from
+    the Debian archive): debian slim to build, distroless python3 to run, whose python3.11
+    is the build stage's, so the virtualenv runs unchanged."""
+    bases = args()
+    assert bases["BUILD_IMAGE"] == "docker.io/library/debian:bookworm-slim"
+    assert re.fullmatch(r"gcr\.io/distroless/python3-debian12(:\w+)?", bases["RUNTIME_IMAGE"])
+    build, runtime = stages(parsed())
+    assert build[0]["value"] == "${BUILD_IMAGE} AS build"
+    assert runtime[0]["value"] == "${RUNTIME_IMAGE} AS runtime"
+    runs = " ".join(i["value"] for i in build if i["instruction"] == "RUN")
+    assert "python3.11-venv" in runs and "python3.11 -m venv /opt/venv" in runs
 
 
 def test_dependencies_install_from_the_lock_with_hashes():
@@ -49,11 +63,13 @@ def test_dependencies_install_from_the_lock_with_hashes():
         assert re.search(rf"^{dep}==\S+ \\\n\s+--hash=sha256:", lock, re.MULTILINE), dep
 
 
-def test_runtime_stage_has_only_the_venv_and_an_exec_form_entrypoint():
+def test_runtime_stage_only_copies_and_has_an_exec_form_entrypoint():
+    """No RUN in the runtime stage: nothing rewrites a base file, so no layer hides
+    another's bytes (0 wasted bytes, measured in test_image_pod), and no shell is needed."""
     _, runtime = stages(parsed())
     copies = [i["value"] for i in runtime if i["instruction"] in ("COPY", "ADD")]
     assert copies == ["--from=build /opt/venv /opt/venv", "--from=build /opt/pycache /opt/pycache"]
-    assert not [i for i in runtime if i["instruction"] == "RUN"]  # no shell needed
+    assert not [i for i in runtime if i["instruction"] == "RUN"]
     entrypoint = next(i["value"] for i in runtime if i["instruction"] == "ENTRYPOINT")
     assert json.loads(entrypoint) == ["/opt/venv/bin/layer-sharing-exporter"]
     assert json.loads(next(i["value"] for i in runtime if i["instruction"] == "CMD")) == ["serve"]
@@ -80,26 +96,36 @@ def env_of(stage: list[dict[str, str]]) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in pairs)
 
 
+def test_runtime_environment():
+    """MALLOC_ARENA_MAX=2 in the environment (glibc reads it before any thread starts; the
+    code's mallopt call is gone). No PYTHONOPTIMIZE: the bytecode is compiled at level 0,
+    and docstrings and asserts stay (issue 23: only what a measurement justifies)."""
+    _, runtime = stages(parsed())
+    env = env_of(runtime)
+    assert env["MALLOC_ARENA_MAX"] == "2"
+    assert "PYTHONOPTIMIZE" not in env
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"  # the root filesystem is read-only
+    assert env["PATH"].split(":")[0] == "/opt/venv/bin"
+
+
 def test_bytecode_is_compiled_as_the_runtime_runs_python():
-    """-OO and no column tables save RSS; the base image has no stdlib bytecode and
-    the root filesystem is read-only, so the build compiles all of it, with the
-    very settings the runtime stage sets, into the cache the runtime reads."""
-    structure = parsed()
-    build, runtime = stages(structure)
-    settings = {"PYTHONOPTIMIZE": "2", "PYTHONNODEBUGRANGES": "1", "PYTHONPYCACHEPREFIX": "/opt/pycache"}
+    """Only what the exporter imports is compiled, with the settings the runtime stage sets,
+    into the cache prefix the runtime reads: hash-checked for the standard library (it comes
+    with the runtime base), unchecked for the virtualenv (copied with its bytecode)."""
+    build, runtime = stages(parsed())
+    settings = {"PYTHONPYCACHEPREFIX": "/opt/pycache"}
     assert settings.items() <= env_of(runtime).items()
-    env_at = next(n for n, i in enumerate(build) if i["instruction"] == "ENV" and "PYTHONOPTIMIZE" in i["value"])
+    env_at = next(n for n, i in enumerate(build) if i["instruction"] == "ENV" and "PYTHONPYCACHEPREFIX" in i["value"])
     assert settings.items() <= env_of(build[env_at:]).items()
+    # Neither changed the pod's RSS measurably (docs/image.md): not set, so not compiled for.
+    assert not {"PYTHONOPTIMIZE", "PYTHONNODEBUGRANGES"} & (env_of(build).keys() | env_of(runtime).keys())
     compile_at, compile_run = next(
-        (n, i["value"]) for n, i in enumerate(build) if i["instruction"] == "RUN" and "compileall" in i["value"]
+        (n, i["value"]) for n, i in enumerate(build) if i["instruction"] == "RUN" and "py_compile" in i["value"]
     )
     assert env_at < compile_at
-    base = next(i["value"] for i in structure if i["instruction"] == "ARG").split("=", 1)[1]
-    minor = re.match(r"python:(\d+\.\d+)", base)
-    assert minor is not None
-    for tree in (f"/usr/local/lib/python{minor[1]}", f"/opt/venv/lib/python{minor[1]}/site-packages"):
-        assert f" {tree} " in f"{compile_run} "
-    assert "--invalidation-mode unchecked-hash" in compile_run
+    assert "compileall" not in " ".join(i["value"] for i in build if i["instruction"] == "RUN")
+    assert "UNCHECKED_HASH" in compile_run and "CHECKED_HASH" in compile_run
+    assert "import exporter.cli.main" in compile_run and "client.ApiClient()" in compile_run
 
 
 def test_tests_and_benchmark_run_python_as_the_image_does():
@@ -108,4 +134,10 @@ def test_tests_and_benchmark_run_python_as_the_image_does():
     _, runtime = stages(parsed())
     assert runtime_env() == {k: v for k, v in env_of(runtime).items() if k.startswith("PYTHON")}
     env = image_python_env()
-    assert env["PYTHONOPTIMIZE"] == "2" and env["PYTHONPYCACHEPREFIX"] == str(PYCACHE)
+    assert "PYTHONOPTIMIZE" not in runtime_env() and env["PYTHONPYCACHEPREFIX"] == str(PYCACHE)
+
+
+def test_dockerignore_keeps_the_context_to_what_is_copied():
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    for path in (".git", ".venv", ".cache", "tests", "benchmarks", "charts", "docs", "**/__pycache__"):
+        assert path in ignored
