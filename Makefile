@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup setup-test demo test unit lint bench bench-report bench-crio bench-wasted protos dashboards rules docs lock clean
+.PHONY: setup setup-test demo test unit lint image bench bench-report bench-crio bench-wasted protos dashboards rules docs lock clean
 
 setup:
 	@scripts/setup.sh
@@ -18,6 +18,9 @@ test: setup-test  ## every test: unit, and integration against a real containerd
 
 unit: setup-test  ## only the tests that need no containerd
 	$(PY) -m pytest -m "not integration"
+
+image: setup-test  ## the DaemonSet image, built from the Dockerfile with podman (bases made of Debian packages)
+	$(PY) -m tests.harness.image_build
 
 lint: setup-test
 	.venv/bin/ruff check .

@@ -381,7 +381,7 @@ def main() -> int:
         stop_exporter(exporter)
 
         # The same start and scrapes with Python's default settings: what the
-        # image's (-OO, no column tables; see the Dockerfile) save.
+        # image's environment (its bytecode cache, MALLOC_ARENA_MAX; see the Dockerfile) saves.
         exporter = start_exporter(containerd.endpoint, workdir, "{}\n", SCRAPE_INTERVAL, env=dict(os.environ))
         wait_first_metrics(exporter, time.perf_counter())
         for clients in (1, 4):

@@ -297,8 +297,11 @@ def test_probes_and_service_target_the_listening_port(chart, values_file):
         assert front is container
         assert f"--listen-address=0.0.0.0:{port}" in container["args"]
     scheme = "HTTPS" if values.get("webConfig", {}).get("tls") or proxy else "HTTP"
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": scheme}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics", "scheme": scheme}
+    # A named probe port resolves against its own container only (the kubelet's rule): the
+    # probes belong to the container that declares "metrics".
+    assert front["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": scheme}
+    assert front["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics", "scheme": scheme}
+    assert all("livenessProbe" not in c for c in pod["containers"] if c is not front)
     (service,) = of_kind(docs, "Service")
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}]
@@ -480,7 +483,7 @@ def test_web_config_secret_enables_tls_everywhere(chart, monitor):
     (ds,) = of_kind(docs, "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
     container = exporter_container(pod)
-    assert "--web-config-file=/etc/layer-sharing-exporter/web/web-config.yml" in container["args"]
+    assert "--web-config-file=/etc/layer-sharing-exporter-web/web-config.yml" in container["args"]
     assert {"name": "web-config", "secret": {"secretName": "lse-web"}} in pod["volumes"]
     assert container["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
     (monitor_doc,) = [d for d in docs if d["kind"] in {"ServiceMonitor", "PodMonitor"}]
@@ -715,7 +718,7 @@ def test_changed_config_or_web_config_rolls_the_pods(chart):
     (ds,) = of_kind(docs, "DaemonSet")
     pod = ds["spec"]["template"]["spec"]
     assert {"name": "web-config", "secret": {"secretName": secret["metadata"]["name"]}} in pod["volumes"]
-    assert "--web-config-file=/etc/layer-sharing-exporter/web/web-config.yml" in exporter_container(pod)["args"]
+    assert "--web-config-file=/etc/layer-sharing-exporter-web/web-config.yml" in exporter_container(pod)["args"]
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Run Python here as the image runs it: the Dockerfile's runtime-stage
-PYTHON* environment (-OO, no column tables, a bytecode cache prefix), read from
-the Dockerfile itself so the tests and the benchmark cannot drift from it.
+PYTHON* and MALLOC_* environment (a bytecode cache prefix, glibc's arena cap),
+read from the Dockerfile itself so the tests and the benchmark cannot drift from it.
 
 The image's cache prefix (/opt/pycache) becomes .cache/pycache-image here.
 """
@@ -20,9 +20,9 @@ PYCACHE = ROOT / ".cache" / "pycache-image"
 
 
 def runtime_env() -> dict[str, str]:
-    """The PYTHON* variables the runtime stage sets, as written there."""
+    """The PYTHON* and MALLOC_* variables the runtime stage sets, as written there."""
     envs = DockerfileParser(path=str(ROOT / "Dockerfile")).envs  # the last stage's
-    return {k: v for k, v in envs.items() if k.startswith("PYTHON")}
+    return {k: v for k, v in envs.items() if k.startswith(("PYTHON", "MALLOC_"))}
 
 
 def image_python_env(write_bytecode: bool = True) -> dict[str, str]:

@@ -108,7 +108,7 @@ class ServedExporter:
 def start_exporter(
     endpoint: str, workdir: Path, *extra: str, env: dict[str, str] | None = None, python: str = sys.executable
 ) -> ServedExporter:
-    """The exporter as a process, with Python set up as the image sets it (-OO)
+    """The exporter as a process, with the image's environment (tests.harness.image_env)
     unless `env` says otherwise, run by `python` (another environment's)."""
     port = free_port()
     log_path = workdir / f"exporter-{port}.log"

@@ -478,28 +478,8 @@ TLS_VALUES: dict[str, Any] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=PodFailedError,
-    reason="chart bug (issue 25's templates): the web config Secret is mounted at /etc/layer-sharing-exporter/web, "
-    "inside the read-only config volume at /etc/layer-sharing-exporter; runc cannot make the mount point there "
-    "(read-only file system), so the container is never created",
-)
-def test_tls_on_as_rendered(node: Node, exporter_image: BuiltImage) -> None:
+def test_tls_on(node: Node, exporter_image: BuiltImage) -> None:
     check_tls(node, render(TLS_VALUES, [_tls_secret("lse-tls")]), exporter_image)
-
-
-def test_tls_on_with_the_web_config_mounted_beside_the_config(node: Node, exporter_image: BuiltImage) -> None:
-    """The image serves TLS and passes the HTTPS probes once the web config's mount point can be made:
-    the rendered pod with only that mount (and the flag naming it) moved out of the read-only config
-    volume. Remove with the xfail above once the chart mounts it so."""
-    release = render(TLS_VALUES, [_tls_secret("lse-tls")])
-    exporter = exporter_container_spec(release)
-    (web,) = [m for m in exporter["volumeMounts"] if m["name"] == "web-config"]
-    moved = "/etc/layer-sharing-exporter-web"
-    exporter["args"] = [a.replace(web["mountPath"] + "/", moved + "/") for a in exporter["args"]]
-    web["mountPath"] = moved
-    check_tls(node, release, exporter_image)
 
 
 def check_tls(node: Node, release: Release, exporter_image: BuiltImage) -> None:
@@ -521,28 +501,10 @@ def check_tls(node: Node, release: Release, exporter_image: BuiltImage) -> None:
 PROXY_VALUES: dict[str, Any] = {"kubernetesEnrichment": {"enabled": False}, "kubeRBACProxy": {"enabled": True}}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=PodFailedError,
-    reason="chart bug (issue 25's templates): with kube-rbac-proxy on, the exporter container's probes name "
-    "port `metrics`, which only the kube-rbac-proxy container declares; the kubelet resolves a named probe "
-    "port against the same container only, so the pod never becomes ready",
-)
-def test_kube_rbac_proxy_on_as_rendered(node: Node, exporter_image: BuiltImage, proxy_image: BuiltImage) -> None:
+def test_kube_rbac_proxy_on(node: Node, exporter_image: BuiltImage, proxy_image: BuiltImage) -> None:
+    """The probes sit on the container that declares `metrics` (the proxy passes /healthz and
+    /readyz through): the kubelet resolves a named probe port against the same container only."""
     check_proxy(node, render(PROXY_VALUES), exporter_image, proxy_image)
-
-
-def test_kube_rbac_proxy_on_with_the_probes_on_the_proxy(
-    node: Node, exporter_image: BuiltImage, proxy_image: BuiltImage
-) -> None:
-    """The pod works once the probes sit on the container that declares `metrics` (the proxy passes
-    /healthz and /readyz through): the rendered pod with only the probes moved. Remove with the
-    xfail above once the chart renders them so."""
-    release = render(PROXY_VALUES)
-    containers = {c["name"]: c for c in release.pod_template()["spec"]["containers"]}
-    for kind in ("readinessProbe", "livenessProbe"):
-        containers["kube-rbac-proxy"][kind] = containers["exporter"].pop(kind)
-    check_proxy(node, release, exporter_image, proxy_image)
 
 
 def check_proxy(node: Node, release: Release, exporter_image: BuiltImage, proxy_image: BuiltImage) -> None:
