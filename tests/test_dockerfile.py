@@ -132,7 +132,8 @@ def test_tests_and_benchmark_run_python_as_the_image_does():
     from tests.harness.image_env import PYCACHE, image_python_env, runtime_env
 
     _, runtime = stages(parsed())
-    assert runtime_env() == {k: v for k, v in env_of(runtime).items() if k.startswith("PYTHON")}
+    assert runtime_env() == {k: v for k, v in env_of(runtime).items() if k.startswith(("PYTHON", "MALLOC_"))}
+    assert runtime_env()["MALLOC_ARENA_MAX"] == "2"
     env = image_python_env()
     assert "PYTHONOPTIMIZE" not in runtime_env() and env["PYTHONPYCACHEPREFIX"] == str(PYCACHE)
 
