@@ -31,7 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     config_mod.add_flags(df, "df")
     df.add_argument("--pods", action="store_true", help="show pods instead of images")
     df.add_argument("--image", metavar="REF", help="show one image's layers (tag, digest or ID)")
-    df.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    df.add_argument(
+        "--output",
+        "-o",
+        choices=("table", "wide", "json", "yaml"),
+        default="table",
+        help="table (default); wide adds columns; json and yaml give every figure as exact integers of bytes",
+    )
+    df.add_argument("--no-trunc", action="store_true", help="whole digests and history steps in the tables")
 
     report = sub.add_parser("report", help="a cluster-wide report from every exporter (Prometheus or the API)")
     source = report.add_mutually_exclusive_group()
@@ -67,8 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--view",
         default="nodes",
-        help="table and csv: what to list: nodes (default), bases, workloads, images or wasted",
+        help="table and csv: what to list: nodes (default), bases, workloads, images or wasted; "
+        "pull-cost REF... (what each node would pull to run REF) or locality (every running workload's "
+        "cold start per node) ask each exporter through the pod proxy",
     )
+    report.add_argument("refs", nargs="*", metavar="REF", help="--view pull-cost: image references, pulled in order")
+    # --platform and --registry-endpoint: the registry flags `wasted` adds (shared with --view wasted).
     report.add_argument("--sort", default="", help="column to sort by (default: the largest bytes first)")
     report.add_argument("--top", type=int, default=0, help="show only the first N rows")
     report.add_argument(

@@ -26,8 +26,8 @@ def _image(runtime: RuntimeSource, facts: NodeFacts, report: NodeReport, args: a
     image_facts = next(f for f in facts.images if f.image_id == image.image_id)
     waste = analyse_image(runtime, facts, image_facts) if runtime.keeps_blobs else None
     rows = df_mod.image_layers(report, facts, image, waste)
-    if args.output == "json":
-        print(df_mod.to_json(df_mod.image_dict(image, rows, waste)))
+    if args.output in ("json", "yaml"):
+        print(df_mod.serialize(df_mod.image_dict(image, rows, waste), args.output))
         return EXIT_OK
     wasted = ""
     if waste is not None:
@@ -37,7 +37,7 @@ def _image(runtime: RuntimeSource, facts: NodeFacts, report: NodeReport, args: a
         f"shared {human_bytes(image.shared)}, unique {human_bytes(image.unique)}{wasted}, "
         f"base {image.base}{f':{image.base_version}' if image.base_version else ''} ({image.base_source})\n"
     )
-    print(df_mod.image_layers_table(rows))
+    print(df_mod.image_layers_table(rows, _style(args)))
     if waste is not None:
         print("\n" + df_mod.image_waste_text(waste))
     return EXIT_OK
@@ -55,13 +55,18 @@ def df(config: Config, args: argparse.Namespace) -> int:
         return EXIT_UNAVAILABLE
     finally:
         runtime.close()
-    if args.output == "json":
-        print(df_mod.to_json(df_mod.report_dict(report)))
+    style = _style(args)
+    if args.output in ("json", "yaml"):
+        print(df_mod.serialize(df_mod.report_dict(report), args.output))
     elif args.pods:
-        print(df_mod.summary(report) + "\n\n" + df_mod.pods_table(report))
+        print(df_mod.summary(report) + "\n\n" + df_mod.pods_table(report, style))
     else:
-        tables = [df_mod.summary(report), df_mod.images_table(report), df_mod.bases_table(report)]
+        tables = [df_mod.summary(report), df_mod.images_table(report, style), df_mod.bases_table(report)]
         if report.duplicates:
-            tables.append(df_mod.duplicates_table(report))
+            tables.append(df_mod.duplicates_table(report, style))
         print("\n\n".join(tables))
     return EXIT_OK
+
+
+def _style(args: argparse.Namespace) -> df_mod.Style:
+    return df_mod.Style(wide=args.output == "wide", full=args.no_trunc)

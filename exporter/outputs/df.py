@@ -1,21 +1,40 @@
-"""`df`: the report as terminal tables or JSON (pure formatting).
+"""`df`: the report as terminal tables, JSON or YAML (pure formatting).
 
 The `docker system df -v` of a Kubernetes node: images with SIZE, SHARED SIZE
 and UNIQUE SIZE, pods with fair-share attribution, bases, and one image's
 layers bottom-up with the history step that made each and who shares it.
+`Style` says what kubectl's `-o wide` and `--no-trunc` say: more columns, and
+digests and history steps in full.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import yaml
 
 from exporter.core.accounting import ImageReport, NodeReport
 from exporter.core.facts import NodeFacts, history_per_layer
 from exporter.core.state import ImageWasteDetail
 from exporter.formatting import human_bytes, one_line, short_digest, table
+
+
+@dataclass(frozen=True, slots=True)
+class Style:
+    wide: bool = False  # -o wide: the compressed size, base source and image reference; pods' workloads
+    full: bool = False  # --no-trunc: whole digests and history steps
+
+    def digest(self, digest: str) -> str:
+        return digest if self.full else short_digest(digest)
+
+    def step(self, text: str) -> str:
+        return " ".join(text.split()) if self.full else one_line(text)
+
+
+TABLE = Style()
 
 
 def summary(report: NodeReport) -> str:
@@ -58,24 +77,28 @@ def created_text(created: float | None) -> str:
     return datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def images_table(report: NodeReport) -> str:
+def images_table(report: NodeReport, style: Style = TABLE) -> str:
+    headers = ("IMAGE", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS", "CREATED", "BASE")
+    wide = ("COMPRESSED", "BASE SOURCE", "IMAGE REF") if style.wide else ()
     rows = [
         (
             i.name,
-            short_digest(i.image_id),
+            style.digest(i.image_id),
             human_bytes(i.size),
             human_bytes(i.shared),
             human_bytes(i.unique),
             i.containers,
             created_text(i.created),
             i.base + (f":{i.base_version}" if i.base_version else ""),
+            *((human_bytes(i.compressed_size), i.base_source, i.image_ref) if style.wide else ()),
         )
         for i in report.images
     ]
-    return table(("IMAGE", "IMAGE ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "CONTAINERS", "CREATED", "BASE"), rows)
+    return table((*headers, *wide), rows)
 
 
-def pods_table(report: NodeReport) -> str:
+def pods_table(report: NodeReport, style: Style = TABLE) -> str:
+    headers = ("NAMESPACE", "POD", "CONTAINERS", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "ATTRIBUTED", "WRITABLE")
     rows = [
         (
             p.namespace,
@@ -86,12 +109,11 @@ def pods_table(report: NodeReport) -> str:
             human_bytes(p.unique),
             human_bytes(p.attributed),
             human_bytes(p.writable),
+            *((f"{p.workload.kind}/{p.workload.name}" if p.workload else "",) if style.wide else ()),
         )
         for p in report.pods
     ]
-    return table(
-        ("NAMESPACE", "POD", "CONTAINERS", "SIZE", "SHARED SIZE", "UNIQUE SIZE", "ATTRIBUTED", "WRITABLE"), rows
-    )
+    return table((*headers, *(("WORKLOAD",) if style.wide else ())), rows)
 
 
 def bases_table(report: NodeReport) -> str:
@@ -116,13 +138,13 @@ def bases_table(report: NodeReport) -> str:
     return table(("BASE", "VERSION", "SOURCE", "LAYERS", "SIZE", "STACK", "IMAGES", "PODS", "VERSIONS", "DRIFT"), rows)
 
 
-def duplicates_table(report: NodeReport) -> str:
+def duplicates_table(report: NodeReport, style: Style = TABLE) -> str:
     """Layer content stored more than once: each copy, and the images holding it."""
     rows = [
         (
-            short_digest(d.diff_id) if i == 0 else "",
+            style.digest(d.diff_id) if i == 0 else "",
             human_bytes(d.bytes) if i == 0 else "",
-            short_digest(copy.chain_id),
+            style.digest(copy.chain_id),
             human_bytes(copy.size),
             ", ".join(copy.images),
         )
@@ -161,7 +183,7 @@ def _wasted(value: int | None) -> str:
     return "unknown" if value is None else human_bytes(value)
 
 
-def image_layers_table(rows: list[dict[str, Any]]) -> str:
+def image_layers_table(rows: list[dict[str, Any]], style: Style = TABLE) -> str:
     with_waste = any("wasted_bytes" in r for r in rows)
     return table(
         ("#", "SIZE", *(("WASTED",) if with_waste else ()), "CHAIN ID", "IMAGES", "PODS", "CREATED BY"),
@@ -170,10 +192,10 @@ def image_layers_table(rows: list[dict[str, Any]]) -> str:
                 i,
                 human_bytes(r["size"]) if r["present"] else "missing",
                 *((_wasted(r.get("wasted_bytes")),) if with_waste else ()),
-                short_digest(r["chain_id"]),
+                style.digest(r["chain_id"]),
                 r["images"],
                 r["pods"],
-                one_line(r["created_by"]),
+                style.step(r["created_by"]),
             )
             for i, r in enumerate(rows)
         ],
@@ -239,3 +261,13 @@ def report_dict(report: NodeReport) -> dict[str, Any]:
 
 def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True)
+
+
+def to_yaml(data: Any) -> str:
+    """The same document as to_json, as YAML (kubectl's -o yaml)."""
+    return yaml.safe_dump(data, sort_keys=True, allow_unicode=True)
+
+
+def serialize(data: Any, output: str) -> str:
+    """`--output json` or `--output yaml`."""
+    return to_yaml(data).rstrip("\n") if output == "yaml" else to_json(data)

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.harness.scenario import SampleNode
 from tests.integration.conftest import ServedExporter, run_cli, start_with_catalog, stop_exporter
@@ -153,6 +154,17 @@ def test_df_tables(sample_node):
     pods = run_cli("df", "--runtime-endpoint", sample_node.containerd.endpoint, "--pods")
     assert "SHARED SIZE" in images.stdout and "localhost/app-b:1" in images.stdout
     assert "ATTRIBUTED" in pods.stdout and "web-1" in pods.stdout
+
+
+def test_df_formats_as_kubectl_has_them(sample_node):
+    endpoint = ("--runtime-endpoint", sample_node.containerd.endpoint)
+    as_json = json.loads(run_cli("df", *endpoint, "-o", "json").stdout)
+    as_yaml = yaml.safe_load(run_cli("df", *endpoint, "-o", "yaml").stdout)
+    # Two runs: writable layers and filesystem usage may move between them, images and bases do not.
+    assert (as_yaml["images"], as_yaml["bases"]) == (as_json["images"], as_json["bases"])
+    wide = run_cli("df", *endpoint, "-o", "wide", "--no-trunc")
+    assert wide.returncode == 0, wide.stderr
+    assert "COMPRESSED" in wide.stdout and as_json["images"][0]["image_id"] in wide.stdout
 
 
 def test_health_and_the_exporter_only_reads(sample_node, served: ServedExporter):

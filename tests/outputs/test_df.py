@@ -107,3 +107,29 @@ def test_unknown_wasted_bytes_say_which_layer_and_why():
     assert "unknown" in df.image_layers_table(rows)
     assert "blob gone" in df.image_waste_text(waste)
     assert json.loads(df.to_json(df.image_dict(image, rows, waste)))["wasted_bytes"] is None
+
+
+def test_wide_adds_columns_and_no_trunc_shows_whole_digests():
+    import dataclasses
+
+    from exporter.core.facts import Workload
+
+    facts = sample_facts()
+    facts = dataclasses.replace(
+        facts, workloads={(p.namespace, p.name): Workload("Deployment", "web") for p in facts.pods}
+    )
+    report = account(facts)
+    narrow, wide = df.images_table(report), df.images_table(report, df.Style(wide=True))
+    assert "COMPRESSED" not in narrow.splitlines()[0]
+    assert all(column in wide.splitlines()[0] for column in ("COMPRESSED", "BASE SOURCE", "IMAGE REF"))
+    assert APP_A.image_id not in narrow and APP_A.image_id.removeprefix("sha256:")[:12] in narrow
+    assert APP_A.image_id in df.images_table(report, df.Style(full=True))
+    assert "Deployment/web" in df.pods_table(report, df.Style(wide=True))
+    assert "WORKLOAD" not in df.pods_table(report)
+
+
+def test_yaml_is_the_json_document():
+    import yaml
+
+    data = df.report_dict(account(sample_facts()))
+    assert yaml.safe_load(df.serialize(data, "yaml")) == json.loads(df.serialize(data, "json"))
