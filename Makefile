@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup setup-test demo test unit lint image bench bench-report bench-crio bench-wasted protos dashboards rules docs lock clean
+.PHONY: setup setup-test demo test unit lint image bench bench-report bench-crio bench-scrape bench-wasted protos dashboards rules docs lock clean
 
 setup:
 	@scripts/setup.sh
@@ -36,6 +36,9 @@ bench-report: setup-test  ## the cluster report against a real Prometheus holdin
 
 bench-crio: setup-test  ## the containers-storage (CRI-O) layer store on the busy node's images, vs podman system df
 	$(PY) -m benchmarks.containers_storage
+
+bench-scrape: setup-test  ## the /metrics endpoint: kept-alive scrapes, hostile clients, basic-auth timing
+	$(PY) -m benchmarks.scrape --old-ref 129aa2d
 
 bench-wasted: setup-test  ## the wasted-bytes analysis on real Debian layers (needs mmdebstrap, zstd)
 	$(PY) -m benchmarks.wasted

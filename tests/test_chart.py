@@ -744,9 +744,23 @@ def test_schema_rejects_bad_values_readably(chart, values, message):
         chart.render(values, name="lse", namespace="monitoring")
 
 
-def test_notes_say_how_to_see_metrics_and_df(chart):
-    notes = chart.render({}, name="lse", namespace="monitoring")["layer-sharing-exporter/templates/NOTES.txt"]
-    assert "port-forward" in notes and "layer-sharing-exporter df" in notes
+def test_notes_say_how_to_see_metrics_and_one_nodes_df_by_its_name(chart):
+    rendered = chart.render({}, name="lse", namespace="monitoring")
+    notes = rendered["layer-sharing-exporter/templates/NOTES.txt"]
+    assert "port-forward" in notes
+    # The pod on that node (not an arbitrary pod of the DaemonSet), selected as the DaemonSet selects its pods.
+    selector = re.search(r"get pod -l (\S+) --field-selector spec.nodeName=\$NODE -o name", notes)
+    assert selector is not None
+    (ds,) = of_kind(
+        [d for p, t in rendered.items() if p.endswith(".yaml") for d in yaml.safe_load_all(t) if d], "DaemonSet"
+    )
+    labels = dict(pair.split("=") for pair in selector.group(1).split(","))
+    assert labels == ds["spec"]["selector"]["matchLabels"]
+    # The exporter's own config file: the same runtime, containerd namespace and storage root as it serves.
+    config_arg = next(
+        a for a in exporter_container(ds["spec"]["template"]["spec"])["args"] if a.startswith("--config=")
+    )
+    assert f"-c exporter -- layer-sharing-exporter df --config {config_arg.split('=', 1)[1]}" in notes
 
 
 def test_readme_values_table_is_in_sync():

@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import ssl
 import threading
 from collections.abc import Mapping
@@ -50,6 +51,8 @@ _CLIENT_AUTH = {
 # Go's tls.RequestClientCert and tls.RequireAnyClientCert ask for a client
 # certificate but do not verify it (so they need no CA file).
 _UNVERIFIED = frozenset({"RequestClientCert", "RequireAnyClientCert"})
+# $2a$, $2b$ or $2y$, a two-digit cost, 22 characters of salt and 31 of hash.
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$[0-3][0-9]\$[./A-Za-z0-9]{53}")
 _VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 
 
@@ -102,31 +105,78 @@ class WebConfig:
     # bcrypt is slow by design; remember credentials already verified.
     _verified: set[bytes] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Checked in place of an unknown user's hash, so an unknown user costs what a known one does.
+    _dummy: bytes | None = None
 
-    def authorized(self, header: str | None) -> bool:
-        """Whether an Authorization header passes (always, without users)."""
+    def cached_verdict(self, header: str | None) -> bool | None:
+        """The verdict without bcrypt when there is one: True without users or for
+        credentials verified before, False without usable Basic credentials; None
+        when bcrypt must decide (`authorized`)."""
         if not self.users:
             return True
-        if not header or not header.startswith("Basic "):
+        credentials = _credentials(header)
+        if credentials is None:
             return False
-        try:
-            user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
+        user, password = credentials
         hashed = self.users.get(user)
         if hashed is None:
-            return False
-        key = hashlib.sha256(hashed + b"\0" + password.encode()).digest()
+            return None  # unknown users go through bcrypt too, against the dummy hash
+        key = hashlib.sha256(hashed + b"\0" + password).digest()
         with self._lock:
             if any(hmac.compare_digest(key, known) for known in self._verified):
                 return True
+        return None
+
+    def authorized(self, header: str | None) -> bool:
+        """Whether an Authorization header passes (always, without users). An
+        unknown user is checked against a dummy hash of the same cost, as
+        exporter-toolkit does, so timing does not tell which users exist."""
+        verdict = self.cached_verdict(header)
+        if verdict is not None:
+            return verdict
+        credentials = _credentials(header)
+        if credentials is None:
+            return False
+        user, password = credentials
         import bcrypt  # only once users are configured: serve without them never loads it
 
-        if not bcrypt.checkpw(password.encode(), hashed):
+        hashed = self.users.get(user)
+        if not bcrypt.checkpw(password, hashed if hashed is not None else self._dummy_hash()):
             return False
+        if hashed is None:
+            return False
+        key = hashlib.sha256(hashed + b"\0" + password).digest()
         with self._lock:
             self._verified.add(key)
         return True
+
+    def _dummy_hash(self) -> bytes:
+        """A hash of a random password at the configured users' cost (the highest)."""
+        with self._lock:
+            if self._dummy is None:
+                import bcrypt
+
+                cost = max(_cost(hashed) for hashed in self.users.values())
+                self._dummy = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(rounds=cost))
+            return self._dummy
+
+
+def _credentials(header: str | None) -> tuple[str, bytes] | None:
+    """User and password from a Basic Authorization header (the scheme's name in any case)."""
+    if not header or header[:6].lower() != "basic ":
+        return None
+    try:
+        user, colon, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not colon:
+        return None
+    return user, password.encode()
+
+
+def _cost(hashed: bytes) -> int:
+    """bcrypt's cost from `$2y$10$...` (4-31); load() has checked the form."""
+    return min(31, max(4, int(hashed.split(b"$")[2])))
 
 
 def _path(base: Path, value: Any, key: str) -> str:
@@ -159,7 +209,7 @@ def load(path: str | Path) -> WebConfig:
     if not isinstance(users, dict):
         raise ConfigError("web config: basic_auth_users must map user names to bcrypt hashes")
     for user, hashed in users.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+        if not isinstance(hashed, str) or not _BCRYPT_HASH.fullmatch(hashed):
             raise ConfigError(f"web config: basic_auth_users.{user} is not a bcrypt hash")
     config.users = {str(u): h.encode() for u, h in users.items()}
     return config

@@ -455,6 +455,33 @@ def test_the_pod_runs_ready_and_exact(node: Node, exporter_image: BuiltImage, co
         node.kubelet.remove_pod(pod)
 
 
+def test_one_nodes_df_by_exec_in_its_pod_as_the_notes_say(node: Node, exporter_image: BuiltImage) -> None:
+    """NOTES picks the pod on the named node and runs `df --config <the pod's config>` in the exporter
+    container: run that command as `kubectl exec` runs it (CRI ExecSync), in the image, as the pod's user."""
+    values = {"kubernetesEnrichment": {"enabled": False}}
+    release = render(values)
+    chart = Chart.load(CHART)
+    try:
+        notes = chart.render(values, name="lse", namespace="monitoring")["layer-sharing-exporter/templates/NOTES.txt"]
+    finally:
+        chart.close()
+    command = next(line for line in notes.splitlines() if " -c exporter -- " in line).split(" -c exporter -- ", 1)[1]
+    pod = run_ready(node, release)
+    try:
+        code, out, err = node.kubelet.exec_sync(pod, "exporter", [*command.split(), "-o", "json"])
+        assert code == 0, err
+        physical, logical, sizes = node.expected()
+        data = json.loads(out)
+        assert (data["totals"]["physical"], data["totals"]["logical"]) == (physical, logical)
+        assert {i["image_id"]: i["size"] for i in data["images"]}[
+            next(i["image_id"] for i in data["images"] if exporter_image.ref in i["repo_tags"])
+        ] == sizes[exporter_image.ref]
+        code, out, err = node.kubelet.exec_sync(pod, "exporter", [*command.split(), "-o", "wide"])
+        assert code == 0 and "COMPRESSED" in out, err
+    finally:
+        node.kubelet.remove_pod(pod)
+
+
 def _tls_secret(name: str) -> dict[str, Any]:
     """A Secret the user makes (the chart names it from extraVolumes), holding a certificate."""
     cert, key = _standin_tls()
