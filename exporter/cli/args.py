@@ -9,6 +9,7 @@ from exporter import config as config_mod
 from exporter.cli import pull_cost, wasted
 from exporter.cli.exit_codes import EXIT_USAGE
 from exporter.cli.prometheus_flags import add_prometheus_flags
+from exporter.cli.registry_access import add_registry_flags
 from exporter.sources.kubernetes.pod_proxy import SCHEMES
 
 
@@ -100,17 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[NAME=]REF",
         help="image references (tag or digest); NAME= names the family (default: the reference without tag)",
     )
-    catalog.add_argument(
-        "--platform", default="", help="os/architecture[/variant] of an index to read (default: this machine's)"
-    )
-    catalog.add_argument(
-        "--registry-endpoint",
-        action="append",
-        default=[],
-        metavar="NAME=URL",
-        help="where a registry's API is served (mirrors; Docker Hub's API is not at docker.io); repeatable",
-    )
-    catalog.add_argument("--timeout", type=float, default=30.0, help="seconds per registry request")
+    add_registry_flags(catalog)
     pull_cost.add_parser(sub)
     wasted.add_parser(sub)
     return parser

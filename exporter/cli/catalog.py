@@ -15,18 +15,11 @@ import sys
 import yaml
 
 from exporter.cli.exit_codes import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from exporter.cli.registry_access import registry_client, wanted_platform
 from exporter.config import parse_bases
 from exporter.core.bases import short_digest
 from exporter.errors import ConfigError
-from exporter.sources.registry import (
-    RegistryClient,
-    RegistryError,
-    docker_config_path,
-    load_credentials,
-    node_platform,
-    parse_platform,
-    parse_reference,
-)
+from exporter.sources.registry import RegistryError, parse_reference
 
 
 def _fail(message: str, code: int) -> int:
@@ -36,17 +29,18 @@ def _fail(message: str, code: int) -> int:
 
 def run_catalog(args: argparse.Namespace) -> int:
     try:
-        wanted = parse_platform(args.platform) if args.platform else node_platform()
-        endpoints = dict(_endpoint(e) for e in args.registry_endpoint)
+        wanted = wanted_platform(args)
         # NAME=REF names the family; a bare REF is named by its repository.
         specs = [
             (s.partition("=")[0], parse_reference(s.partition("=")[2])) if "=" in s else ("", parse_reference(s))
             for s in args.refs
         ]
+        client = registry_client(args)
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    except RegistryError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
     try:
-        client = RegistryClient(load_credentials(docker_config_path()), args.timeout, endpoints)
         entries = []
         for name, ref in specs:
             details, _ = client.image_config(ref, wanted)
@@ -66,10 +60,3 @@ def run_catalog(args: argparse.Namespace) -> int:
     print(f"# layer-sharing-exporter catalog, platform {wanted}")
     print(yaml.safe_dump({"bases": entries}, sort_keys=False, width=200), end="")
     return EXIT_OK
-
-
-def _endpoint(text: str) -> tuple[str, str]:
-    name, sep, url = text.partition("=")
-    if not sep or not name or not url.startswith(("http://", "https://")):
-        raise ValueError(f"--registry-endpoint {text!r} is not NAME=http(s)://HOST[:PORT]")
-    return name, url

@@ -18,21 +18,13 @@ from typing import Any
 
 from exporter import config as config_mod
 from exporter.cli.exit_codes import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from exporter.cli.registry_access import add_registry_flags, registry_client, wanted_platform
 from exporter.cli.runtime import runtime_source
 from exporter.core.facts import NodeFacts
 from exporter.core.pull_cost import RemoteImage, RemoteLayer, holdings_from_facts, pull_costs
 from exporter.errors import ConfigError, RuntimeUnavailableError
 from exporter.outputs import pull_cost as pull_cost_out
-from exporter.sources.registry import (
-    RegistryClient,
-    RegistryError,
-    ResolvedImage,
-    docker_config_path,
-    load_credentials,
-    node_platform,
-    parse_platform,
-    parse_strict_reference,
-)
+from exporter.sources.registry import RegistryError, ResolvedImage, parse_strict_reference
 
 PROG = "layer-sharing-exporter pull-cost"
 
@@ -49,17 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML config file (how to reach the runtime)")
     # The runtime flags `df` takes: this command reads the node the same way.
     config_mod.add_flags(parser, "df")
-    parser.add_argument(
-        "--platform", default="", help="os/architecture[/variant] to resolve an index for (default: this machine's)"
-    )
-    parser.add_argument(
-        "--registry-endpoint",
-        action="append",
-        default=[],
-        metavar="NAME=URL",
-        help="where a registry's API is served (mirrors; Docker Hub's API is not at docker.io); repeatable",
-    )
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per registry request")
+    add_registry_flags(parser)
     parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
 
 
@@ -70,21 +52,19 @@ def _fail(message: str, code: int) -> int:
 
 def run_pull_cost(args: argparse.Namespace) -> int:
     try:
-        wanted = parse_platform(args.platform) if args.platform else node_platform()
-        endpoints = dict(_endpoint(e) for e in args.registry_endpoint)
+        wanted = wanted_platform(args)
+        client = registry_client(args)
         refs = [(text, parse_strict_reference(text)) for text in args.refs]
     except ValueError as exc:
         return _fail(str(exc), EXIT_USAGE)
+    except RegistryError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
     try:
         config = config_mod.resolve(args)
     except ConfigError as exc:
         return _fail(f"invalid configuration: {exc}", EXIT_USAGE)
     # Writable layers are no part of a pull; their sizes cost a shim round trip per container.
     config = config_mod.with_settings(config, {"collect_writable_layers": False})
-    try:
-        client = RegistryClient(load_credentials(docker_config_path()), args.timeout, endpoints)
-    except RegistryError as exc:
-        return _fail(str(exc), EXIT_UNAVAILABLE)
     # The registries and the runtime are asked at the same time.
     with ThreadPoolExecutor(max_workers=1) as pool:
         resolving = pool.submit(client.resolve_many, [ref for _, ref in refs], wanted)
@@ -130,10 +110,3 @@ def _remote_image(text: str, resolved: ResolvedImage) -> RemoteImage:
         layers=layers,
         chain_ids=resolved.details.chain_ids,
     )
-
-
-def _endpoint(text: str) -> tuple[str, str]:
-    name, sep, url = text.partition("=")
-    if not sep or not name or not url.startswith(("http://", "https://")):
-        raise ValueError(f"--registry-endpoint {text!r} is not NAME=http(s)://HOST[:PORT]")
-    return name, url

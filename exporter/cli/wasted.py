@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.cli.exit_codes import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from exporter.cli.registry_access import add_registry_flags, registry_client, wanted_platform
 from exporter.core.cluster import ClusterReport
 from exporter.core.facts import ImageFacts
 from exporter.core.wasted import ImageWaste, LayerContentError, waste_figures
@@ -38,10 +39,6 @@ from exporter.sources.registry import (
     RegistryClient,
     RegistryError,
     ResolvedImage,
-    docker_config_path,
-    load_credentials,
-    node_platform,
-    parse_platform,
     parse_strict_reference,
 )
 
@@ -65,27 +62,18 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         "once, and its summary cached by diff ID.",
     )
     parser.add_argument("refs", nargs="+", metavar="REF", help="image references (tag or digest)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per registry request")
     parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
     add_registry_flags(parser)
+    add_cache_flags(parser)
     # `report --view wasted` fills in from the registries with the same flags (its --timeout is shared).
     report = subparsers.choices.get("report")
     if report is not None:
-        add_registry_flags(report)
+        add_registry_flags(report, timeout=False)
+        add_cache_flags(report)
 
 
-def add_registry_flags(parser: argparse.ArgumentParser) -> None:
-    """Where images are read from, and the summary cache."""
-    parser.add_argument(
-        "--platform", default="", help="os/architecture[/variant] to resolve an index for (default: this machine's)"
-    )
-    parser.add_argument(
-        "--registry-endpoint",
-        action="append",
-        default=[],
-        metavar="NAME=URL",
-        help="where a registry's API is served (mirrors; Docker Hub's API is not at docker.io); repeatable",
-    )
+def add_cache_flags(parser: argparse.ArgumentParser) -> None:
+    """The summary cache."""
     parser.add_argument(
         "--cache-dir", default="", metavar="DIR", help="layer summaries by diff ID (default: ~/.cache/...)"
     )
@@ -104,13 +92,6 @@ class _Layer:
 def _fail(message: str, code: int) -> int:
     print(f"{PROG}: {message}", file=sys.stderr)
     return code
-
-
-def _endpoint(text: str) -> tuple[str, str]:
-    name, sep, url = text.partition("=")
-    if not sep or not name or not url.startswith(("http://", "https://")):
-        raise ValueError(f"--registry-endpoint {text!r} is not NAME=http(s)://HOST[:PORT]")
-    return name, url
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +186,8 @@ def fill_in_wasted(report: ClusterReport, args: argparse.Namespace) -> list[str]
 
 def _client_and_store(args: argparse.Namespace) -> tuple[RegistryClient, SummaryStore, Platform]:
     """From the registry flags (ValueError: a bad one)."""
-    wanted = parse_platform(args.platform) if args.platform else node_platform()
-    endpoints = dict(_endpoint(e) for e in args.registry_endpoint)
-    client = RegistryClient(load_credentials(docker_config_path()), args.timeout, endpoints)
+    wanted = wanted_platform(args)
+    client = registry_client(args)
     store = SummaryStore(None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir())
     return client, store, wanted
 
