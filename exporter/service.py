@@ -13,11 +13,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from exporter.core.accounting import NodeReport, account, only_moving_figures_differ, with_moving_figures
 from exporter.core.bases import BaseSpec
 from exporter.core.facts import NodeFacts, Workload
+from exporter.core.pull_cost import NodeHoldings, holdings_from_facts
 from exporter.core.state import RefreshStatus
 from exporter.errors import RuntimeUnavailableError
 
@@ -55,6 +56,13 @@ class RefreshSink(Protocol):
     def publish_refresh(self, status: RefreshStatus, report: NodeReport | None) -> None: ...
 
 
+@runtime_checkable
+class HoldingsSink(Protocol):
+    """A sink that also answers what the node holds for a pull (GET /pull-cost)."""
+
+    def publish_holdings(self, holdings: NodeHoldings | None) -> None: ...
+
+
 class Refresher:
     """Asks the runtime once per interval and publishes the status and report to `sink`."""
 
@@ -82,6 +90,7 @@ class Refresher:
         # The last facts and their report, kept to reuse the report when the node is as it was.
         self._facts: NodeFacts | None = None
         self._report: NodeReport | None = None
+        self._holdings_of: NodeFacts | None = None  # the facts the published holdings come from
         self._loop_heartbeat = monotonic()
         self._seen_progress = -1
         self.refresh_failures: Counter[str] = Counter()
@@ -136,9 +145,25 @@ class Refresher:
                 calls=dict(self.source.calls),
             )
             self._sink.publish_refresh(self._status, report)
+            if isinstance(self._sink, HoldingsSink):
+                self._publish_holdings(self._sink, facts if up else None)
             if facts is not None and self._observer is not None:
                 self._observer.observe(facts)
             return self._status
+
+    def _publish_holdings(self, sink: HoldingsSink, facts: NodeFacts | None) -> None:
+        """The holdings of `facts`, computed again only when the kept facts changed."""
+        if facts is None:
+            self._holdings_of = None
+            sink.publish_holdings(None)
+        elif facts is not self._holdings_of:
+            try:
+                holdings = holdings_from_facts(facts)
+            except Exception:  # a bad fact must not end the refresh loop; the endpoint answers 503
+                logger.exception("pull-cost holdings failed")
+                holdings = None
+            self._holdings_of = facts
+            sink.publish_holdings(holdings)
 
     def _report_of(self, facts: NodeFacts) -> tuple[NodeReport, NodeFacts]:
         """The report of `facts`, and the facts to keep.

@@ -5,6 +5,7 @@ import time
 
 from exporter.core.accounting import account
 from exporter.core.facts import NodeFacts
+from exporter.core.pull_cost import NodeHoldings, holdings_from_facts
 from exporter.service import Refresher
 from tests.fakes import FakeSource, RecordingSink
 from tests.sample_facts import sample_facts
@@ -161,3 +162,31 @@ def test_the_observer_gets_each_refresh_but_not_when_the_runtime_is_down():
     source.down = True
     refresher.refresh_once()
     assert len(observer.seen) == 1 and observer.seen[0] == sample_facts()
+
+
+class HoldingsRecordingSink(RecordingSink):
+    """MetricsStore's role with the pull-cost holdings too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holdings: list[NodeHoldings | None] = []
+
+    def publish_holdings(self, holdings: NodeHoldings | None) -> None:
+        self.holdings.append(holdings)
+
+
+def test_the_node_holdings_are_published_from_each_new_refresh_and_withdrawn_when_down():
+    source = FakeSource(sample_facts())
+    sink = HoldingsRecordingSink()
+    refresher = Refresher(source, sink)
+    refresher.refresh_once()
+    assert sink.holdings == [holdings_from_facts(sample_facts())]
+    source.facts = sample_facts()  # equal facts: the same holdings, not computed again
+    refresher.refresh_once()
+    assert len(sink.holdings) == 1
+    source.down = True  # the runtime stops answering
+    refresher.refresh_once()
+    assert sink.holdings[-1] is None and not refresher.status.up
+    source.down = False
+    refresher.refresh_once()
+    assert sink.holdings[-1] == holdings_from_facts(sample_facts())

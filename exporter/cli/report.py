@@ -18,6 +18,7 @@ from exporter.outputs.report import formats, html, terminal, views
 from exporter.sources import prometheus_api
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_DATA, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+PULL_COST_VIEWS = ("pull-cost", "locality")
 
 
 def _fail(message: str, code: int) -> int:
@@ -29,8 +30,12 @@ def run_report(args: argparse.Namespace) -> int:
     fmt, *rest = args.output
     if fmt not in ("table", "json", "csv", "html") or len(rest) > 1 or (fmt == "html" and not rest):
         return _fail("--output is table, json, csv or html FILE", EXIT_USAGE)
+    if args.view in PULL_COST_VIEWS:
+        return _run_pull_cost_view(args, fmt, rest[0] if rest else "")
+    if args.refs:
+        return _fail(f"references are for --view pull-cost, not --view {args.view}", EXIT_USAGE)
     if args.view not in views.VIEWS:  # checked here, not by argparse: `serve` never imports the report
-        return _fail(f"--view is one of {', '.join(views.VIEWS)}", EXIT_USAGE)
+        return _fail(f"--view is one of {', '.join((*views.VIEWS, *PULL_COST_VIEWS))}", EXIT_USAGE)
     if args.sort and args.sort not in views.SORT_KEYS[args.view]:
         return _fail(
             f"cannot sort {args.view} by {args.sort!r}; use one of {', '.join(views.SORT_KEYS[args.view])}", EXIT_USAGE
@@ -124,3 +129,112 @@ def _collect(
         except ValueError as exc:
             failed.append((node, f"unreadable metrics: {exc}"))
     return build_report(nodes, failed)
+
+
+def _run_pull_cost_view(args: argparse.Namespace, fmt: str, html_file: str) -> int:
+    """`--view pull-cost REF...` and `--view locality`: references resolved once, here;
+    each node answers what it holds for their layers (GET /pull-cost through the pod
+    proxy); the accounting is exporter.core.pull_cost's, the node command's own."""
+    from exporter.cli.pull_cost import _one_line, _remote_image
+    from exporter.cli.registry_access import registry_client, wanted_platform
+    from exporter.core.pull_cost import RemoteImage, rollout, workload_locality
+    from exporter.outputs.report import pull_cost as out
+    from exporter.sources import registry
+    from exporter.sources.kubernetes import pod_proxy
+
+    view = args.view
+    if args.prometheus_url:
+        return _fail(f"--view {view} asks each exporter through the pod proxy; it does not read Prometheus", EXIT_USAGE)
+    if view == "pull-cost" and not args.refs:
+        return _fail("--view pull-cost needs image references: report --view pull-cost REF [REF...]", EXIT_USAGE)
+    if view == "locality" and args.refs:
+        return _fail("--view locality takes no references: it reads every running workload's images", EXIT_USAGE)
+    try:
+        wanted = wanted_platform(args)
+        parsed = {text: registry.parse_strict_reference(text) for text in args.refs}
+        client = registry_client(args)
+    except (ValueError, registry.RegistryError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    kubeconfig = args.kubeconfig or ""
+    problems: list[str] = []
+    workloads: dict[str, tuple[str, ...]] = {}
+    try:
+        if view == "locality":
+            workloads = pod_proxy.running_workloads(kubeconfig)
+            for name, workload_refs in workloads.items():
+                for text in workload_refs:
+                    try:
+                        parsed.setdefault(text, registry.parse_strict_reference(text))
+                    except ValueError as exc:
+                        problems.append(f"workload {name}: {exc}")
+        pods = pod_proxy.exporter_pods(kubeconfig, args.exporter_namespace, args.selector, args.scheme)
+    except Exception as exc:  # the API server as a whole failed: say why, in one line
+        return _fail(_one_line(str(exc)), EXIT_UNREACHABLE)
+    if not pods:
+        return _fail(f"no running exporter pods match {args.selector!r}", EXIT_NO_DATA)
+    # Each distinct reference once, manifests and configs concurrently (the client caches them).
+    texts = list(parsed)
+    resolved: dict[str, RemoteImage] = {}
+    for text, result in zip(texts, client.resolve_many([parsed[t] for t in texts], wanted), strict=True):
+        if isinstance(result, registry.RegistryError):
+            if view == "pull-cost":
+                return _fail(f"{text}: {_one_line(str(result))}", EXIT_PARTIAL)
+            problems.append(f"{text}: {_one_line(str(result))}")
+        else:
+            resolved[text] = _remote_image(text, result)
+    if view == "pull-cost":
+        images = [resolved[t] for t in args.refs]
+    else:
+        complete = {n: refs for n, refs in workloads.items() if all(r in resolved for r in refs)}
+        problems += [f"workload {n}: not every image resolved, left out" for n in workloads if n not in complete]
+        images = [resolved[t] for t in dict.fromkeys(r for refs in complete.values() for r in refs)]
+    holdings, unreachable = pod_proxy.fetch_holdings(kubeconfig, pods, args.port, args.timeout, images)
+    for problem in problems:
+        print(f"layer-sharing-exporter report: {problem}", file=sys.stderr)
+    if not holdings:
+        return _fail("no exporter answered" + "".join(f"; {n}: {e}" for n, e in unreachable), EXIT_NO_DATA)
+    if view == "pull-cost":
+        report = rollout(images, holdings)
+        if fmt == "json":
+            print(out.rollout_json(args.refs, report, unreachable))
+        else:
+            _print_rows(fmt, html_file, *out.rollout_rows(report, args.top), out.rollout_summary(args.refs, report))
+    else:
+        localities = workload_locality({n: [resolved[r] for r in refs] for n, refs in complete.items()}, holdings)
+        if fmt == "json":
+            print(out.locality_json(localities, unreachable))
+        elif fmt == "html":
+            Path(html_file).write_text(out.locality_html(localities))
+            print(f"wrote {html_file} ({len(holdings)} nodes)", file=sys.stderr)
+        else:
+            summary = f"{len(localities)} workloads on {len(holdings)} nodes answering (cold start: bytes fetched)"
+            _print_rows(fmt, html_file, *out.locality_rows(localities, args.top), summary)
+            if fmt == "table":
+                _print_rows(fmt, html_file, *out.locality_matrix(localities), "Node x workload: bytes fetched")
+    for node, error in unreachable:
+        print(f"layer-sharing-exporter report: node {node} unreachable: {error}", file=sys.stderr)
+    return EXIT_PARTIAL if unreachable or problems else EXIT_OK
+
+
+def _print_rows(fmt: str, html_file: str, headers: list[str], data: list[list[object]], summary: str) -> None:
+    from exporter.outputs.report import pull_cost as out
+
+    if fmt == "csv":
+        print(formats.to_csv(headers, data), end="")
+        return
+    if fmt == "html":
+        Path(html_file).write_text(out.page_html(summary, headers, data))
+        print(f"wrote {html_file}", file=sys.stderr)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(summary, markup=False, highlight=False, soft_wrap=True)
+    table = Table()
+    columns = out.byte_columns(headers)
+    for header, is_bytes in zip(headers, columns, strict=True):
+        table.add_column(header, justify="right" if is_bytes else "left")
+    for row in data:
+        table.add_row(*(out.cell_text(v, b) for b, v in zip(columns, row, strict=True)))
+    console.print(table)

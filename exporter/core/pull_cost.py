@@ -32,6 +32,7 @@ Where no source knows a new chain's bytes, `unpack_bytes` is None.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -89,6 +90,9 @@ class NodeHoldings:
     diff_bytes: Mapping[str, int] = field(default_factory=dict)
     diff_sized: bool = False
     keeps_layer_blobs: bool = True
+    # Image name -> compressed size, as the kubelet lists them in node.status.images
+    # (what the scheduler's ImageLocality sees): the largest images only.
+    listed: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.model not in PULL_MODELS:
@@ -130,7 +134,24 @@ def holdings_from_facts(facts: NodeFacts) -> NodeHoldings:
                 size = facts.layer_usage.get(chain_id)
                 if size is not None and chain_id not in facts.remote_layers:
                     diff_bytes.setdefault(diff_id, size.size)
-    return NodeHoldings(model, chains, frozenset(blobs), diff_bytes, own_diff, _keeps_layer_blobs(facts))
+    return NodeHoldings(
+        model, chains, frozenset(blobs), diff_bytes, own_diff, _keeps_layer_blobs(facts), kubelet_listed(facts.images)
+    )
+
+
+# The kubelet's nodeStatusMaxImages default: node.status.images holds the largest 50.
+NODE_STATUS_MAX_IMAGES = 50
+
+
+def kubelet_listed(images: Iterable[ImageFacts], limit: int = NODE_STATUS_MAX_IMAGES) -> dict[str, int]:
+    """Image names -> CRI size as node.status.images gives them: the kubelet sorts the
+    runtime's images by size, largest first, keeps `limit`, and names each by its
+    repo tags and repo digests."""
+    listed: dict[str, int] = {}
+    for image in sorted(images, key=lambda i: -i.compressed_size)[:limit]:
+        for name in (*image.repo_tags, *image.repo_digests):
+            listed.setdefault(name, image.compressed_size)
+    return listed
 
 
 def _keeps_layer_blobs(facts: NodeFacts) -> bool:
@@ -360,6 +381,7 @@ def holdings_for(node: NodeHoldings, images: Sequence[RemoteImage]) -> NodeHoldi
     chains = {c for image in images for c in image.chain_ids}
     blobs = {layer.digest for image in images for layer in image.layers} | {i.config_digest for i in images}
     diffs = {layer.diff_id for image in images for layer in image.layers}
+    names = {locality_name(image.ref) for image in images}
     return NodeHoldings(
         model=node.model,
         chains={c: node.chains[c] for c in chains if c in node.chains},
@@ -367,7 +389,30 @@ def holdings_for(node: NodeHoldings, images: Sequence[RemoteImage]) -> NodeHoldi
         diff_bytes={d: node.diff_bytes[d] for d in diffs if d in node.diff_bytes},
         diff_sized=node.diff_sized,
         keeps_layer_blobs=node.keeps_layer_blobs,
+        listed={n: node.listed[n] for n in names if n in node.listed},
     )
+
+
+def merge_holdings(parts: Sequence[NodeHoldings]) -> NodeHoldings:
+    """One node's answers to several questions (`holdings_for` of several image lists) as
+    one: the restriction to all their images together."""
+    if not parts:
+        raise ValueError("no holdings to merge")
+    first = parts[0]
+    if any(
+        (p.model, p.diff_sized, p.keeps_layer_blobs) != (first.model, first.diff_sized, first.keeps_layer_blobs)
+        for p in parts
+    ):
+        raise ValueError("answers of one node disagree on its layer store (it changed between questions)")
+    chains: dict[str, int | None] = {}
+    diff_bytes: dict[str, int] = {}
+    listed: dict[str, int] = {}
+    for part in parts:
+        chains.update(part.chains)
+        diff_bytes.update(part.diff_bytes)
+        listed.update(part.listed)
+    blobs: frozenset[str] = frozenset().union(*(p.blobs for p in parts))
+    return NodeHoldings(first.model, chains, blobs, diff_bytes, first.diff_sized, first.keeps_layer_blobs, listed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +422,8 @@ class NodeRollout:
     node: str
     costs: tuple[PullCost, ...]
     total: PullCost
+    # What ImageLocality's view implies the node pulls: whole images it does not list by name.
+    assumed: int = 0
 
     @property
     def warm(self) -> bool:
@@ -399,6 +446,18 @@ class RolloutReport:
     def warm_nodes(self) -> int:
         return sum(1 for n in self.nodes if n.warm)
 
+    @property
+    def assumed_registry_bytes(self) -> int:
+        """What ImageLocality's view implies leaves the registry (whole images, by name)."""
+        return sum(n.assumed for n in self.nodes)
+
+    def fetch_percentile(self, fraction: float) -> int:
+        """The nearest-rank percentile of the nodes' fetched bytes (an actual node's figure); 0 without nodes."""
+        values = sorted(n.total.fetch_bytes for n in self.nodes)
+        if not values:
+            return 0
+        return values[max(0, math.ceil(fraction * len(values)) - 1)]
+
 
 def rollout(images: Sequence[RemoteImage], nodes: Mapping[str, NodeHoldings]) -> RolloutReport:
     """Each node pulling `images` in order; a chain's bytes unknown on one node are taken
@@ -414,8 +473,27 @@ def rollout(images: Sequence[RemoteImage], nodes: Mapping[str, NodeHoldings]) ->
     for name in sorted(nodes):
         holdings = nodes[name]
         costs, node_total = pull_costs(images, holdings, known.get((holdings.model, holdings.diff_sized), {}))
-        reports.append(NodeRollout(name, costs, node_total))
+        reports.append(NodeRollout(name, costs, node_total, locality_assumed_pull(images, holdings.listed)))
     return RolloutReport(tuple(reports))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadLocality:
+    """A running workload's image set, as every node would pull it to start a pod (cold start)."""
+
+    workload: str
+    refs: tuple[str, ...]
+    rollout: RolloutReport
+
+
+def workload_locality(
+    workloads: Mapping[str, Sequence[RemoteImage]], nodes: Mapping[str, NodeHoldings]
+) -> tuple[WorkloadLocality, ...]:
+    """Each workload's images pulled in order on each node, from what the node holds now."""
+    return tuple(
+        WorkloadLocality(name, tuple(i.ref for i in images), rollout(images, nodes))
+        for name, images in sorted(workloads.items())
+    )
 
 
 # -- what the scheduler's ImageLocality assumes ------------------------------------

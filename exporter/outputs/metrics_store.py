@@ -19,6 +19,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from exporter.core.accounting import NodeReport
+from exporter.core.pull_cost import NodeHoldings
 from exporter.core.state import RefreshStatus, WasteReport
 from exporter.outputs.collector import HealthCollector, LayerSharingCollector, MetricsOptions
 
@@ -60,6 +61,7 @@ class MetricsStore:
         self._report: NodeReport | None = None
         self._waste: WasteReport | None = None
         self._published = _Published()
+        self._holdings: NodeHoldings | None = None
         self._process = _registry()
         ProcessCollector(registry=self._process)
         PlatformCollector(registry=self._process)
@@ -76,6 +78,15 @@ class MetricsStore:
                 self._published = self._render(status)
             else:
                 self._published = dataclasses.replace(self._published, status=status)
+
+    @property
+    def holdings(self) -> NodeHoldings | None:
+        """What the node holds for a pull (GET /pull-cost answers from it); None while the runtime does not answer."""
+        return self._holdings
+
+    def publish_holdings(self, holdings: NodeHoldings | None) -> None:
+        """The last refresh's holdings (an immutable object, swapped in whole)."""
+        self._holdings = holdings
 
     def publish_waste(self, waste: WasteReport | None) -> None:
         """New wasted-bytes figures (None: the analysis is off)."""

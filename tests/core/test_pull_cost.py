@@ -18,11 +18,14 @@ from exporter.core.pull_cost import (
     holdings_for,
     holdings_from_facts,
     image_locality_score,
+    kubelet_listed,
     locality_assumed_pull,
+    merge_holdings,
     pull_costs,
     repull_report,
     rollout,
     total,
+    workload_locality,
 )
 
 
@@ -272,3 +275,61 @@ def test_what_image_locality_assumes_a_node_pulls():
     new = image("app:2", BASE, LIB, APP2)
     assert locality_assumed_pull([new], {"app:1": 1}) == 7 + 1240  # a new version: the whole image
     assert locality_assumed_pull([new], {"app:2": 1}) == 0
+
+
+def test_answers_to_several_questions_merge_into_the_answer_to_all():
+    a, b = image("a", BASE, LIB, APP), image("b", BASE, APP2)
+    holdings = node(
+        chains=dict.fromkeys(chains(BASE, LIB, APP), 10),
+        blobs=frozenset({BASE.digest, APP2.digest}),
+        diff_bytes={BASE.diff_id: 10, APP2.diff_id: 4},
+        diff_sized=True,
+        listed={"a:latest": 99, "other": 1},
+    )
+    merged = merge_holdings([holdings_for(holdings, [a]), holdings_for(holdings, [b])])
+    assert merged == holdings_for(holdings, [a, b])
+    assert merged.listed == {"a:latest": 99}
+    with pytest.raises(ValueError, match="disagree"):
+        merge_holdings([holdings_for(holdings, [a]), node(CONTAINERS_STORAGE)])
+    with pytest.raises(ValueError):
+        merge_holdings([])
+
+
+def test_the_kubelet_lists_the_largest_images_by_all_their_names():
+    images = [
+        ImageFacts(d(f"config-{i}"), repo_tags=(f"img:{i}",), repo_digests=(f"img@{d(str(i))}",), compressed_size=i)
+        for i in range(1, 61)
+    ]
+    listed = kubelet_listed(images)
+    assert len(listed) == 100 and listed["img:60"] == 60 and "img:10" not in listed and listed["img:11"] == 11
+    assert listed[f"img@{d('60')}"] == 60
+
+
+def test_holdings_answer_only_the_names_asked():
+    holdings = node(listed={"app:1": 1000, "docker.io/library/app:1": 1000, "other:2": 5})
+    assert holdings_for(holdings, [image("app:1", BASE)]).listed == {"app:1": 1000}
+    assert holdings_for(holdings, [image("app", BASE)]).listed == {}  # app means app:latest
+
+
+def test_a_rollout_shows_what_image_locality_assumes_next_to_the_real_figure():
+    new = image("app:2", BASE, APP2)
+    sizes = dict(zip(chains(BASE), (1000,), strict=True))
+    report = rollout([new], {"based": node(chains=sizes, listed={"app:1": 1037}), "listed": node(listed={"app:2": 1})})
+    by_node = {n.node: n for n in report.nodes}
+    assert by_node["based"].total.fetch_bytes == 7 + 40 and by_node["based"].assumed == 7 + 1040
+    # Listed by name counts as nothing to pull, however little the node really holds.
+    assert by_node["listed"].total.fetch_bytes == 7 + 1040 and by_node["listed"].assumed == 0
+    assert report.assumed_registry_bytes == 1047 and report.registry_bytes == 47 + 1047
+
+
+def test_workload_cold_start_percentiles_are_nearest_rank_node_figures():
+    app = image("app:1", BASE, APP)
+    warm = node(chains=dict.fromkeys(chains(BASE, APP), 1), blobs=frozenset({app.config_digest}))
+    based = node(chains=dict.fromkeys(chains(BASE), 1))
+    nodes = {"n1": warm, "n2": warm, "n3": based, "n4": node()}
+    (locality,) = workload_locality({"default/Deployment/app": [app]}, nodes)
+    assert locality.workload == "default/Deployment/app" and locality.refs == ("app:1",)
+    assert locality.rollout.warm_nodes == 2
+    assert sorted(n.total.fetch_bytes for n in locality.rollout.nodes) == [0, 0, 37, 1037]
+    assert locality.rollout.fetch_percentile(0.5) == 0 and locality.rollout.fetch_percentile(0.9) == 1037
+    assert rollout([app], {}).fetch_percentile(0.5) == 0

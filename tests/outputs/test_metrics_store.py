@@ -6,6 +6,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.core.accounting import account
+from exporter.core.pull_cost import holdings_from_facts
 from exporter.core.state import RefreshStatus, WasteReport
 from exporter.outputs.collector import LayerSharingCollector, MetricsOptions
 from exporter.outputs.metrics_store import MetricsStore
@@ -80,3 +81,13 @@ def test_runtime_call_counts_are_read_at_each_scrape():
     counts["/containerd.services.content.v1.Content/Read"] = 7
     text = store.render("")[0].decode()
     assert 'layer_sharing_runtime_requests_total{method="containerd.services.content.v1.Content/Read"} 7.0' in text
+
+
+def test_holdings_are_kept_for_the_pull_cost_endpoint_until_withdrawn():
+    store = MetricsStore(MetricsOptions())
+    assert store.holdings is None
+    holdings = holdings_from_facts(sample_facts())
+    store.publish_holdings(holdings)
+    assert store.holdings is holdings
+    store.publish_holdings(None)
+    assert store.holdings is None

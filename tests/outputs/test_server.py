@@ -101,3 +101,37 @@ def test_landing_page_and_404(served):
     base, _, _ = served
     assert b"/metrics" in get(base + "/")[2]
     assert get(base + "/nope")[0] == 404
+
+
+def test_pull_cost_answers_what_the_node_holds_behind_the_metrics_auth(tmp_path):
+    """GET /pull-cost: the node's holdings for the layers asked, as /metrics is guarded."""
+    import base64
+    import json
+    import urllib.parse
+
+    import bcrypt
+
+    from exporter.core.pull_cost import RemoteImage, RemoteLayer, holdings_for, holdings_from_facts
+    from exporter.outputs import webconfig
+    from exporter.outputs.pull_cost import holdings_dict, holdings_queries
+
+    password_hash = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    config = tmp_path / "web.yml"
+    config.write_text(f"basic_auth_users:\n  prometheus: '{password_hash}'\n")
+    facts = sample_facts()
+    stored = facts.images[0]
+    layers = tuple(RemoteLayer("sha256:" + "b" * 64, 1, diff_id) for diff_id in stored.diff_ids)
+    asked = RemoteImage(stored.repo_tags[0], "", stored.image_id, 1, layers)
+    path = "/pull-cost?" + urllib.parse.urlencode(holdings_queries([asked])[0])
+    auth = {"Authorization": "Basic " + base64.b64encode(b"prometheus:s3cret").decode()}
+    with serving(webconfig.load(config)) as s:
+        assert get(s.base + path)[0] == 401
+        assert get(s.base + path, auth)[0] == 503  # the runtime has not answered yet
+        s.refresher.refresh_once()
+        status, headers, body = get(s.base + path, auth)
+        assert status == 200 and headers["Content-Type"].startswith("application/json")
+        answer = json.loads(body)
+        assert answer == holdings_dict(holdings_for(holdings_from_facts(facts), [asked]))
+        assert set(answer["chains"]) == set(stored.chain_ids) and stored.image_id in answer["blobs"]
+        status, _, body = get(s.base + "/pull-cost?image=nodigest", auth)
+        assert status == 400 and "REF,CONFIG_DIGEST" in json.loads(body)["error"]

@@ -118,6 +118,27 @@ class Api:
         )
         return bytes(response.data).decode()
 
+    def pod_proxy_get(
+        self,
+        namespace: str,
+        name: str,
+        port: int,
+        path: str,
+        query: Sequence[tuple[str, str]],
+        timeout: float,
+        scheme: str,
+    ) -> bytes:
+        """GET `path?query` of a pod through the API server's pod proxy (the body, or KubeError)."""
+        target = f"{name}:{port}" if scheme == "http" else f"{scheme}:{name}:{port}"
+        response = self._get(
+            "/api/v1/namespaces/{namespace}/pods/{name}/proxy/{path}",
+            {"namespace": namespace, "name": target, "path": path.lstrip("/")},
+            query=query,
+            timeout=timeout,
+            accept="application/json",
+        )
+        return bytes(response.data)
+
     def close(self) -> None:
         self._client.close()  # type: ignore[no-untyped-call]
 

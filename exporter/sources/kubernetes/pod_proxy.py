@@ -7,10 +7,13 @@ probes: the chart gives them scheme HTTPS exactly when the exporter serves TLS.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
+from exporter.core.pull_cost import NodeHoldings, RemoteImage, merge_holdings
+from exporter.outputs import pull_cost as pull_cost_wire
 from exporter.sources.kubernetes.api import Api, KubeError
 
 SCHEMES = ("auto", "http", "https")
@@ -88,3 +91,84 @@ def fetch_through_pod_proxy(
     finally:
         api.close()
     return texts, failed
+
+
+def fetch_holdings(
+    kubeconfig: str, pods: list[ExporterPod], port: int, timeout: float, images: Sequence[RemoteImage]
+) -> tuple[dict[str, NodeHoldings], list[tuple[str, str]]]:
+    """What each exporter's node holds for pulling `images` (GET /pull-cost through the pod
+    proxy, split into questions of bounded length), concurrently.
+
+    Returns ({node: holdings}, [(node, error)]); an unreachable node or an unreadable
+    answer is listed, never fatal.
+    """
+    api = Api(kubeconfig)
+    queries = pull_cost_wire.holdings_queries(images)
+
+    def one(target: ExporterPod) -> tuple[str, NodeHoldings | None, str]:
+        namespace, name, node, scheme = target
+        try:
+            parts = [
+                pull_cost_wire.holdings_from_dict(
+                    json.loads(api.pod_proxy_get(namespace, name, port, pull_cost_wire.PATH, query, timeout, scheme))
+                )
+                for query in queries
+            ]
+            return node or name, merge_holdings(parts), ""
+        except KubeError as exc:
+            return node or name, None, str(exc)
+        except ValueError as exc:  # not JSON, or not holdings (an exporter without the endpoint)
+            return node or name, None, f"unreadable pull-cost answer: {exc}"
+
+    found: dict[str, NodeHoldings] = {}
+    failed: list[tuple[str, str]] = []
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            for node, holdings, error in pool.map(one, pods):
+                if holdings is None:
+                    failed.append((node, error))
+                else:
+                    found[node] = holdings
+    finally:
+        api.close()
+    return found, failed
+
+
+def running_workloads(kubeconfig: str) -> dict[str, tuple[str, ...]]:
+    """Every running pod's workload (namespace/kind/name) -> its images, init containers first.
+
+    A ReplicaSet's pods are their Deployment's (the ReplicaSet's name less the pod's
+    pod-template-hash); a pod without a controller is its own workload. Pods of one
+    workload with different images (a rollout under way) make it a set of all of them.
+    """
+    api = Api(kubeconfig)
+    try:
+        listing = api.list_labelled_pods("", "")  # no selector: every pod
+    finally:
+        api.close()
+    workloads: dict[str, dict[str, None]] = {}
+    for item in listing.get("items") or []:
+        if (item.get("status") or {}).get("phase") != "Running":
+            continue
+        metadata, spec = item.get("metadata") or {}, item.get("spec") or {}
+        images = [
+            str(c.get("image"))
+            for c in (*(spec.get("initContainers") or []), *(spec.get("containers") or []))
+            if isinstance(c, dict) and c.get("image")
+        ]
+        if images:
+            workloads.setdefault(workload_of(metadata), {}).update(dict.fromkeys(images))
+    return {name: tuple(images) for name, images in sorted(workloads.items())}
+
+
+def workload_of(metadata: Mapping[str, Any]) -> str:
+    """namespace/kind/name of the pod's controller (Deployment for a ReplicaSet of one)."""
+    namespace = metadata.get("namespace", "")
+    for owner in metadata.get("ownerReferences") or []:
+        if isinstance(owner, dict) and owner.get("controller"):
+            kind, name = str(owner.get("kind", "")), str(owner.get("name", ""))
+            suffix = "-" + str((metadata.get("labels") or {}).get("pod-template-hash", ""))
+            if kind == "ReplicaSet" and len(suffix) > 1 and name.endswith(suffix):
+                return f"{namespace}/Deployment/{name[: -len(suffix)]}"
+            return f"{namespace}/{kind}/{name}"
+    return f"{namespace}/Pod/{metadata.get('name', '')}"

@@ -10,9 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from exporter.core.pull_cost import CONTAINERD, NodeHoldings, RemoteImage, RemoteLayer, holdings_for
 from exporter.outputs import webconfig
-from exporter.sources.kubernetes.pod_proxy import ExporterPod, exporter_pods, fetch_through_pod_proxy
-from tests.harness.kube_api import KubeApiStandIn, exporter_pod
+from exporter.outputs.pull_cost import holdings_queries
+from exporter.sources.kubernetes.pod_proxy import (
+    ExporterPod,
+    exporter_pods,
+    fetch_holdings,
+    fetch_through_pod_proxy,
+    running_workloads,
+    workload_of,
+)
+from tests.harness.kube_api import KubeApiStandIn, exporter_pod, pod
+from tests.harness.pull_cost_nodes import PullCostNodes
 from tests.serving import serving
 
 
@@ -68,3 +78,69 @@ def test_the_scheme_can_be_forced(api: KubeApiStandIn, tls_exporter: int, tmp_pa
     assert [node for node, _ in failed] == ["node-a"]  # plain HTTP to a TLS port
     texts, failed = fetch_through_pod_proxy(kubeconfig, exporter_pods(kubeconfig, "", selector, "https"), 9877, 10)
     assert failed == [] and "layer_sharing_up 1.0" in texts["node-a"]
+
+
+# -- GET /pull-cost through the pod proxy (stand-in exporters with recorded holdings) ----------
+
+
+def _d(name: str) -> str:
+    return "sha256:" + name.encode().hex().ljust(64, "0")
+
+
+def _image(ref: str, *names: str) -> RemoteImage:
+    layers = tuple(RemoteLayer(_d("blob-" + n), 100, _d("diff-" + n)) for n in names)
+    return RemoteImage(ref, _d("m-" + ref), _d("c-" + ref), 7, layers)
+
+
+def test_each_node_answers_its_holdings_through_the_pod_proxy(api: KubeApiStandIn, tmp_path: Path):
+    kubeconfig = str(api.kubeconfig(tmp_path / "kubeconfig"))
+    # Enough images that the question is split in several requests; the answers merge.
+    images = [_image(f"reg.example/app:{i}", "base", *(f"l{i}-{j}" for j in range(8))) for i in range(12)]
+    warm = NodeHoldings(CONTAINERD, chains=dict.fromkeys(images[0].chain_ids, 5), blobs=frozenset({_d("c-x")}))
+    down = NodeHoldings(CONTAINERD)
+    nodes = PullCostNodes({"node-a": warm, "node-b": None, "node-c": down}).start()
+    try:
+        api.exporter_pods = [exporter_pod("monitoring", f"lse-{n}", f"node-{n}") for n in "abcd"]
+        for n in "abc":
+            api.proxied[("monitoring", f"lse-{n}", 9877)] = nodes.url(f"node-{n}")
+        pods = exporter_pods(kubeconfig, "", "app.kubernetes.io/name=layer-sharing-exporter")
+        found, failed = fetch_holdings(kubeconfig, pods, 9877, 10, images)
+    finally:
+        nodes.stop()
+    # Split in several questions; node-b's first refusal ends its questions.
+    asked = len(holdings_queries(images))
+    assert asked > 1 and len(nodes.questions) == 2 * asked + 1
+    assert found == {"node-a": holdings_for(warm, images), "node-c": holdings_for(down, images)}
+    # Not yet refreshed (503 from the exporter) and no exporter behind the pod: listed, not fatal.
+    assert [node for node, _ in failed] == ["node-b", "node-d"]
+    assert all("503" in error for _, error in failed)
+
+
+def test_running_workloads_and_their_images(api: KubeApiStandIn, tmp_path: Path):
+    kubeconfig = str(api.kubeconfig(tmp_path / "kubeconfig"))
+    for name, node, image in (("web-5d8f-a", "n1", "web:1"), ("web-5d8f-b", "n2", "web:2")):
+        obj = pod("default", name, node, ("ReplicaSet", "web-5d8f"))
+        obj["metadata"]["labels"] = {"pod-template-hash": "5d8f"}
+        obj["spec"]["initContainers"] = [{"name": "init", "image": "busybox:1"}]
+        obj["spec"]["containers"] = [{"name": "web", "image": image}]
+        api.add_pod(obj)
+    pending = pod("default", "pending", "n1", ("StatefulSet", "db"))
+    pending["status"]["phase"] = "Pending"
+    pending["spec"]["containers"] = [{"name": "db", "image": "db:1"}]
+    api.add_pod(pending)
+    solo = pod("other", "solo", "n1")
+    solo["spec"]["containers"] = [{"name": "x", "image": "x:1"}]
+    api.add_pod(solo)
+    assert running_workloads(kubeconfig) == {
+        "default/Deployment/web": ("busybox:1", "web:1", "web:2"),
+        "other/Pod/solo": ("x:1",),
+    }
+
+
+def test_the_controller_names_the_workload():
+    owner = [{"kind": "ReplicaSet", "name": "api-7c9", "controller": True}]
+    assert workload_of({"namespace": "a", "ownerReferences": owner, "labels": {"pod-template-hash": "7c9"}}) == (
+        "a/Deployment/api"
+    )
+    assert workload_of({"namespace": "a", "ownerReferences": owner}) == "a/ReplicaSet/api-7c9"
+    assert workload_of({"namespace": "a", "name": "p"}) == "a/Pod/p"
