@@ -37,7 +37,7 @@ from pathlib import Path
 from benchmarks.busy_node import image_specs
 from benchmarks.pull_cost import timed
 from exporter.core.pull_cost import CONTAINERD, NodeHoldings, RemoteImage, RemoteLayer, rollout
-from exporter.outputs.pull_cost import holdings_queries
+from exporter.pull_cost_wire import holdings_queries
 from tests.harness.image_env import image_python_env
 from tests.harness.kube_api import KubeApiStandIn, exporter_pod
 from tests.harness.pull_cost_nodes import PullCostNodes

@@ -38,7 +38,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from exporter import __version__
+from exporter import __version__, pull_cost_wire
 from exporter.outputs import pull_cost
 from exporter.outputs.metrics_store import MetricsStore
 from exporter.outputs.webconfig import WebConfig
@@ -686,7 +686,7 @@ class MetricsServer:
                 # In the loop's thread: rendering holds the GIL anyway, and a hop to a
                 # worker and back costs two thread wake-ups, slow on a busy node.
                 return self._metrics(request.header("accept"), request.header("accept-encoding"))
-            if path == pull_cost.PATH:
+            if path == pull_cost_wire.PATH:
                 # What the node holds of the layers asked (report --view pull-cost): read-only, bounded work.
                 status, text = pull_cost.answer(self.store.holdings, request.target.partition("?")[2])
                 return status, [("Content-Type", "application/json")], text.encode()

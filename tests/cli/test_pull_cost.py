@@ -15,6 +15,7 @@ from exporter.cli.args import build_parser
 from exporter.cli.main import main
 from exporter.core.pull_cost import NodeHoldings, PullCost
 from exporter.outputs import pull_cost as out
+from exporter.pull_cost_wire import holdings_dict
 from tests.harness.images import ImageSpec, data_layer
 from tests.harness.registry import Registry
 
@@ -116,7 +117,7 @@ def test_a_nodes_answer_round_trips_through_json():
         diff_sized=True,
         keeps_layer_blobs=False,
     )
-    doc = json.loads(json.dumps(out.holdings_dict(holdings)))
+    doc = json.loads(json.dumps(holdings_dict(holdings)))
     rebuilt = NodeHoldings(
         doc["model"],
         doc["chains"],

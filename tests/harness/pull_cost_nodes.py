@@ -11,7 +11,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from exporter.core.pull_cost import NodeHoldings
-from exporter.outputs.pull_cost import PATH, answer
+from exporter.outputs.pull_cost import answer
+from exporter.pull_cost_wire import PATH
 from tests.harness.loopback import LoopbackServer
 
 

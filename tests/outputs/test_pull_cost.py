@@ -8,13 +8,8 @@ import urllib.parse
 import pytest
 
 from exporter.core.pull_cost import CONTAINERD, NodeHoldings, RemoteImage, RemoteLayer, holdings_for, pull_costs
-from exporter.outputs.pull_cost import (
-    answer,
-    holdings_dict,
-    holdings_from_dict,
-    holdings_queries,
-    images_from_query,
-)
+from exporter.outputs.pull_cost import answer
+from exporter.pull_cost_wire import holdings_dict, holdings_from_dict, holdings_queries, images_from_query
 
 
 def d(name: str) -> str:

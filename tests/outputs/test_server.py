@@ -113,7 +113,7 @@ def test_pull_cost_answers_what_the_node_holds_behind_the_metrics_auth(tmp_path)
 
     from exporter.core.pull_cost import RemoteImage, RemoteLayer, holdings_for, holdings_from_facts
     from exporter.outputs import webconfig
-    from exporter.outputs.pull_cost import holdings_dict, holdings_queries
+    from exporter.pull_cost_wire import holdings_dict, holdings_queries
 
     password_hash = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
     config = tmp_path / "web.yml"

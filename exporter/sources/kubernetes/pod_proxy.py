@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
+from exporter import pull_cost_wire
 from exporter.core.pull_cost import NodeHoldings, RemoteImage, merge_holdings
-from exporter.outputs import pull_cost as pull_cost_wire
 from exporter.sources.kubernetes.api import Api, KubeError
 
 SCHEMES = ("auto", "http", "https")

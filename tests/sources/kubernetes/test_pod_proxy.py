@@ -12,7 +12,7 @@ import pytest
 
 from exporter.core.pull_cost import CONTAINERD, NodeHoldings, RemoteImage, RemoteLayer, holdings_for
 from exporter.outputs import webconfig
-from exporter.outputs.pull_cost import holdings_queries
+from exporter.pull_cost_wire import holdings_queries
 from exporter.sources.kubernetes.pod_proxy import (
     ExporterPod,
     exporter_pods,
