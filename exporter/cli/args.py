@@ -42,6 +42,25 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--no-trunc", action="store_true", help="whole digests and history steps in the tables")
 
     report = sub.add_parser("report", help="a cluster-wide report from every exporter (Prometheus or the API)")
+    add_report_arguments(report)
+    catalog = sub.add_parser(
+        "catalog",
+        help="resolve base image references to catalog entries (name, version, diff_ids) from their registries",
+    )
+    catalog.add_argument(
+        "refs",
+        nargs="+",
+        metavar="[NAME=]REF",
+        help="image references (tag or digest); NAME= names the family (default: the reference without tag)",
+    )
+    add_registry_flags(catalog)
+    pull_cost.add_parser(sub)
+    wasted.add_parser(sub)
+    return parser
+
+
+def add_report_arguments(report: argparse.ArgumentParser) -> None:
+    """The report's flags: those of `report`, and of `kubectl layer-sharing`."""
     source = report.add_mutually_exclusive_group()
     source.add_argument("--prometheus-url", metavar="URL", help="read the exporters' metrics from Prometheus")
     source.add_argument(
@@ -57,7 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra PromQL matchers for every query, e.g. 'cluster=\"prod-eu\"' (one cluster of a Thanos or Mimir)",
     )
     add_prometheus_flags(report)  # credentials, TLS, tenant
-    report.add_argument("--exporter-namespace", default="", help="namespace of the exporter pods (default: all)")
+    report.add_argument(
+        "--exporter-namespace",
+        "-n",
+        "--namespace",
+        dest="exporter_namespace",
+        default="",
+        help="namespace of the exporter pods (default: all)",
+    )
+    report.add_argument("--context", default="", help="the kubeconfig context to use (default: its current one)")
     report.add_argument(
         "--selector",
         default="app.kubernetes.io/name=layer-sharing-exporter",
@@ -91,17 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FORMAT",
         help="table (default), json, csv, or html FILE (a self-contained page)",
     )
-    catalog = sub.add_parser(
-        "catalog",
-        help="resolve base image references to catalog entries (name, version, diff_ids) from their registries",
-    )
-    catalog.add_argument(
-        "refs",
-        nargs="+",
-        metavar="[NAME=]REF",
-        help="image references (tag or digest); NAME= names the family (default: the reference without tag)",
-    )
-    add_registry_flags(catalog)
-    pull_cost.add_parser(sub)
-    wasted.add_parser(sub)
+    add_registry_flags(report, timeout=False)  # --view wasted and pull-cost read registries
+    wasted.add_cache_flags(report)
+
+
+def build_kubectl_parser() -> argparse.ArgumentParser:
+    """`kubectl layer-sharing`: the report as a kubectl plugin, named as typed, with kubectl's
+    global flags (--kubeconfig, --context, -n/--namespace)."""
+    parser = _Parser(prog="kubectl layer-sharing", description="A cluster-wide layer sharing report.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    add_report_arguments(parser)
+    parser.set_defaults(command="report")
     return parser

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from exporter import config as config_mod
-from exporter.cli.args import build_parser
+from exporter.cli.args import build_kubectl_parser, build_parser
 from exporter.cli.exit_codes import EXIT_USAGE
 from exporter.errors import ConfigError
 
@@ -53,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return df(config, args)
 
 
-def kubectl_main() -> int:
+def kubectl_main(argv: Sequence[str] | None = None) -> int:
     """`kubectl layer-sharing ...` (installed as kubectl-layer_sharing) is the report."""
-    return main(["report", *sys.argv[1:]])
+    from exporter.cli.report import run_report
+
+    return run_report(build_kubectl_parser().parse_args(argv))

@@ -101,7 +101,9 @@ def _collect(
     from exporter.sources import exposition
     from exporter.sources.kubernetes import pod_proxy
 
-    pods = pod_proxy.exporter_pods(args.kubeconfig or "", args.exporter_namespace, args.selector, args.scheme)
+    pods = pod_proxy.exporter_pods(
+        args.kubeconfig or "", args.exporter_namespace, args.selector, args.scheme, context=args.context
+    )
     if not pods:
         raise RuntimeError(f"no running exporter pods match {args.selector!r}")
     progress = None
@@ -118,6 +120,7 @@ def _collect(
             args.port,
             args.timeout,
             on_done=(lambda: progress.advance(task)) if progress else None,
+            context=args.context,
         )
     finally:
         if progress:
@@ -160,14 +163,16 @@ def _run_pull_cost_view(args: argparse.Namespace, fmt: str, html_file: str) -> i
     workloads: dict[str, tuple[str, ...]] = {}
     try:
         if view == "locality":
-            workloads = pod_proxy.running_workloads(kubeconfig)
+            workloads = pod_proxy.running_workloads(kubeconfig, args.context)
             for name, workload_refs in workloads.items():
                 for text in workload_refs:
                     try:
                         parsed.setdefault(text, registry.parse_strict_reference(text))
                     except ValueError as exc:
                         problems.append(f"workload {name}: {exc}")
-        pods = pod_proxy.exporter_pods(kubeconfig, args.exporter_namespace, args.selector, args.scheme)
+        pods = pod_proxy.exporter_pods(
+            kubeconfig, args.exporter_namespace, args.selector, args.scheme, context=args.context
+        )
     except Exception as exc:  # the API server as a whole failed: say why, in one line
         return _fail(_one_line(str(exc)), EXIT_UNREACHABLE)
     if not pods:
@@ -188,7 +193,9 @@ def _run_pull_cost_view(args: argparse.Namespace, fmt: str, html_file: str) -> i
         complete = {n: refs for n, refs in workloads.items() if all(r in resolved for r in refs)}
         problems += [f"workload {n}: not every image resolved, left out" for n in workloads if n not in complete]
         images = [resolved[t] for t in dict.fromkeys(r for refs in complete.values() for r in refs)]
-    holdings, unreachable = pod_proxy.fetch_holdings(kubeconfig, pods, args.port, args.timeout, images)
+    holdings, unreachable = pod_proxy.fetch_holdings(
+        kubeconfig, pods, args.port, args.timeout, images, context=args.context
+    )
     for problem in problems:
         print(f"layer-sharing-exporter report: {problem}", file=sys.stderr)
     if not holdings:

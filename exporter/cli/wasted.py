@@ -65,11 +65,6 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
     add_registry_flags(parser)
     add_cache_flags(parser)
-    # `report --view wasted` fills in from the registries with the same flags (its --timeout is shared).
-    report = subparsers.choices.get("report")
-    if report is not None:
-        add_registry_flags(report, timeout=False)
-        add_cache_flags(report)
 
 
 def add_cache_flags(parser: argparse.ArgumentParser) -> None:

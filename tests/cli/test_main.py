@@ -65,3 +65,39 @@ def test_two_catalog_entries_of_one_name_and_version_exit_2_naming_both(capsys, 
     assert main(["df", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "bases[0] and bases[2] are both named 'debian' with version '12'" in err
+
+
+def test_the_kubectl_plugin_takes_kubectls_global_flags(tmp_path, capsys):
+    """`kubectl layer-sharing` with --kubeconfig, --context and -n, against the local STAND-IN for the
+    Kubernetes API server (tests/harness/kube_api.py), which proxies to a real exporter HTTP server."""
+    import json
+
+    from exporter.cli.main import kubectl_main
+    from tests.harness.kube_api import KubeApiStandIn, exporter_pod
+    from tests.serving import serving
+
+    standin = KubeApiStandIn("unused").start()
+    try:
+        with serving(refreshed=True) as served:
+            kubeconfig = str(standin.kubeconfig(tmp_path / "kubeconfig"))
+            standin.exporter_pods = [
+                exporter_pod("monitoring", "lse-a", "node-a"),
+                exporter_pod("elsewhere", "lse-b", "node-b"),
+            ]
+            for namespace, name in (("monitoring", "lse-a"), ("elsewhere", "lse-b")):
+                standin.proxied[(namespace, name, 9877)] = f"http://127.0.0.1:{served.port}/"
+            flags = ["--kubeconfig", kubeconfig, "--context", "standin", "-n", "monitoring", "-o", "json"]
+            assert kubectl_main(flags) == 0
+            assert [n["node"] for n in json.loads(capsys.readouterr().out)["nodes"]] == ["node-a"]
+            assert kubectl_main(["--kubeconfig", kubeconfig, "--context", "nope"]) != 0
+            assert "nope" in capsys.readouterr().err
+    finally:
+        standin.stop()
+
+
+def test_the_kubectl_plugin_names_itself_as_typed(capsys):
+    from exporter.cli.main import kubectl_main
+
+    with pytest.raises(SystemExit):
+        kubectl_main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: kubectl layer-sharing ")

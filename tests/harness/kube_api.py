@@ -161,7 +161,8 @@ def _handler(api: KubeApiStandIn) -> type[BaseHTTPRequestHandler]:
                 )
                 return
             parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")]
-            if url.path == "/api/v1/pods" and "labelSelector" in query:
+            namespaced = len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods"
+            if (url.path == "/api/v1/pods" or namespaced) and "labelSelector" in query:
                 self._json(
                     200,
                     {
@@ -170,7 +171,10 @@ def _handler(api: KubeApiStandIn) -> type[BaseHTTPRequestHandler]:
                         "metadata": {"resourceVersion": "1"},
                         # The exporters, and (an empty selector: every pod) the workloads' pods too.
                         "items": [
-                            p for p in (*api.exporter_pods, *api.pods.values()) if _matches(p, query["labelSelector"])
+                            p
+                            for p in (*api.exporter_pods, *api.pods.values())
+                            if _matches(p, query["labelSelector"])
+                            and (not namespaced or p["metadata"]["namespace"] == parts[3])
                         ],
                     },
                 )

@@ -32,11 +32,12 @@ class Api:
     not used: CoreV1Api alone is 63,000 lines of pydantic signatures, about
     24 MiB of RSS in a process that reads four kinds of URL (benchmarks/)."""
 
-    def __init__(self, kubeconfig: str = "") -> None:
+    def __init__(self, kubeconfig: str = "", context: str = "") -> None:
         from kubernetes import client, config
 
-        if kubeconfig:
-            config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        if kubeconfig or context:
+            # kubectl's --kubeconfig and --context: that file (else the default one), that context.
+            config.load_kube_config(config_file=kubeconfig or None, context=context or None)  # type: ignore[no-untyped-call]
         else:
             try:
                 config.load_incluster_config()  # type: ignore[no-untyped-call]

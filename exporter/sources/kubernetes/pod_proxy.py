@@ -26,9 +26,11 @@ class ExporterPod(NamedTuple):
     scheme: str = "http"
 
 
-def exporter_pods(kubeconfig: str, namespace: str, selector: str, scheme: str = "auto") -> list[ExporterPod]:
+def exporter_pods(
+    kubeconfig: str, namespace: str, selector: str, scheme: str = "auto", context: str = ""
+) -> list[ExporterPod]:
     """Every running exporter pod (for the report), with the scheme its metrics are served with."""
-    api = Api(kubeconfig)
+    api = Api(kubeconfig, context)
     try:
         listing = api.list_labelled_pods(namespace, selector)
     finally:
@@ -61,14 +63,14 @@ def scheme_of_pod(spec: Mapping[str, Any]) -> str:
 
 
 def fetch_through_pod_proxy(
-    kubeconfig: str, pods: list[ExporterPod], port: int, timeout: float, on_done: Any = None
+    kubeconfig: str, pods: list[ExporterPod], port: int, timeout: float, on_done: Any = None, context: str = ""
 ) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """Each exporter pod's /metrics via the API server's pod proxy, concurrently.
 
     Returns ({node: exposition text}, [(node, error)]); an unreachable node is
     listed, never fatal.
     """
-    api = Api(kubeconfig)
+    api = Api(kubeconfig, context)
 
     def one(target: ExporterPod) -> tuple[str, str | None, str]:
         namespace, name, node, scheme = target
@@ -94,7 +96,12 @@ def fetch_through_pod_proxy(
 
 
 def fetch_holdings(
-    kubeconfig: str, pods: list[ExporterPod], port: int, timeout: float, images: Sequence[RemoteImage]
+    kubeconfig: str,
+    pods: list[ExporterPod],
+    port: int,
+    timeout: float,
+    images: Sequence[RemoteImage],
+    context: str = "",
 ) -> tuple[dict[str, NodeHoldings], list[tuple[str, str]]]:
     """What each exporter's node holds for pulling `images` (GET /pull-cost through the pod
     proxy, split into questions of bounded length), concurrently.
@@ -102,7 +109,7 @@ def fetch_holdings(
     Returns ({node: holdings}, [(node, error)]); an unreachable node or an unreadable
     answer is listed, never fatal.
     """
-    api = Api(kubeconfig)
+    api = Api(kubeconfig, context)
     queries = pull_cost_wire.holdings_queries(images)
 
     def one(target: ExporterPod) -> tuple[str, NodeHoldings | None, str]:
@@ -134,14 +141,14 @@ def fetch_holdings(
     return found, failed
 
 
-def running_workloads(kubeconfig: str) -> dict[str, tuple[str, ...]]:
+def running_workloads(kubeconfig: str, context: str = "") -> dict[str, tuple[str, ...]]:
     """Every running pod's workload (namespace/kind/name) -> its images, init containers first.
 
     A ReplicaSet's pods are their Deployment's (the ReplicaSet's name less the pod's
     pod-template-hash); a pod without a controller is its own workload. Pods of one
     workload with different images (a rollout under way) make it a set of all of them.
     """
-    api = Api(kubeconfig)
+    api = Api(kubeconfig, context)
     try:
         listing = api.list_labelled_pods("", "")  # no selector: every pod
     finally:
