@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -264,18 +265,27 @@ class LayerAnalyzer:
                 ELSEWHERE,
             )
         self._update(facts, sources, pending={source.diff_id for source in todo if source})
-        if todo:
-            self._budget.restart()
+        if not todo:
+            return self._report
+        self._budget.restart()
         progress_at = self._clock()
-        for index, source in enumerate(todo):
-            if self._stop.is_set():
-                break
-            assert source is not None  # _due() passes only layers with a blob
-            self._read(source)
-            # Progress (pending layers, images complete) at most once a second, and at the end.
-            if index == len(todo) - 1 or self._clock() - progress_at >= PROGRESS_SECONDS:
-                progress_at = self._clock()
-                self._update(facts, sources, {later.diff_id for later in todo[index + 1 :] if later})
+        # While layers are read, tar headers are parsed in Python: the GIL changes hands every
+        # 1 ms, not 5, so a scrape waits less behind them (kept-alive p99 on the busy node:
+        # 10.5 -> 2.0 ms, benchmarks/busy_node.py).
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, 0.001))
+        try:
+            for index, source in enumerate(todo):
+                if self._stop.is_set():
+                    break
+                assert source is not None  # _due() passes only layers with a blob
+                self._read(source)
+                # Progress (pending layers, images complete) at most once a second, and at the end.
+                if index == len(todo) - 1 or self._clock() - progress_at >= PROGRESS_SECONDS:
+                    progress_at = self._clock()
+                    self._update(facts, sources, {later.diff_id for later in todo[index + 1 :] if later})
+        finally:
+            sys.setswitchinterval(switch_interval)
         return self._report
 
     def _due(self, diff_id: str, source: LayerSource | None, facts: NodeFacts) -> bool:

@@ -295,3 +295,22 @@ def test_a_layer_store_that_keeps_no_blobs_is_said_once_and_nothing_is_read(capl
         "wasted-bytes analysis unavailable on this node: CRI-O's containers-storage keeps no layer blobs to read; "
         + ELSEWHERE
     ]
+
+
+def test_a_pass_hands_the_gil_over_more_often_and_restores_the_interval():
+    import sys
+
+    blobs = Blobs()
+    facts = node(blobs, {"clean": [BASE, CLEANUP, APP]})
+    seen: list[float] = []
+    read = blobs.read_blob
+
+    def reading(digest: str, size: int) -> Iterator[bytes]:
+        seen.append(sys.getswitchinterval())
+        return read(digest, size)
+
+    blobs.read_blob = reading  # type: ignore[method-assign]
+    before = sys.getswitchinterval()
+    analyzer(blobs)[0].analyse(facts)
+    assert seen and all(interval <= 0.001 for interval in seen)
+    assert sys.getswitchinterval() == before
