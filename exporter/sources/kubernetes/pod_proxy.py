@@ -8,9 +8,9 @@ probes: the chart gives them scheme HTTPS exactly when the exporter serves TLS.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from exporter import pull_cost_wire
 from exporter.core.pull_cost import NodeHoldings, RemoteImage, merge_holdings
@@ -62,6 +62,38 @@ def scheme_of_pod(spec: Mapping[str, Any]) -> str:
     return "http"
 
 
+_T = TypeVar("_T")
+
+
+def _ask_each_pod(
+    api: Api, pods: list[ExporterPod], ask: Callable[[ExporterPod], _T], on_done: Any = None
+) -> tuple[dict[str, _T], list[tuple[str, str]]]:
+    """`ask(pod)` for every pod, 16 at a time: ({node: answer}, [(node, error)]). A KubeError
+    or a ValueError (an answer that does not read) lists the node; it is never fatal. Closes `api`."""
+
+    def one(target: ExporterPod) -> tuple[str, _T | None, str]:
+        node = target.node or target.name
+        try:
+            return node, ask(target), ""
+        except (KubeError, ValueError) as exc:
+            return node, None, str(exc)
+
+    found: dict[str, _T] = {}
+    failed: list[tuple[str, str]] = []
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            for node, answer, error in pool.map(one, pods):
+                if answer is None:
+                    failed.append((node, error))
+                else:
+                    found[node] = answer
+                if on_done is not None:
+                    on_done()
+    finally:
+        api.close()
+    return found, failed
+
+
 def fetch_through_pod_proxy(
     kubeconfig: str, pods: list[ExporterPod], port: int, timeout: float, on_done: Any = None, context: str = ""
 ) -> tuple[dict[str, str], list[tuple[str, str]]]:
@@ -72,27 +104,10 @@ def fetch_through_pod_proxy(
     """
     api = Api(kubeconfig, context)
 
-    def one(target: ExporterPod) -> tuple[str, str | None, str]:
-        namespace, name, node, scheme = target
-        try:
-            return node or name, api.pod_metrics(namespace, name, port, timeout, scheme), ""
-        except KubeError as exc:
-            return node or name, None, str(exc)
+    def metrics(pod: ExporterPod) -> str:
+        return api.pod_metrics(pod.namespace, pod.name, port, timeout, pod.scheme)
 
-    texts: dict[str, str] = {}
-    failed: list[tuple[str, str]] = []
-    try:
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            for node, text, error in pool.map(one, pods):
-                if text is None:
-                    failed.append((node, error))
-                else:
-                    texts[node] = text
-                if on_done is not None:
-                    on_done()
-    finally:
-        api.close()
-    return texts, failed
+    return _ask_each_pod(api, pods, metrics, on_done)
 
 
 def fetch_holdings(
@@ -112,33 +127,19 @@ def fetch_holdings(
     api = Api(kubeconfig, context)
     queries = pull_cost_wire.holdings_queries(images)
 
-    def one(target: ExporterPod) -> tuple[str, NodeHoldings | None, str]:
-        namespace, name, node, scheme = target
+    def holdings(pod: ExporterPod) -> NodeHoldings:
         try:
-            parts = [
-                pull_cost_wire.holdings_from_dict(
-                    json.loads(api.pod_proxy_get(namespace, name, port, pull_cost_wire.PATH, query, timeout, scheme))
+            answers = [
+                json.loads(
+                    api.pod_proxy_get(pod.namespace, pod.name, port, pull_cost_wire.PATH, query, timeout, pod.scheme)
                 )
                 for query in queries
             ]
-            return node or name, merge_holdings(parts), ""
-        except KubeError as exc:
-            return node or name, None, str(exc)
+            return merge_holdings([pull_cost_wire.holdings_from_dict(answer) for answer in answers])
         except ValueError as exc:  # not JSON, or not holdings (an exporter without the endpoint)
-            return node or name, None, f"unreadable pull-cost answer: {exc}"
+            raise ValueError(f"unreadable pull-cost answer: {exc}") from None
 
-    found: dict[str, NodeHoldings] = {}
-    failed: list[tuple[str, str]] = []
-    try:
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            for node, holdings, error in pool.map(one, pods):
-                if holdings is None:
-                    failed.append((node, error))
-                else:
-                    found[node] = holdings
-    finally:
-        api.close()
-    return found, failed
+    return _ask_each_pod(api, pods, holdings)
 
 
 def running_workloads(kubeconfig: str, context: str = "") -> dict[str, tuple[str, ...]]:
