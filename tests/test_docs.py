@@ -284,18 +284,6 @@ def _in_values(values: dict[str, Any], key: str) -> bool:
     return True
 
 
-def _without_key(values: dict[str, Any], path: list[str]) -> dict[str, Any]:
-    """values without path, and without the maps that held only it."""
-    head, *rest = path
-    kept = dict(values)
-    if rest and isinstance(kept.get(head), dict):
-        kept[head] = _without_key(kept[head], rest)
-        if kept[head]:
-            return kept
-    kept.pop(head, None)
-    return kept
-
-
 @pytest.mark.parametrize("doc", [README, CHART_README], ids=lambda p: str(p.relative_to(ROOT)))
 def test_the_install_command_in_the_docs_is_valid_for_the_chart(doc):
     """Every --set names a chart value, the chart renders with them, and the image is the one built."""

@@ -104,9 +104,9 @@ def image_wasted(metrics: Mapping[tuple[str, tuple[tuple[str, str], ...]], float
 
 
 def content_reads(
-    metrics: Mapping[tuple[str, tuple[tuple[str, str], ...]], float], method: str = CONTENT_READ
+    metrics: Mapping[tuple[str, tuple[tuple[str, str], ...]], float],
 ) -> float:
-    return metrics.get(("layer_sharing_runtime_requests_total", (("method", method),)), 0.0)
+    return metrics.get(("layer_sharing_runtime_requests_total", (("method", CONTENT_READ),)), 0.0)
 
 
 def test_every_image_and_the_node_are_exact_and_a_restart_reads_no_blob(pulled: PulledNode, tmp_path: Path):
