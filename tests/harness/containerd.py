@@ -20,6 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
+from tests.harness._generated import cri_harness_pb2 as pb
+
 PAUSE_REF = "localhost/pause:test"
 
 
@@ -165,17 +169,22 @@ state = "{self.state}"
         raise RuntimeError(f"containerd did not become ready in {timeout}s; see {self.log_path}:\n{self.tail_log()}")
 
     def _cri_ready(self) -> bool:
-        result = subprocess.run(
-            [self.binaries.path("ctr"), "-a", str(self.socket), "-n", "k8s.io", "plugins", "ls"],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
+        """CRI answers a real call. Its plugin reports "ok" before the server has
+        loaded its state, and until then every call fails with "server is not
+        initialized yet" (seen on 1.6 right after a restart)."""
+        channel = grpc.insecure_channel(self.endpoint)
+        try:
+            list_images = channel.unary_unary(
+                "/runtime.v1.ImageService/ListImages",
+                request_serializer=pb.Empty.SerializeToString,
+                response_deserializer=pb.Empty.FromString,
+            )
+            list_images(pb.Empty(), timeout=5)
+        except grpc.RpcError:
             return False
-        return any(
-            "io.containerd.grpc.v1" in line and " cri " in f" {line} " and "ok" in line
-            for line in result.stdout.splitlines()
-        )
+        finally:
+            channel.close()
+        return True
 
     def tail_log(self, lines: int = 30) -> str:
         try:
