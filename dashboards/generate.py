@@ -675,7 +675,47 @@ def cluster_dashboard() -> dashboard.Dashboard:
         12,
         8,
     )
-    return board
+    return _pull_cost_row(board, lay)
+
+
+# The locality service's recording rules (the chart's locality.enabled) drop `job`: the
+# service is not an exporter. Filtered by cluster and the recorded `namespace`.
+LOCALITY = f'{CLUSTER_LABEL}=~"$cluster", namespace=~"$namespace"'
+
+
+def _pull_cost_row(board: dashboard.Dashboard, lay: Layout) -> dashboard.Dashboard:
+    """Warm nodes and cold-start bytes per workload: one series per workload, from the rules."""
+    board = add_row(board, lay, "Pull cost: cold starts per workload (locality service)")
+    board = add(
+        board,
+        lay,
+        bars_panel(
+            "Warm nodes per workload (least warm first)",
+            "Share of the nodes answering that would fetch and unpack no layer to start a pod of the workload "
+            "(recording rule workload:layer_sharing_locality_warm_nodes:ratio, from the chart's locality "
+            "service; No data when locality.enabled is off). The scheduler's ImageLocality sees whole images "
+            "by name only: see docs/pull-cost.md.",
+            f"bottomk(20, workload:layer_sharing_locality_warm_nodes:ratio{{{LOCALITY}}})",
+            "{{namespace}}/{{workload}}",
+            unit="percentunit",
+        ),
+        12,
+        8,
+    )
+    return add(
+        board,
+        lay,
+        bars_panel(
+            "Cold-start bytes per workload (p90 over nodes)",
+            "Bytes a node would fetch from the registry to start a pod of the workload (config and layer "
+            "blobs it lacks), the nearest-rank p90 over the nodes answering (recording rule "
+            "workload:layer_sharing_locality_cold_start_bytes:p90; p50 beside it in the rules).",
+            f"topk(20, workload:layer_sharing_locality_cold_start_bytes:p90{{{LOCALITY}}})",
+            "{{namespace}}/{{workload}}",
+        ),
+        12,
+        8,
+    )
 
 
 def bases_dashboard() -> dashboard.Dashboard:

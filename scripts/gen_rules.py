@@ -28,7 +28,8 @@ HEADER = (
     "# The ImageFilesystem*, ImageGCCannotReclaimEnough and ReclaimableImageBytesHigh alerts need\n"
     "# layer_sharing_image_fs_capacity_bytes/_available_bytes and layer_sharing_image_gc_* (the exporter's\n"
     "# capacity_dir or host_root); drop them without it. LayerSharingExporterDown is on here:\n"
-    "# drop it where kube-prometheus-stack's TargetDown already fires.\n"
+    "# drop it where kube-prometheus-stack's TargetDown already fires. The layer-sharing-locality.rules\n"
+    "# group reads the locality service's metrics (the chart's locality.enabled): data only with it.\n"
 )
 # Every rule, including those that need the image filesystem's capacity, and
 # LayerSharingExporterDown (off in the chart, where kube-prometheus-stack's TargetDown
@@ -36,6 +37,7 @@ HEADER = (
 RULES_VALUES = {
     "prometheusRule": {"enabled": True, "alerts": {"LayerSharingExporterDown": {"enabled": True}}},
     "imageFilesystem": {"mountHostPath": True},
+    "locality": {"enabled": True},
 }
 
 

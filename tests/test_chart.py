@@ -47,8 +47,14 @@ def values_of(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
+def of_kind(docs: list[dict[str, Any]], kind: str, component: str = "metrics") -> list[dict[str, Any]]:
+    """The objects of `kind` of one component: the exporter's (metrics), or the locality service's."""
+    return [d for d in docs if d["kind"] == kind and _component(d) in (component, "")]
+
+
+def _component(doc: dict[str, Any]) -> str:
+    labels = (doc.get("metadata") or {}).get("labels") or {}
+    return str(labels.get("app.kubernetes.io/component", ""))
 
 
 def exporter_container(pod: dict[str, Any]) -> dict[str, Any]:

@@ -117,11 +117,14 @@ def test_queries_filter_by_variables_and_hard_code_no_node(path):
     for panel in data_panels(load(path)):
         for target in panel["targets"]:
             expr = target["expr"]
-            assert '${cluster_label}=~"$cluster"' in expr and 'job=~"$job"' in expr, (panel["title"], expr)
+            # The locality service's rules drop `job` (the service is not an exporter).
+            locality = "workload:layer_sharing_locality_" in expr
+            assert '${cluster_label}=~"$cluster"' in expr, (panel["title"], expr)
+            assert 'job=~"$job"' in expr or locality, (panel["title"], expr)
             assert not re.search(r"\bcluster=~", expr), expr
             # The measured pod's labels only through the constants (OpenShift renames them).
-            # (The showback recording rule records `namespace` whatever label it read.)
-            if "namespace:layer_sharing_pod_attributed_bytes:sum" not in expr:
+            # (The showback and locality recording rules record `namespace` whatever label they read.)
+            if "namespace:layer_sharing_pod_attributed_bytes:sum" not in expr and not locality:
                 assert not re.search(r"\b(namespace|pod)\s*=~", expr), expr
                 assert not re.search(r"by \([^)]*\b(namespace|pod)\b", expr), expr
             assert not re.search(r'node\s*=~?\s*"(?!\$node)', expr), expr

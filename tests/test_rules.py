@@ -35,7 +35,7 @@ def test_rules_file_is_generated_from_the_chart():
 def test_promtool_check_rules(promtool):
     result = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 26 rules found" in result.stdout
+    assert "SUCCESS: 30 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_fire_every_alert_and_respect_boundaries(promtool):
@@ -185,3 +185,29 @@ def test_alert_labels_annotations_for_as_values_and_no_capacity_alerts_without_c
         [promtool, "test", "rules", "alerts.test.yml"], cwd=tmp_path, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("monitor", "namespace_label"),
+    [
+        ({"serviceMonitor": {"enabled": True}}, "namespace"),
+        ({"serviceMonitor": {"enabled": True, "honorLabels": False}}, "exported_namespace"),
+    ],
+    ids=["honor-labels", "openshift-user-workload"],
+)
+def test_locality_rules_record_one_series_per_workload_under_namespace(promtool, tmp_path, monitor, namespace_label):
+    """The locality service's figures, whatever label the workload's namespace arrives under,
+    recorded per workload as `namespace` with the service's own pod and job labels dropped."""
+    values = {"prometheusRule": {"enabled": True}, "locality": {"enabled": True}, **monitor}
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(chart_rules(values)))
+    test = (ROOT / "tests" / "data" / "locality_rules.test.yml").read_text()
+    (tmp_path / "locality.test.yml").write_text(test.replace("NS=", f"{namespace_label}="))
+    result = subprocess.run(
+        [promtool, "test", "rules", "locality.test.yml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_locality_rules_without_the_locality_service():
+    groups = chart_rules({"prometheusRule": {"enabled": True}})["groups"]
+    assert "layer-sharing-locality.rules" not in {g["name"] for g in groups}

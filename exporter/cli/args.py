@@ -118,6 +118,18 @@ def add_report_arguments(report: argparse.ArgumentParser) -> None:
         metavar="FORMAT",
         help="table (default), json, csv, or html FILE (a self-contained page)",
     )
+    serving = report.add_argument_group("--view locality as a service (the chart's locality Deployment)")
+    serving.add_argument(
+        "--listen-port",
+        type=int,
+        default=-1,
+        metavar="PORT",
+        help="measure every --every seconds and serve the figures as Prometheus metrics on PORT "
+        "(/metrics, /healthz, /readyz) instead of printing once; --top caps the workloads exported (default 100)",
+    )
+    serving.add_argument("--listen-address", default="0.0.0.0", help="address to serve on (default 0.0.0.0)")
+    serving.add_argument("--every", type=float, default=600.0, help="seconds between runs (default 600)")
+    serving.add_argument("--web-config-file", default="", help="TLS and basic auth, as the exporter's serve takes it")
     add_registry_flags(report, timeout=False)  # --view wasted and pull-cost read registries
     wasted.add_cache_flags(report)
 

@@ -135,41 +135,35 @@ def _collect(
 
 
 def _run_pull_cost_view(args: argparse.Namespace, fmt: str, html_file: str) -> int:
-    """`--view pull-cost REF...` and `--view locality`: references resolved once, here;
-    each node answers what it holds for their layers (GET /pull-cost through the pod
-    proxy); the accounting is exporter.core.pull_cost's, the node command's own."""
+    """`--view pull-cost REF...` (and `--view locality`, exporter.cli.locality): references
+    resolved once, here; each node answers what it holds for their layers (GET /pull-cost
+    through the pod proxy); the accounting is exporter.core.pull_cost's, the node command's own."""
     from exporter.cli.pull_cost import _one_line, _remote_image
     from exporter.cli.registry_access import registry_client, wanted_platform
-    from exporter.core.pull_cost import RemoteImage, rollout, workload_locality
+    from exporter.core.pull_cost import rollout
     from exporter.outputs.report import pull_cost as out
     from exporter.sources import registry
     from exporter.sources.kubernetes import pod_proxy
 
     view = args.view
+    if args.listen_port >= 0 and view != "locality":
+        return _fail("--listen-port serves --view locality only", EXIT_USAGE)
     if args.prometheus_url:
         return _fail(f"--view {view} asks each exporter through the pod proxy; it does not read Prometheus", EXIT_USAGE)
-    if view == "pull-cost" and not args.refs:
+    if view == "locality":
+        if args.refs:
+            return _fail("--view locality takes no references: it reads every running workload's images", EXIT_USAGE)
+        return _run_locality_view(args, fmt, html_file)
+    if not args.refs:
         return _fail("--view pull-cost needs image references: report --view pull-cost REF [REF...]", EXIT_USAGE)
-    if view == "locality" and args.refs:
-        return _fail("--view locality takes no references: it reads every running workload's images", EXIT_USAGE)
     try:
         wanted = wanted_platform(args)
-        parsed = {text: registry.parse_strict_reference(text) for text in args.refs}
+        parsed = [registry.parse_strict_reference(text) for text in args.refs]
         client = registry_client(args)
     except (ValueError, registry.RegistryError) as exc:
         return _fail(str(exc), EXIT_USAGE)
     kubeconfig = args.kubeconfig or ""
-    problems: list[str] = []
-    workloads: dict[str, tuple[str, ...]] = {}
     try:
-        if view == "locality":
-            workloads = pod_proxy.running_workloads(kubeconfig, args.context)
-            for name, workload_refs in workloads.items():
-                for text in workload_refs:
-                    try:
-                        parsed.setdefault(text, registry.parse_strict_reference(text))
-                    except ValueError as exc:
-                        problems.append(f"workload {name}: {exc}")
         pods = pod_proxy.exporter_pods(
             kubeconfig, args.exporter_namespace, args.selector, args.scheme, context=args.context
         )
@@ -178,49 +172,55 @@ def _run_pull_cost_view(args: argparse.Namespace, fmt: str, html_file: str) -> i
     if not pods:
         return _fail(f"no running exporter pods match {args.selector!r}", EXIT_NO_DATA)
     # Each distinct reference once, manifests and configs concurrently (the client caches them).
-    texts = list(parsed)
-    resolved: dict[str, RemoteImage] = {}
-    for text, result in zip(texts, client.resolve_many([parsed[t] for t in texts], wanted), strict=True):
+    images = []
+    for text, result in zip(args.refs, client.resolve_many(parsed, wanted), strict=True):
         if isinstance(result, registry.RegistryError):
-            if view == "pull-cost":
-                return _fail(f"{text}: {_one_line(str(result))}", EXIT_PARTIAL)
-            problems.append(f"{text}: {_one_line(str(result))}")
-        else:
-            resolved[text] = _remote_image(text, result)
-    if view == "pull-cost":
-        images = [resolved[t] for t in args.refs]
-    else:
-        complete = {n: refs for n, refs in workloads.items() if all(r in resolved for r in refs)}
-        problems += [f"workload {n}: not every image resolved, left out" for n in workloads if n not in complete]
-        images = [resolved[t] for t in dict.fromkeys(r for refs in complete.values() for r in refs)]
+            return _fail(f"{text}: {_one_line(str(result))}", EXIT_PARTIAL)
+        images.append(_remote_image(text, result))
     holdings, unreachable = pod_proxy.fetch_holdings(
         kubeconfig, pods, args.port, args.timeout, images, context=args.context
     )
-    for problem in problems:
-        print(f"layer-sharing-exporter report: {problem}", file=sys.stderr)
     if not holdings:
         return _fail("no exporter answered" + "".join(f"; {n}: {e}" for n, e in unreachable), EXIT_NO_DATA)
-    if view == "pull-cost":
-        report = rollout(images, holdings)
-        if fmt == "json":
-            print(out.rollout_json(args.refs, report, unreachable))
-        else:
-            _print_rows(fmt, html_file, *out.rollout_rows(report, args.top), out.rollout_summary(args.refs, report))
+    report = rollout(images, holdings)
+    if fmt == "json":
+        print(out.rollout_json(args.refs, report, unreachable))
     else:
-        localities = workload_locality({n: [resolved[r] for r in refs] for n, refs in complete.items()}, holdings)
-        if fmt == "json":
-            print(out.locality_json(localities, unreachable))
-        elif fmt == "html":
-            Path(html_file).write_text(out.locality_html(localities))
-            print(f"wrote {html_file} ({len(holdings)} nodes)", file=sys.stderr)
-        else:
-            summary = f"{len(localities)} workloads on {len(holdings)} nodes answering (cold start: bytes fetched)"
-            _print_rows(fmt, html_file, *out.locality_rows(localities, args.top), summary)
-            if fmt == "table":
-                _print_rows(fmt, html_file, *out.locality_matrix(localities), "Node x workload: bytes fetched")
+        _print_rows(fmt, html_file, *out.rollout_rows(report, args.top), out.rollout_summary(args.refs, report))
     for node, error in unreachable:
         print(f"layer-sharing-exporter report: node {node} unreachable: {error}", file=sys.stderr)
-    return EXIT_PARTIAL if unreachable or problems else EXIT_OK
+    return EXIT_PARTIAL if unreachable else EXIT_OK
+
+
+def _run_locality_view(args: argparse.Namespace, fmt: str, html_file: str) -> int:
+    """`--view locality`: printed once, or served as metrics every --every seconds (--listen-port)."""
+    from exporter.cli import locality
+    from exporter.outputs.report import pull_cost as out
+
+    if args.listen_port >= 0:
+        return locality.serve(args)
+    try:
+        run = locality.measure(args)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except locality.LocalityFailedError as exc:
+        return _fail(exc.message, exc.exit_code)
+    for problem in run.problems:
+        print(f"layer-sharing-exporter report: {problem}", file=sys.stderr)
+    localities = run.workloads
+    if fmt == "json":
+        print(out.locality_json(localities, run.unreachable))
+    elif fmt == "html":
+        Path(html_file).write_text(out.locality_html(localities))
+        print(f"wrote {html_file} ({run.nodes_answering} nodes)", file=sys.stderr)
+    else:
+        summary = f"{len(localities)} workloads on {run.nodes_answering} nodes answering (cold start: bytes fetched)"
+        _print_rows(fmt, html_file, *out.locality_rows(localities, args.top), summary)
+        if fmt == "table":
+            _print_rows(fmt, html_file, *out.locality_matrix(localities), "Node x workload: bytes fetched")
+    for node, error in run.unreachable:
+        print(f"layer-sharing-exporter report: node {node} unreachable: {error}", file=sys.stderr)
+    return EXIT_PARTIAL if run.unreachable or run.problems else EXIT_OK
 
 
 def _print_rows(fmt: str, html_file: str, headers: list[str], data: list[list[object]], summary: str) -> None:

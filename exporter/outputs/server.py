@@ -37,10 +37,12 @@ import ssl
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from exporter import __version__, pull_cost_wire
+from exporter.core.pull_cost import NodeHoldings
+from exporter.core.state import RefreshStatus
 from exporter.outputs import pull_cost
-from exporter.outputs.metrics_store import MetricsStore
 from exporter.outputs.webconfig import WebConfig
 
 logger = logging.getLogger(__name__)
@@ -453,12 +455,24 @@ class _Connection:
         self.buffer = bytearray()
 
 
+class ServedStore(Protocol):
+    """What the server serves: the node exporter's MetricsStore, or the locality service's store."""
+
+    @property
+    def status(self) -> RefreshStatus: ...
+
+    @property
+    def holdings(self) -> NodeHoldings | None: ...
+
+    def render(self, accept: str) -> tuple[bytes, str]: ...
+
+
 class MetricsServer:
     """An HTTP(S) server in front of one metrics store: one event-loop thread, and one for bcrypt."""
 
     def __init__(
         self,
-        store: MetricsStore,
+        store: ServedStore,
         loop_alive: Callable[[], bool],
         host: str,
         port: int,

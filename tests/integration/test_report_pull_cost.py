@@ -12,6 +12,8 @@ the bytes; the report fills in what another node knows), and node-b's real CRI p
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -25,7 +27,15 @@ from tests.harness.images import BuiltImage, ImageSpec, data_layer
 from tests.harness.kube_api import KubeApiStandIn, exporter_pod, pod
 from tests.harness.pods import PodMaker
 from tests.harness.registry import Registry
-from tests.integration.conftest import ServedExporter, run_cli, start_exporter, stop_exporter
+from tests.integration.conftest import (
+    ServedExporter,
+    free_port,
+    image_python_env,
+    run_cli,
+    start_exporter,
+    stop_exporter,
+)
+from tests.integration.test_prometheus import dashboard_targets, running_prometheus, substitute
 
 SIZE = 150_000
 
@@ -143,10 +153,16 @@ def test_the_report_equals_each_nodes_pull_cost_and_a_real_pull(cluster: Cluster
     exporter.wait_for(lambda: exporter.value("layer_sharing_images") == 2, what="node-b's exporter sees the pull")
 
 
+def _run_web_on_node_a(cluster: Cluster) -> None:
+    """A running StatefulSet pod of app:2 on node-a, as the API lists it."""
+    if ("default", "web-1") not in cluster.api.pods:
+        web = pod("default", "web-1", "node-a", ("StatefulSet", "web"))
+        web["spec"]["containers"] = [{"name": "web", "image": cluster.refs["app:2"]}]
+        cluster.api.add_pod(web)
+
+
 def test_locality_over_the_running_workloads(cluster: Cluster):
-    web = pod("default", "web-1", "node-a", ("StatefulSet", "web"))
-    web["spec"]["containers"] = [{"name": "web", "image": cluster.refs["app:2"]}]
-    cluster.api.add_pod(web)
+    _run_web_on_node_a(cluster)
     doc = _report(cluster, "--view", "locality")
     workloads: list[dict[str, Any]] = doc["workloads"]  # type: ignore[assignment]
     (workload,) = workloads
@@ -159,3 +175,64 @@ def test_locality_over_the_running_workloads(cluster: Cluster):
     # the nearest-rank median of two nodes is the smaller figure either way.
     assert workload["warm_nodes"] == 0
     assert workload["median_cold_start_bytes"] == len(app2.config.data) + len(app2.layers[2].data)
+
+
+def _locality_service(cluster: Cluster, workdir: Path) -> ServedExporter:
+    """`report --view locality` served as metrics (what the chart's locality Deployment runs)."""
+    port = free_port()
+    log_path = workdir / "locality.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "report", "--view", "locality", "--kubeconfig",
+             str(cluster.kubeconfig), "--listen-address", "127.0.0.1", "--listen-port", str(port), "--every", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env=image_python_env(),
+        )  # fmt: skip
+    served = ServedExporter(process, f"http://127.0.0.1:{port}", log_path)
+    served.wait_for(lambda: served.get("/readyz")[0] == 200, what="locality service ready")
+    return served
+
+
+def test_locality_service_figures_equal_the_report_and_feed_the_dashboard_panels(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The locality service's metrics equal `report --view locality`, and a real Prometheus
+    with the chart's recording rules shows them in the cluster dashboard's pull-cost panels."""
+    _run_web_on_node_a(cluster)
+    (workload,) = _report(cluster, "--view", "locality")["workloads"]  # type: ignore[misc]
+    service = _locality_service(cluster, tmp_path)
+    try:
+        labels = {"namespace": "default", "workload_kind": "StatefulSet", "workload": "web"}
+        service.wait_for(lambda: service.value("layer_sharing_locality_workload_nodes", **labels) == 2,
+                         what="the workload's figures")  # fmt: skip
+        assert service.value("layer_sharing_locality_up") == 1
+        assert service.value("layer_sharing_locality_nodes_answering") == 2
+        assert service.value("layer_sharing_locality_workload_warm_nodes", **labels) == workload["warm_nodes"]
+        p50 = service.value("layer_sharing_locality_workload_cold_start_bytes", **labels, quantile="0.5")
+        p90 = service.value("layer_sharing_locality_workload_cold_start_bytes", **labels, quantile="0.9")
+        assert (p50, p90) == (workload["median_cold_start_bytes"], workload["p90_cold_start_bytes"])
+        rollout = service.value("layer_sharing_locality_workload_rollout_bytes", **labels)
+        assert rollout == workload["registry_bytes"]
+        # Bounded: per workload, never per layer or node.
+        label_names = {name for (_, pairs) in service.metrics() for name, _ in pairs}
+        assert label_names <= {"namespace", "workload_kind", "workload", "quantile", "result"}
+
+        exporters = [
+            {"targets": [e.base_url.removeprefix("http://")], "labels": {"node": n}}
+            for n, e in cluster.exporters.items()
+        ]
+        scrapes = [
+            {"job_name": "layer-sharing-exporter", "static_configs": exporters},
+            {"job_name": "layer-sharing-exporter-locality",
+             "static_configs": [{"targets": [service.base_url.removeprefix("http://")]}]},
+        ]  # fmt: skip
+        (tmp_path / "prometheus").mkdir()
+        with running_prometheus(tmp_path / "prometheus", scrapes) as prom:
+            panels = {title: expr for _, title, expr in dashboard_targets(locality=True)}
+            assert len(panels) == 2
+            warm = prom.query(substitute(panels["Warm nodes per workload (least warm first)"]))
+            cold = prom.query(substitute(panels["Cold-start bytes per workload (p90 over nodes)"]))
+            assert [r["metric"]["workload"] for r in warm] == ["web"]
+            assert float(warm[0]["value"][1]) == workload["warm_nodes"] / 2
+            assert [(r["metric"]["namespace"], float(r["value"][1])) for r in cold] == [("default", p90)]
+    finally:
+        assert stop_exporter(service) == 0

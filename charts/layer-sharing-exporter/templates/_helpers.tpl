@@ -155,6 +155,9 @@ see (a Secret under `helm template`), and a value that contradicts the web confi
 {{- if and .Values.kubeRBACProxy.enabled (eq (include "lse.tls" .) "true") }}
 {{- fail "kubeRBACProxy.enabled with a web config serving TLS: with the proxy, it terminates TLS and the exporter listens on 127.0.0.1 in plain HTTP. Turn webConfig.tls off (drop tls_server_config from the web config)." }}
 {{- end }}
+{{- if and .Values.locality.enabled .Values.kubeRBACProxy.enabled }}
+{{- fail "locality.enabled with kubeRBACProxy.enabled: the locality service asks each exporter through the API server's pod proxy, which carries no token for kube-rbac-proxy. Turn one of them off." }}
+{{- end }}
 {{- if and .Values.kubeRBACProxy.enabled .Values.podMonitor.enabled (not .Values.podMonitor.authorization) }}
 {{- fail "kubeRBACProxy.enabled with podMonitor.enabled needs podMonitor.authorization (a Secret holding a token Prometheus may use): a PodMonitor cannot send Prometheus's own service account token. Or use the ServiceMonitor, which does." }}
 {{- end }}
@@ -402,5 +405,23 @@ strings (never folded across lines). */}}
 {{- if hasKey $map . }}
 {{ . }}: {{ get $map . | toString | toJson }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The locality service's labels: its own name label, so no exporter selector matches it. */}}
+{{- define "lse.localitySelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-locality" (include "lse.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "lse.localityLabels" -}}
+helm.sh/chart: {{ include "lse.chart" . }}
+{{ include "lse.localitySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: locality
+app.kubernetes.io/part-of: layer-sharing-exporter
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
