@@ -23,8 +23,10 @@ from prometheus_client.metrics_core import Metric
 from exporter.core.accounting import account
 from exporter.core.bases import BaseSpec
 from exporter.core.facts import FilesystemFacts, Workload
+from exporter.core.pull_cost import CONTAINERD, NodeHoldings, RemoteImage, RemoteLayer, workload_locality
 from exporter.core.state import RefreshStatus, WasteReport
 from exporter.outputs.collector import HealthCollector, LayerSharingCollector, MetricsOptions
+from exporter.outputs.locality_metrics import LocalityCollector, LocalityHealth, LocalityRun
 from scripts.generated import between_markers, sync
 from tests.sample_facts import sample_facts
 
@@ -52,7 +54,16 @@ def representative_families() -> list[Metric]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HealthCollector(RefreshStatus(generation=1, up=True, refreshes=1, calls={"/m": 1})))
     registry.register(LayerSharingCollector(report, waste, MetricsOptions(layers_top_n=1)))
+    registry.register(LocalityCollector(_locality_run(), LocalityHealth(), top_n=1))
     return [family for family in registry.collect() if family.name.startswith(PREFIX)]
+
+
+def _locality_run() -> LocalityRun:
+    """The locality service's run over one workload on one node (`report --view locality --listen-port`)."""
+    layer = RemoteLayer("sha256:" + "b" * 64, 1000, "sha256:" + "1" * 64)
+    image = RemoteImage("registry.example/app:1", "sha256:" + "m" * 64, "sha256:" + "f" * 64, 50, (layer,))
+    nodes = {"node-a": NodeHoldings(CONTAINERD)}
+    return LocalityRun(workload_locality({"default/Deployment/app": [image]}, nodes), nodes_answering=1)
 
 
 def _labels(family: Metric) -> str:

@@ -1218,3 +1218,39 @@ def test_dashboard_configmaps_are_the_generated_dashboards_with_the_label_consta
             if variable["type"] == "constant":
                 assert variable.pop("current") == {"text": variable["query"], "value": variable["query"]}
         assert board == generated, name
+
+
+def test_the_locality_service_reads_only_and_is_never_taken_for_an_exporter(chart):
+    assert of_kind(render(chart, {}), "Deployment", component="locality") == []  # off by default
+    values = {"locality": {"enabled": True, "registryAuthSecret": "regcred"}, "serviceMonitor": {"enabled": True}}
+    docs = render(chart, values)
+    (deployment,) = of_kind(docs, "Deployment", component="locality")
+    (ds,) = of_kind(docs, "DaemonSet")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    exporter_selector = ds["spec"]["selector"]["matchLabels"]
+    # Neither the DaemonSet's Service nor the report's selector takes it for an exporter.
+    assert not exporter_selector.items() <= pod_labels.items()
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[:2] == ["report", "--view=locality"]
+    selector = next(a for a in args if a.startswith("--selector=")).removeprefix("--selector=")
+    assert dict(pair.split("=") for pair in selector.split(",")) == exporter_selector
+    assert "--port=9877" in args and "--exporter-namespace=monitoring" in args
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert {"name": "DOCKER_CONFIG", "value": "/etc/layer-sharing-exporter-registry"} in container["env"]
+    # Read-only: every pod listed cluster-wide; the exporters' pod proxy in their namespace only.
+    (cluster_role,) = of_kind(docs, "ClusterRole", component="locality")
+    assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+    (role,) = of_kind(docs, "Role", component="locality")
+    assert role["metadata"]["namespace"] == "monitoring"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]}]
+    (monitor,) = of_kind(docs, "ServiceMonitor", component="locality")
+    (service,) = of_kind(docs, "Service", component="locality")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_the_locality_service_refuses_kube_rbac_proxy(chart):
+    with pytest.raises(HelmRenderError, match="pod proxy, which carries no token"):
+        render(chart, {"locality": {"enabled": True}, "kubeRBACProxy": {"enabled": True}})

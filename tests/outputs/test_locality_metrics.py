@@ -98,3 +98,10 @@ def test_workload_names_split_into_labels_and_ranking_is_by_p90():
     assert split_workload("ns/Pod/a/b") == ("ns", "Pod", "a/b")
     workloads = _run().workloads
     assert [w.workload for w in ranked(workloads, 0)] == ["shop/Deployment/app", "shop/DaemonSet/tiny"]
+
+
+def test_six_series_per_workload_and_nine_of_health():
+    """The budget docs/pull-cost.md states: 6 per workload exported, 9 for the run."""
+    store = LocalityStore(top_n=10)
+    store.publish(_run())
+    assert len(_samples(store)) == 6 * 2 + 9

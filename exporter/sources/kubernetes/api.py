@@ -25,6 +25,15 @@ class KubeError(Exception):
         self.status = status
 
 
+def _status_message(body: object) -> str:
+    """The API's own words in a failure's Status body (which RBAC rule is missing, say); "" if none."""
+    try:
+        message = json.loads(body).get("message", "") if isinstance(body, bytes | str) else ""
+    except (ValueError, AttributeError):
+        return ""
+    return " ".join(str(message).split())[:300]
+
+
 class Api:
     """The few raw calls attribution and the report need, through the kubernetes
     client's ApiClient: its kubeconfig and in-cluster loading, auth and
@@ -67,8 +76,11 @@ class Api:
         except Exception as exc:  # urllib3 connection errors, bad credentials and the like
             raise KubeError(0, f"{type(exc).__name__}: {exc}") from None
         if not 200 <= response.status <= 299:
-            response.read()  # type: ignore[no-untyped-call]  # the Status body: the connection returns clean
-            raise KubeError(int(response.status), f"{response.status} {response.reason}")
+            body = response.read()  # type: ignore[no-untyped-call]  # the Status body: the connection returns clean
+            detail = _status_message(body)
+            raise KubeError(
+                int(response.status), f"{response.status} {response.reason}" + (f": {detail}" if detail else "")
+            )
         return response.response
 
     def _get_json(self, path: str, path_params: Mapping[str, str] | None = None, **kw: Any) -> dict[str, Any]:

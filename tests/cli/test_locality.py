@@ -1,0 +1,111 @@
+"""`report --view locality`, measured once and served as metrics (`--listen-port`), against the
+loopback registry, the stand-in for the Kubernetes API server (tests/harness/kube_api.py; no real
+API server can be had here) and stand-in exporters answering GET /pull-cost from recorded
+holdings. Real exporters on real containerd, and a real Prometheus with the chart's rules:
+tests/integration/test_report_pull_cost.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.cli.args import build_kubectl_parser
+from exporter.cli.locality import LocalityFailedError, measure
+from tests.cli.test_report import Cluster, api, registry  # noqa: F401 - the fixtures Cluster needs
+from tests.harness.kube_api import pod
+from tests.integration.conftest import ServedExporter, free_port
+
+WEB = {"namespace": "default", "workload_kind": "Deployment", "workload": "web"}
+
+
+@pytest.fixture
+def cluster(api, registry, tmp_path: Path) -> Iterator[Cluster]:  # noqa: F811 - pytest's fixture injection
+    made = Cluster(api, registry, tmp_path)
+    web = pod("default", "web-1", "node-a", ("ReplicaSet", "web-7f"))
+    web["metadata"]["labels"] = {"pod-template-hash": "7f"}
+    web["spec"]["containers"] = [{"name": "web", "image": made.ref1}]
+    api.add_pod(web)
+    yield made
+    made.nodes.stop()
+
+
+def _args(cluster: Cluster, *extra: str) -> argparse.Namespace:
+    return build_kubectl_parser().parse_args(["--kubeconfig", cluster.kubeconfig, "--view", "locality", *extra])
+
+
+def test_a_run_prices_each_workload_on_each_node_and_lists_what_is_unknown(cluster: Cluster):
+    absent = f"{cluster.registry.host}/team/app:absent"
+    gone = pod("default", "gone-1", "node-b", ("StatefulSet", "gone"))
+    gone["spec"]["containers"] = [{"name": "g", "image": absent}]
+    cluster.api.add_pod(gone)
+    run = measure(_args(cluster))
+    (web,) = run.workloads  # the workload whose image did not resolve is left out, and said
+    assert web.workload == "default/Deployment/web" and web.rollout.warm_nodes == 1
+    assert run.nodes_answering == 2 and run.unreachable == ()
+    assert any(absent in problem for problem in run.problems)
+    assert any("workload default/StatefulSet/gone" in problem for problem in run.problems)
+
+
+def test_a_run_without_exporters_or_api_fails_with_why(cluster: Cluster):
+    cluster.api.exporter_pods.clear()
+    with pytest.raises(LocalityFailedError, match="no running exporter pods"):
+        measure(_args(cluster))
+    cluster.api.forbidden = True
+    with pytest.raises(LocalityFailedError, match="forbidden") as failed:
+        measure(_args(cluster))
+    assert failed.value.exit_code == 4
+
+
+def _serve(cluster: Cluster, tmp_path: Path, *extra: str) -> ServedExporter:
+    port = free_port()
+    log_path = tmp_path / "locality.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "report", "--kubeconfig", cluster.kubeconfig, "--view", "locality",
+             "--listen-address", "127.0.0.1", "--listen-port", str(port), *extra],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    return ServedExporter(process, f"http://127.0.0.1:{port}", log_path)
+
+
+def test_served_figures_follow_the_cluster_and_a_failing_api_is_said_not_zeroed(cluster: Cluster, tmp_path: Path):
+    served = _serve(cluster, tmp_path, "--every", "0.3")
+    try:
+        served.wait_for(lambda: served.get("/readyz")[0] == 200, what="ready after the first run")
+        served.wait_for(lambda: served.value("layer_sharing_locality_workload_nodes", **WEB) == 2, what="figures")
+        assert served.value("layer_sharing_locality_workload_warm_nodes", **WEB) == 1
+        assert served.value("layer_sharing_locality_up") == 1
+
+        cluster.api.forbidden = True  # RBAC taken away: the runs fail, the service stays up and says so
+        served.wait_for(lambda: served.value("layer_sharing_locality_up") == 0, what="up 0")
+        metrics = served.metrics()
+        assert not any(name.startswith("layer_sharing_locality_workload_") for name, _ in metrics)
+        assert metrics[("layer_sharing_locality_runs_total", (("result", "failed"),))] >= 1
+        assert served.get("/healthz")[0] == 200
+        status, text = served.get("/readyz")
+        assert status == 200 and "forbidden" in text
+        assert "locality run failed" in served.log()
+
+        cluster.api.forbidden = False
+        served.wait_for(lambda: served.value("layer_sharing_locality_up") == 1, what="recovered")
+        assert served.get("/pull-cost?image=x")[0] in (400, 503)  # it holds no layers of its own
+    finally:
+        served.process.send_signal(signal.SIGTERM)
+        assert served.process.wait(timeout=10) == 0
+
+
+def test_serving_refusals(cluster: Cluster, capsys):
+    from exporter.cli.main import main
+
+    base = ["report", "--kubeconfig", cluster.kubeconfig]
+    assert main([*base, "--view", "pull-cost", cluster.ref1, "--listen-port", "0"]) == 2
+    assert "--view locality only" in capsys.readouterr().err
+    assert main([*base, "--view", "locality", "--listen-port", "0", "--every", "0"]) == 2
+    assert "--every must be positive" in capsys.readouterr().err
