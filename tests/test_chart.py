@@ -1239,9 +1239,9 @@ def test_the_locality_service_reads_only_and_is_never_taken_for_an_exporter(char
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert {"name": "DOCKER_CONFIG", "value": "/etc/layer-sharing-exporter-registry"} in container["env"]
-    # Read-only: every pod listed cluster-wide; the exporters' pod proxy in their namespace only.
+    # Read-only: pods and nodes listed cluster-wide; the exporters' pod proxy in their namespace only.
     (cluster_role,) = of_kind(docs, "ClusterRole", component="locality")
-    assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
+    assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["list"]}]
     (role,) = of_kind(docs, "Role", component="locality")
     assert role["metadata"]["namespace"] == "monitoring"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]}]

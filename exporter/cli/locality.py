@@ -1,5 +1,6 @@
-"""`report --view locality`: every running workload's cold start on every node, once
-(printed) or every `--every` seconds as Prometheus metrics (`--listen-port`).
+"""`report --view locality`: every running workload's cold start on every node its pods may
+be scheduled on (exporter.core.placement), once (printed) or every `--every` seconds as
+Prometheus metrics (`--listen-port`).
 
 Wiring only: the workloads and exporter pods come from the Kubernetes API, each
 distinct reference is resolved once per run through its registry, each node
@@ -18,7 +19,8 @@ import time
 from dataclasses import dataclass
 
 from exporter.cli.exit_codes import EXIT_OK, EXIT_USAGE
-from exporter.core.pull_cost import RemoteImage, workload_locality
+from exporter.core.placement import ClusterNode, may_schedule
+from exporter.core.pull_cost import RemoteImage, WorkloadLocality, workload_locality
 from exporter.outputs.locality_metrics import LocalityRun, LocalityStore
 
 logger = logging.getLogger("layer_sharing_exporter.locality")
@@ -63,8 +65,13 @@ def measure(args: argparse.Namespace) -> LocalityRun:
         raise LocalityFailedError(_one_line(str(exc)), EXIT_UNREACHABLE) from exc
     if not pods:
         raise LocalityFailedError(f"no running exporter pods match {args.selector!r}", EXIT_NO_DATA)
-    for name, workload_refs in workloads.items():
-        for text in workload_refs:
+    try:
+        nodes: dict[str, ClusterNode] | None = pod_proxy.cluster_nodes(kubeconfig, args.context)
+    except Exception as exc:  # e.g. no RBAC for nodes: still an answer, with every node counted
+        nodes = None
+        problems.append(f"nodes not readable, every node answering counted for every workload: {_one_line(str(exc))}")
+    for name, workload in workloads.items():
+        for text in workload.images:
             try:
                 parsed.setdefault(text, registry.parse_strict_reference(text))
             except ValueError as exc:
@@ -76,17 +83,25 @@ def measure(args: argparse.Namespace) -> LocalityRun:
             problems.append(f"{text}: {_one_line(str(result))}")
         else:
             resolved[text] = _remote_image(text, result)
-    complete = {n: refs for n, refs in workloads.items() if all(r in resolved for r in refs)}
+    complete = {n: w for n, w in workloads.items() if all(r in resolved for r in w.images)}
     problems += [f"workload {n}: not every image resolved, left out" for n in workloads if n not in complete]
-    images = [resolved[t] for t in dict.fromkeys(r for refs in complete.values() for r in refs)]
+    images = [resolved[t] for t in dict.fromkeys(r for w in complete.values() for r in w.images)]
     holdings, unreachable = pod_proxy.fetch_holdings(
         kubeconfig, pods, args.port, args.timeout, images, context=args.context
     )
     if not holdings:
         raise LocalityFailedError("no exporter answered" + "".join(f"; {n}: {e}" for n, e in unreachable), EXIT_NO_DATA)
-    localities = workload_locality({n: [resolved[r] for r in refs] for n, refs in complete.items()}, holdings)
+    localities: list[WorkloadLocality] = []
+    for name, workload in complete.items():
+        # Priced only where its pods may go; a node the API does not list (yet) is given the benefit.
+        eligible = {
+            node: held
+            for node, held in holdings.items()
+            if nodes is None or node not in nodes or may_schedule(nodes[node], workload.placement)
+        }
+        localities += workload_locality({name: [resolved[r] for r in workload.images]}, eligible)
     return LocalityRun(
-        workloads=localities,
+        workloads=tuple(localities),
         nodes_answering=len(holdings),
         unreachable=tuple(unreachable),
         problems=tuple(problems),

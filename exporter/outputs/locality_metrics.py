@@ -103,8 +103,9 @@ class LocalityCollector(Collector):
             len(run.unreachable),
         )
         yield _gauge(
-            "layer_sharing_locality_workloads_unresolved",
-            "Problems of the last run: references that did not resolve, or workloads left out for one.",
+            "layer_sharing_locality_problems",
+            "Problems of the last run, each logged: references that did not resolve, workloads left out "
+            "for one, nodes not readable (then every node answering counts for every workload).",
             len(run.problems),
         )
         yield _gauge(
@@ -114,7 +115,8 @@ class LocalityCollector(Collector):
         )
         nodes = _family(
             "layer_sharing_locality_workload_nodes",
-            "Nodes answering for the workload's images: the nodes a pod of it was priced on.",
+            "Nodes answering on which a pod of the workload may be scheduled (not cordoned, taints "
+            "tolerated, nodeSelector and required node affinity met): the nodes it was priced on.",
         )
         warm = _family(
             "layer_sharing_locality_workload_warm_nodes",
@@ -141,7 +143,8 @@ class LocalityCollector(Collector):
             nodes.add_metric(labels, len(report.nodes))
             warm.add_metric(labels, report.warm_nodes)
             for quantile in QUANTILES:
-                cold.add_metric([*labels, str(quantile)], report.fetch_percentile(quantile))
+                if report.nodes:  # no node may run it: no figure, rather than 0
+                    cold.add_metric([*labels, str(quantile)], report.fetch_percentile(quantile))
             fleet.add_metric(labels, report.registry_bytes)
             assumed.add_metric(labels, report.assumed_registry_bytes)
         yield from (nodes, warm, cold, fleet, assumed)

@@ -18,8 +18,9 @@ import pytest
 
 from exporter.cli.args import build_kubectl_parser
 from exporter.cli.locality import LocalityFailedError, measure
+from exporter.outputs.locality_metrics import LocalityStore
 from tests.cli.test_report import Cluster, api, registry  # noqa: F401 - the fixtures Cluster needs
-from tests.harness.kube_api import pod
+from tests.harness.kube_api import node, pod
 from tests.integration.conftest import ServedExporter, free_port
 
 WEB = {"namespace": "default", "workload_kind": "Deployment", "workload": "web"}
@@ -51,6 +52,38 @@ def test_a_run_prices_each_workload_on_each_node_and_lists_what_is_unknown(clust
     assert run.nodes_answering == 2 and run.unreachable == ()
     assert any(absent in problem for problem in run.problems)
     assert any("workload default/StatefulSet/gone" in problem for problem in run.problems)
+
+
+def test_only_nodes_its_pods_may_be_scheduled_on_count_for_a_workload(cluster: Cluster):
+    """node-b cordoned: web is priced on node-a alone; a DaemonSet tolerating the cordon on both."""
+    cluster.api.nodes = [node("node-a"), node("node-b", unschedulable=True)]
+    agent = pod("kube-system", "agent-x", "node-a", ("DaemonSet", "agent"))
+    agent["spec"]["containers"] = [{"name": "a", "image": cluster.ref2}]
+    agent["spec"]["tolerations"] = [{"operator": "Exists"}]  # as DaemonSets tolerate the cordon
+    cluster.api.add_pod(agent)
+    run = measure(_args(cluster))
+    by_name = {w.workload: w.rollout for w in run.workloads}
+    assert [n.node for n in by_name["default/Deployment/web"].nodes] == ["node-a"]
+    assert by_name["default/Deployment/web"].warm_nodes == 1
+    assert [n.node for n in by_name["kube-system/DaemonSet/agent"].nodes] == ["node-a", "node-b"]
+    # A taint web does not tolerate on node-a too: no node for it; its cold start is unknown, not 0.
+    cluster.api.nodes[0]["spec"]["taints"] = [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]
+    store = LocalityStore()
+    store.publish(measure(_args(cluster)))
+    body = store.render("text/plain")[0].decode()
+    web = 'namespace="default",workload="web",workload_kind="Deployment"'
+    assert f"layer_sharing_locality_workload_nodes{{{web}}} 0.0" in body
+    assert "cold_start_bytes{" + web not in body
+    assert f"layer_sharing_locality_workload_rollout_bytes{{{web}}} 0.0" in body
+
+
+def test_nodes_not_readable_count_every_node_and_say_so(cluster: Cluster):
+    cluster.api.nodes = [node("node-a"), node("node-b", unschedulable=True)]
+    cluster.api.forbidden_paths.add("/api/v1/nodes")  # no RBAC for nodes (an older chart's role)
+    run = measure(_args(cluster))
+    (web,) = run.workloads
+    assert len(web.rollout.nodes) == 2
+    assert any("nodes not readable" in p and "nodes is forbidden" in p for p in run.problems)
 
 
 def test_a_run_without_exporters_or_api_fails_with_why(cluster: Cluster):

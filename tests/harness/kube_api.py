@@ -77,6 +77,15 @@ def _matches(obj: dict[str, Any], selector: str) -> bool:
     return all(labels.get(k) == v for k, _, v in (term.partition("=") for term in selector.split(",") if term))
 
 
+def node(name: str, labels: dict[str, str] | None = None, unschedulable: bool = False,
+         taints: tuple[dict[str, str], ...] = ()) -> dict[str, Any]:  # fmt: skip
+    """A Node as the API serves it (only what the scheduler's node filters read)."""
+    spec: dict[str, Any] = {"taints": list(taints)} if taints else {}
+    if unschedulable:
+        spec["unschedulable"] = True
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels or {}}, "spec": spec}
+
+
 def exporter_pod(namespace: str, name: str, node: str, tls: bool = False) -> dict[str, Any]:
     obj = pod(namespace, name, node, ("DaemonSet", "layer-sharing-exporter"))
     obj["metadata"]["labels"] = {"app.kubernetes.io/name": "layer-sharing-exporter"}
@@ -93,11 +102,13 @@ class KubeApiStandIn(LoopbackServer):
         self.owners: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.resource_version = 100
         self.forbidden = False
+        self.forbidden_paths: set[str] = set()  # e.g. /api/v1/nodes without RBAC for nodes
         self.gone_next_watch = False
         self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.requests: list[str] = []
         self.proxied: dict[tuple[str, str, int], str] = {}  # (namespace, pod, port) -> URL of the real exporter
         self.exporter_pods: list[dict[str, Any]] = []  # listed by label selector (the report's discovery)
+        self.nodes: list[dict[str, Any]] = []  # GET /api/v1/nodes (the locality view's scheduling filters)
         super().__init__(_handler(self))
 
     @property
@@ -160,6 +171,14 @@ def _handler(api: KubeApiStandIn) -> type[BaseHTTPRequestHandler]:
                     ),
                 )
                 return
+            if url.path in api.forbidden_paths:
+                resource = url.path.rstrip("/").rpartition("/")[2]
+                message = (
+                    f'{resource} is forbidden: User "system:serviceaccount:x:y" cannot list resource '
+                    f'"{resource}" in API group "" at the cluster scope'
+                )
+                self._json(403, status(403, "Forbidden", message))
+                return
             parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")]
             namespaced = len(parts) == 5 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods"
             if (url.path == "/api/v1/pods" or namespaced) and "labelSelector" in query:
@@ -178,6 +197,8 @@ def _handler(api: KubeApiStandIn) -> type[BaseHTTPRequestHandler]:
                         ],
                     },
                 )
+            elif url.path == "/api/v1/nodes":
+                self._json(200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": api.nodes})
             elif url.path == "/api/v1/pods":
                 if query.get("fieldSelector") != f"spec.nodeName={api.node}":
                     self._json(400, status(400, "BadRequest", "this stand-in only serves one node's pods"))

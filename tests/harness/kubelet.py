@@ -246,8 +246,9 @@ class Release:
         (doc,) = [d for d in self.docs if d["kind"] == kind and d["metadata"]["name"] == name]
         return doc
 
-    def pod_template(self) -> dict[str, Any]:
-        return dict(self.one("DaemonSet")["spec"]["template"])
+    def pod_template(self, workload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The pod template of `workload` (default: the chart's one DaemonSet)."""
+        return dict((workload or self.one("DaemonSet"))["spec"]["template"])
 
 
 @dataclass
@@ -537,13 +538,16 @@ class Kubelet:
 
     # Pods --------------------------------------------------------------------
 
-    def run_pod(self, release: Release, name: str | None = None) -> RunningPod:
-        """RunPodSandbox, then CreateContainer and StartContainer for each container, in order."""
+    def run_pod(
+        self, release: Release, name: str | None = None, workload: Mapping[str, Any] | None = None
+    ) -> RunningPod:
+        """RunPodSandbox, then CreateContainer and StartContainer for each container, in order,
+        for a pod of `workload` (default: the chart's DaemonSet)."""
         pb = self.pb
-        template = release.pod_template()
-        daemonset = release.one("DaemonSet")
-        namespace = daemonset["metadata"]["namespace"]
-        name = name or f"{daemonset['metadata']['name']}-{uuid.uuid4().hex[:5]}"
+        owner = workload or release.one("DaemonSet")
+        template = release.pod_template(owner)
+        namespace = owner["metadata"]["namespace"]
+        name = name or f"{owner['metadata']['name']}-{uuid.uuid4().hex[:5]}"
         uid = str(uuid.uuid4())
         spec = template["spec"]
         pod = {"metadata": {"name": name, "namespace": namespace, "uid": uid}, "spec": spec}

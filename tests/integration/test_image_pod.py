@@ -43,6 +43,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -62,7 +63,7 @@ from tests.harness.containerd import Binaries, Containerd
 from tests.harness.containers_storage import Podman
 from tests.harness.image_build import ROOT, BuiltImage, build_image, build_standin
 from tests.harness.images import ImageSpec, busybox_layer, data_layer
-from tests.harness.kube_api import KubeApiStandIn, owned
+from tests.harness.kube_api import KubeApiStandIn, exporter_pod, owned
 from tests.harness.kube_api import pod as kube_pod
 from tests.harness.kubelet import (
     KubeApiAccess,
@@ -76,6 +77,7 @@ from tests.harness.kubelet import (
     quantity_bytes,
 )
 from tests.harness.pods import ContainerSpec, PodMaker
+from tests.harness.registry import Registry
 from tests.harness.scenario import build_images, sample_images
 
 CHART = ROOT / "charts" / "layer-sharing-exporter"
@@ -385,12 +387,12 @@ def exporter_container(pod: RunningPod) -> dict[str, Any]:
     return container
 
 
-def assert_run_as_rendered(node: Node, pod: RunningPod) -> None:
+def assert_run_as_rendered(node: Node, pod: RunningPod, name: str = "exporter", kubelet: Kubelet | None = None) -> None:
     """The container's process is what the rendered spec asks for, read from /proc."""
     spec = pod.spec
-    container = exporter_container(pod)
+    (container,) = [c for c in spec["containers"] if c["name"] == name]
     security = {**(spec.get("securityContext") or {}), **(container.get("securityContext") or {})}
-    pid = node.kubelet.pid(pod, "exporter")
+    pid = (kubelet or node.kubelet).pid(pod, name)
     status = process_status(pid)
     assert status["Uid"].split()[:2] == [str(security["runAsUser"])] * 2
     assert status["Gid"].split()[:2] == [str(security["runAsGroup"])] * 2
@@ -399,7 +401,7 @@ def assert_run_as_rendered(node: Node, pod: RunningPod) -> None:
     assert status["Seccomp"] == "2"  # RuntimeDefault: a filter
     mounts = process_mounts(pid)
     assert "ro" in mounts["/"]  # readOnlyRootFilesystem
-    for mount in container["volumeMounts"]:
+    for mount in container.get("volumeMounts", []):
         assert mount["mountPath"] in mounts, mount
         assert ("ro" in mounts[mount["mountPath"]]) == bool(mount.get("readOnly")), mount
     limit = (container.get("resources") or {}).get("limits", {}).get("memory")
@@ -410,7 +412,8 @@ def assert_run_as_rendered(node: Node, pod: RunningPod) -> None:
         held = Path(f"/sys/fs/cgroup/memory{cgroup}/memory.limit_in_bytes").read_text()
         assert int(held) == quantity_bytes(limit)
     environ = pod_environ(pid)
-    assert environ["NODE_NAME"] == NODE_NAME  # the downward API, filled in as the kubelet does
+    if name == "exporter":
+        assert environ["NODE_NAME"] == NODE_NAME  # the downward API, filled in as the kubelet does
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
     # The image's entrypoint (a console script run by the virtualenv's Python) and the rendered args.
     assert [a.decode() for a in argv[-len(container["args"]) :]] == container["args"]
@@ -695,12 +698,23 @@ def test_the_exporter_measures_its_own_image(node: Node, exporter_image: BuiltIm
         node.kubelet.remove_pod(pod)
 
 
-class TlsFront:
-    """HTTPS for the Kubernetes API STAND-IN (tests/harness/kube_api.py, plain HTTP on loopback):
-    TLS on the node's pod-network gateway, as the `kubernetes` service's address would be,
-    each connection piped to the stand-in. The pod's in-cluster configuration needs HTTPS."""
+class GatewayFront:
+    """A loopback server (the Kubernetes API STAND-IN, tests/harness/kube_api.py; the loopback
+    registry) reachable from pods: a listener on the node's pod-network gateway, as the
+    `kubernetes` service's address would be, each connection piped to the server. With `certs`
+    it terminates TLS (the pod's in-cluster configuration needs HTTPS); without, plain TCP."""
 
-    def __init__(self, upstream_port: int, gateway: str, certs: Path) -> None:
+    def __init__(self, upstream_port: int, gateway: str, certs: Path | None = None) -> None:
+        self.upstream_port = upstream_port
+        self._listener = socket.create_server(("0.0.0.0", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._context: ssl.SSLContext | None = None
+        if certs is not None:
+            self._make_certificate(gateway, certs)
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _make_certificate(self, gateway: str, certs: Path) -> None:
         self.cert, self.key = certs / "api.crt", certs / "api.key"
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=kubernetes",
@@ -709,13 +723,8 @@ class TlsFront:
             check=True,
             capture_output=True,
         )  # fmt: skip
-        self.upstream_port = upstream_port
-        self._listener = socket.create_server(("0.0.0.0", 0))
-        self.port = int(self._listener.getsockname()[1])
         self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self._context.load_cert_chain(self.cert, self.key)
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
         self._listener.settimeout(0.2)
@@ -730,7 +739,7 @@ class TlsFront:
 
     def _serve(self, client: socket.socket) -> None:
         try:
-            tls = self._context.wrap_socket(client, server_side=True)
+            tls = self._context.wrap_socket(client, server_side=True) if self._context else client
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
         except OSError:
             client.close()
@@ -763,13 +772,13 @@ def test_chart_defaults_with_enrichment_against_the_api_stand_in(node: Node, exp
     """The chart's defaults as they are (enrichment on): the pod gets its service account token,
     ca.crt and the `kubernetes` service's address as a kubelet gives them, and attributes the
     node's pods to their workloads from the Kubernetes API STAND-IN (tests/harness/kube_api.py)
-    behind a TLS front (TlsFront)."""
+    behind a TLS front (GatewayFront)."""
     release = render({})
     assert "--kubernetes" in exporter_container_spec(release)["args"]
     assert release.pod_template()["spec"]["automountServiceAccountToken"] is True
     gateway = str(ipaddress.ip_network(node.containerd.subnet)[1])  # the CNI bridge's address
     api = KubeApiStandIn(NODE_NAME).start()
-    front = TlsFront(api.port, gateway, node.workdir)
+    front = GatewayFront(api.port, gateway, node.workdir)
     kubelet = Kubelet(
         node.containerd.endpoint,
         NODE_NAME,
@@ -812,6 +821,85 @@ def test_chart_defaults_with_enrichment_against_the_api_stand_in(node: Node, exp
         node.kubelet.created_host_paths += kubelet.created_host_paths  # removed with the node
         front.stop()
         api.stop()
+
+
+def test_the_locality_deployment_prices_a_workload_as_the_report_does(node: Node) -> None:
+    """The chart's locality Deployment (locality.enabled), its pod run as the kubelet runs it:
+    its service account token, ca.crt and the `kubernetes` service's address from the kubelet;
+    the Kubernetes API STAND-IN (tests/harness/kube_api.py) behind a TLS front, its pod proxy
+    reaching the DaemonSet's pod at its pod IP; a loopback registry reached from the pod
+    network through a plain front on the gateway (locality.extraArgs: --registry-endpoint).
+    Ready once its first run is done, and its figures equal `report --view locality` asked
+    from outside through the same API and registry."""
+    gateway = str(ipaddress.ip_network(node.containerd.subnet)[1])
+    registry = Registry().start()
+    registry_front = GatewayFront(registry.port, gateway)
+    api = KubeApiStandIn(NODE_NAME).start()
+    api_front = GatewayFront(api.port, gateway, node.workdir)
+    # A new top layer on a base the node holds: this node is cold for it, by exactly those bytes.
+    image = ImageSpec(["x/locality"], [busybox_layer(), data_layer("locality-top", 40_000)]).build()
+    ref = registry.push("team/locality", "1", image)
+    endpoint = f"--registry-endpoint={registry.host}=http://{gateway}:{registry_front.port}"
+    release = render({"kubernetesEnrichment": {"enabled": False}, "locality": {"enabled": True, "every": 2,
+                                                                            "extraArgs": [endpoint]}})  # fmt: skip
+    kubelet = Kubelet(
+        node.containerd.endpoint,
+        NODE_NAME,
+        node.workdir / "kubelet-locality",
+        kube_api=KubeApiAccess(gateway, api_front.port, api_front.cert.read_bytes()),
+        runtime_pid=lambda: _runtime_pid(node.containerd),
+    )
+    exporter = locality = None
+    try:
+        exporter = run_ready(node, release)
+        listed = exporter_pod("monitoring", exporter.name, NODE_NAME)
+        listed["metadata"]["labels"] = release.pod_template()["metadata"]["labels"]  # as the DaemonSet made it
+        api.exporter_pods.append(listed)
+        api.proxied[("monitoring", exporter.name, 9877)] = f"http://{exporter.ip}:9877"
+        workload = kube_pod("default", "loc-0", NODE_NAME, ("StatefulSet", "loc"))
+        workload["spec"]["containers"] = [{"name": "app", "image": ref}]
+        api.add_pod(workload)
+
+        deployment = release.one("Deployment")
+        locality = kubelet.run_pod(release, workload=deployment)
+        kubelet.wait_ready(locality, timeout=120)
+        assert_run_as_rendered(node, locality, "locality", kubelet)
+        (port,) = [p["containerPort"] for c in locality.spec["containers"] for p in c["ports"]]
+        scraper = Scraper(f"http://{locality.ip}:{port}/metrics")
+        labels = {"namespace": "default", "workload_kind": "StatefulSet", "workload": "loc"}
+        wait_for(lambda: value(scraper.metrics(), "layer_sharing_locality_workload_nodes", **labels) == 1,
+                 "the locality service's first figures", timeout=60)  # fmt: skip
+
+        kubeconfig = api.kubeconfig(node.workdir / "kubeconfig-locality")
+        report = subprocess.run(
+            [sys.executable, "-m", "exporter", "report", "--kubeconfig", str(kubeconfig), "--view", "locality",
+             "-o", "json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert report.returncode == 0, report.stderr
+        (expected,) = json.loads(report.stdout)["workloads"]
+        assert expected["per_node"][NODE_NAME]["fetch_bytes"] == len(image.config.data) + len(image.layers[1].data)
+        metrics = scraper.metrics()
+        assert value(metrics, "layer_sharing_locality_up") == 1
+        assert value(metrics, "layer_sharing_locality_workload_warm_nodes", **labels) == expected["warm_nodes"] == 0
+        for quantile, key in (("0.5", "median_cold_start_bytes"), ("0.9", "p90_cold_start_bytes")):
+            got = value(metrics, "layer_sharing_locality_workload_cold_start_bytes", **labels, quantile=quantile)
+            assert got == expected[key], quantile
+        assert value(metrics, "layer_sharing_locality_workload_rollout_bytes", **labels) == expected["registry_bytes"]
+        # In-cluster: it listed pods cluster-wide and asked the exporter through the pod proxy.
+        assert any(r.startswith("/api/v1/pods?") for r in api.requests)
+        assert any("/proxy/pull-cost" in r for r in api.requests)
+    finally:
+        if locality:
+            kubelet.remove_pod(locality)
+        if exporter:
+            node.kubelet.remove_pod(exporter)
+        kubelet.close()
+        node.kubelet.created_host_paths += kubelet.created_host_paths
+        api_front.stop()
+        registry_front.stop()
+        api.stop()
+        registry.stop()
 
 
 def test_a_recreated_pod_starts_again(node: Node) -> None:

@@ -23,18 +23,13 @@ from typing import Any
 import pytest
 
 from tests.harness.containerd import Containerd
+from tests.harness.image_env import image_python_env
 from tests.harness.images import BuiltImage, ImageSpec, data_layer
 from tests.harness.kube_api import KubeApiStandIn, exporter_pod, pod
+from tests.harness.kube_api import node as node_object
 from tests.harness.pods import PodMaker
 from tests.harness.registry import Registry
-from tests.integration.conftest import (
-    ServedExporter,
-    free_port,
-    image_python_env,
-    run_cli,
-    start_exporter,
-    stop_exporter,
-)
+from tests.integration.conftest import ServedExporter, free_port, run_cli, start_exporter, stop_exporter
 from tests.integration.test_prometheus import dashboard_targets, running_prometheus, substitute
 
 SIZE = 150_000
@@ -198,7 +193,8 @@ def test_locality_service_figures_equal_the_report_and_feed_the_dashboard_panels
     """The locality service's metrics equal `report --view locality`, and a real Prometheus
     with the chart's recording rules shows them in the cluster dashboard's pull-cost panels."""
     _run_web_on_node_a(cluster)
-    (workload,) = _report(cluster, "--view", "locality")["workloads"]  # type: ignore[misc]
+    workloads: list[dict[str, Any]] = _report(cluster, "--view", "locality")["workloads"]  # type: ignore[assignment]
+    (workload,) = workloads
     service = _locality_service(cluster, tmp_path)
     try:
         labels = {"namespace": "default", "workload_kind": "StatefulSet", "workload": "web"}
@@ -236,3 +232,25 @@ def test_locality_service_figures_equal_the_report_and_feed_the_dashboard_panels
             assert [(r["metric"]["namespace"], float(r["value"][1])) for r in cold] == [("default", p90)]
     finally:
         assert stop_exporter(service) == 0
+
+
+def test_locality_prices_a_workload_only_where_its_pods_may_go(cluster: Cluster) -> None:
+    """node-b tainted NoSchedule, which web does not tolerate: web is priced on node-a alone,
+    with node-a's own figure; untainted again, on both."""
+    _run_web_on_node_a(cluster)
+    tainted = node_object("node-b", taints=({"key": "dedicated", "effect": "NoSchedule"},))
+    cluster.api.nodes = [node_object("node-a"), tainted]
+    try:
+        workload = _one_workload(cluster)
+        assert set(workload["per_node"]) == {"node-a"} and workload["nodes"] == 1
+        on_node = _node_pull_cost(cluster, "node-a", cluster.refs["app:2"])
+        assert workload["per_node"]["node-a"]["fetch_bytes"] == on_node["fetch_bytes"]
+    finally:
+        cluster.api.nodes = []
+    assert set(_one_workload(cluster)["per_node"]) == {"node-a", "node-b"}
+
+
+def _one_workload(cluster: Cluster) -> dict[str, Any]:
+    workloads: list[dict[str, Any]] = _report(cluster, "--view", "locality")["workloads"]  # type: ignore[assignment]
+    (workload,) = workloads
+    return workload

@@ -56,7 +56,7 @@ def test_each_workload_has_its_nodes_warm_nodes_quantiles_and_registry_bytes():
     assert samples[("layer_sharing_locality_workload_image_locality_assumed_bytes", _app())] == 3 * (50 + 1300)
     assert samples[("layer_sharing_locality_up", ())] == 1
     assert samples[("layer_sharing_locality_nodes_unreachable", ())] == 1
-    assert samples[("layer_sharing_locality_workloads_unresolved", ())] == 1
+    assert samples[("layer_sharing_locality_problems", ())] == 1
     assert samples[("layer_sharing_locality_runs_total", (("result", "ok"),))] == 1
 
 

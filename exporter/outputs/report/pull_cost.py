@@ -85,10 +85,16 @@ def _workload_row(w: WorkloadLocality) -> list[object]:
         " ".join(w.refs),
         r.warm_nodes,
         len(r.nodes),
-        r.fetch_percentile(0.5),
-        r.fetch_percentile(0.9),
+        cold_start_bytes(r, 0.5),
+        cold_start_bytes(r, 0.9),
         r.registry_bytes,
     ]
+
+
+def cold_start_bytes(report: RolloutReport, fraction: float) -> int | None:
+    """A quantile of the nodes' fetched bytes; None (unknown, never 0) when no node counts
+    (none answering may run the workload's pods)."""
+    return report.fetch_percentile(fraction) if report.nodes else None
 
 
 def locality_rows(workloads: Sequence[WorkloadLocality], top: int = 0) -> tuple[list[str], list[list[object]]]:
@@ -113,8 +119,8 @@ def locality_json(workloads: Sequence[WorkloadLocality], unreachable: Sequence[t
                 "refs": list(w.refs),
                 "warm_nodes": w.rollout.warm_nodes,
                 "nodes": len(w.rollout.nodes),
-                "median_cold_start_bytes": w.rollout.fetch_percentile(0.5),
-                "p90_cold_start_bytes": w.rollout.fetch_percentile(0.9),
+                "median_cold_start_bytes": cold_start_bytes(w.rollout, 0.5),
+                "p90_cold_start_bytes": cold_start_bytes(w.rollout, 0.9),
                 "registry_bytes": w.rollout.registry_bytes,
                 "image_locality_assumed_bytes": w.rollout.assumed_registry_bytes,
                 "per_node": {

@@ -114,6 +114,9 @@ class Api:
         finally:
             response.release_conn()
 
+    def list_nodes(self) -> dict[str, Any]:
+        return self._get_json("/api/v1/nodes")
+
     def list_labelled_pods(self, namespace: str, selector: str) -> dict[str, Any]:
         query = [("labelSelector", selector)]
         if namespace:

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, TypeVar
 
 from exporter import pull_cost_wire
+from exporter.core.placement import ClusterNode, NodeRequirement, PodPlacement, RunningWorkload, Taint, Toleration
 from exporter.core.pull_cost import NodeHoldings, RemoteImage, merge_holdings
 from exporter.sources.kubernetes.api import Api, KubeError
 
@@ -142,8 +143,9 @@ def fetch_holdings(
     return _ask_each_pod(api, pods, holdings)
 
 
-def running_workloads(kubeconfig: str, context: str = "") -> dict[str, tuple[str, ...]]:
-    """Every running pod's workload (namespace/kind/name) -> its images, init containers first.
+def running_workloads(kubeconfig: str, context: str = "") -> dict[str, RunningWorkload]:
+    """Every running pod's workload (namespace/kind/name): its images, init containers first,
+    and where its pods may be scheduled (from one of its pods: a workload's pods share a template).
 
     A ReplicaSet's pods are their Deployment's (the ReplicaSet's name less the pod's
     pod-template-hash); a pod without a controller is its own workload. Pods of one
@@ -154,19 +156,74 @@ def running_workloads(kubeconfig: str, context: str = "") -> dict[str, tuple[str
         listing = api.list_labelled_pods("", "")  # no selector: every pod
     finally:
         api.close()
-    workloads: dict[str, dict[str, None]] = {}
+    images: dict[str, dict[str, None]] = {}
+    placements: dict[str, PodPlacement] = {}
     for item in listing.get("items") or []:
         if (item.get("status") or {}).get("phase") != "Running":
             continue
         metadata, spec = item.get("metadata") or {}, item.get("spec") or {}
-        images = [
+        found = [
             str(c.get("image"))
             for c in (*(spec.get("initContainers") or []), *(spec.get("containers") or []))
             if isinstance(c, dict) and c.get("image")
         ]
-        if images:
-            workloads.setdefault(workload_of(metadata), {}).update(dict.fromkeys(images))
-    return {name: tuple(images) for name, images in sorted(workloads.items())}
+        if found:
+            name = workload_of(metadata)
+            images.setdefault(name, {}).update(dict.fromkeys(found))
+            placements.setdefault(name, pod_placement(spec))
+    return {name: RunningWorkload(tuple(images[name]), placements[name]) for name in sorted(images)}
+
+
+def cluster_nodes(kubeconfig: str, context: str = "") -> dict[str, ClusterNode]:
+    """Every node's labels, cordon and taints (what the scheduler's node filters read)."""
+    api = Api(kubeconfig, context)
+    try:
+        listing = api.list_nodes()
+    finally:
+        api.close()
+    nodes = {}
+    for item in listing.get("items") or []:
+        metadata, spec = item.get("metadata") or {}, item.get("spec") or {}
+        taints = tuple(
+            Taint(str(t.get("key", "")), str(t.get("value", "")), str(t.get("effect", "")))
+            for t in spec.get("taints") or []
+            if isinstance(t, dict)
+        )
+        name = str(metadata.get("name", ""))
+        labels = {str(k): str(v) for k, v in (metadata.get("labels") or {}).items()}
+        nodes[name] = ClusterNode(name, labels, bool(spec.get("unschedulable")), taints)
+    return nodes
+
+
+def pod_placement(spec: Mapping[str, Any]) -> PodPlacement:
+    """A pod spec's tolerations, nodeSelector and required node affinity."""
+    tolerations = tuple(
+        Toleration(
+            str(t.get("key", "")), str(t.get("operator") or "Equal"), str(t.get("value", "")), str(t.get("effect", ""))
+        )
+        for t in spec.get("tolerations") or []
+        if isinstance(t, dict)
+    )
+    selector = {str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()}
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = tuple(
+        tuple(
+            NodeRequirement(
+                str(e.get("key", "")),
+                str(e.get("operator", "")),
+                tuple(map(str, e.get("values") or ())),
+                on_field=kind == "matchFields",
+            )  # fmt: skip
+            for kind in ("matchExpressions", "matchFields")
+            for e in term.get(kind) or []
+            if isinstance(e, dict)
+        )
+        for term in required.get("nodeSelectorTerms") or []
+        if isinstance(term, dict)
+    )
+    return PodPlacement(tolerations, selector, terms)
 
 
 def workload_of(metadata: Mapping[str, Any]) -> str:

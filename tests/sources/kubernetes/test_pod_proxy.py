@@ -10,18 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from exporter.core.placement import ClusterNode, NodeRequirement, PodPlacement, RunningWorkload, Taint, Toleration
 from exporter.core.pull_cost import CONTAINERD, NodeHoldings, RemoteImage, RemoteLayer, holdings_for
 from exporter.outputs import webconfig
 from exporter.pull_cost_wire import holdings_queries
 from exporter.sources.kubernetes.pod_proxy import (
     ExporterPod,
+    cluster_nodes,
     exporter_pods,
     fetch_holdings,
     fetch_through_pod_proxy,
     running_workloads,
     workload_of,
 )
-from tests.harness.kube_api import KubeApiStandIn, exporter_pod, pod
+from tests.harness.kube_api import KubeApiStandIn, exporter_pod, node, pod
 from tests.harness.pull_cost_nodes import PullCostNodes
 from tests.serving import serving
 
@@ -118,8 +120,8 @@ def test_each_node_answers_its_holdings_through_the_pod_proxy(api: KubeApiStandI
 
 def test_running_workloads_and_their_images(api: KubeApiStandIn, tmp_path: Path):
     kubeconfig = str(api.kubeconfig(tmp_path / "kubeconfig"))
-    for name, node, image in (("web-5d8f-a", "n1", "web:1"), ("web-5d8f-b", "n2", "web:2")):
-        obj = pod("default", name, node, ("ReplicaSet", "web-5d8f"))
+    for name, on_node, image in (("web-5d8f-a", "n1", "web:1"), ("web-5d8f-b", "n2", "web:2")):
+        obj = pod("default", name, on_node, ("ReplicaSet", "web-5d8f"))
         obj["metadata"]["labels"] = {"pod-template-hash": "5d8f"}
         obj["spec"]["initContainers"] = [{"name": "init", "image": "busybox:1"}]
         obj["spec"]["containers"] = [{"name": "web", "image": image}]
@@ -130,10 +132,42 @@ def test_running_workloads_and_their_images(api: KubeApiStandIn, tmp_path: Path)
     api.add_pod(pending)
     solo = pod("other", "solo", "n1")
     solo["spec"]["containers"] = [{"name": "x", "image": "x:1"}]
+    solo["spec"]["nodeSelector"] = {"disk": "ssd"}
+    solo["spec"]["tolerations"] = [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    term = {
+        "matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}],
+        "matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["n9"]}],
+    }
+    required = {"nodeSelectorTerms": [term]}
+    solo["spec"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
     api.add_pod(solo)
     assert running_workloads(kubeconfig) == {
-        "default/Deployment/web": ("busybox:1", "web:1", "web:2"),
-        "other/Pod/solo": ("x:1",),
+        "default/Deployment/web": RunningWorkload(("busybox:1", "web:1", "web:2")),
+        "other/Pod/solo": RunningWorkload(
+            ("x:1",),
+            PodPlacement(
+                (Toleration("gpu", "Exists", "", "NoSchedule"),),
+                {"disk": "ssd"},
+                (
+                    (
+                        NodeRequirement("zone", "In", ("a", "b")),
+                        NodeRequirement("metadata.name", "NotIn", ("n9",), True),
+                    ),
+                ),
+            ),
+        ),
+    }
+
+
+def test_cluster_nodes_with_their_labels_cordons_and_taints(api: KubeApiStandIn, tmp_path: Path):
+    kubeconfig = str(api.kubeconfig(tmp_path / "kubeconfig"))
+    api.nodes = [
+        node("n1", {"zone": "a"}),
+        node("n2", unschedulable=True, taints=({"key": "gpu", "value": "yes", "effect": "NoSchedule"},)),
+    ]
+    assert cluster_nodes(kubeconfig) == {
+        "n1": ClusterNode("n1", {"zone": "a"}),
+        "n2": ClusterNode("n2", {}, True, (Taint("gpu", "yes", "NoSchedule"),)),
     }
 
 
