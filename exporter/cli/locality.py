@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 import time
@@ -112,6 +111,7 @@ def measure(args: argparse.Namespace) -> LocalityRun:
 
 def serve(args: argparse.Namespace) -> int:
     """Measure every `--every` seconds and serve the last run's figures on /metrics until SIGTERM."""
+    from exporter.cli.serve import stop_on_termination
     from exporter.errors import ConfigError
     from exporter.outputs import webconfig
     from exporter.outputs.server import MetricsServer
@@ -125,7 +125,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"layer-sharing-exporter report: invalid --web-config-file: {exc}", file=sys.stderr)
         return EXIT_USAGE
     store = LocalityStore(top_n=args.top or DEFAULT_TOP_N)
-    stop = threading.Event()
+    stop = stop_on_termination()
     last_start = [time.monotonic()]
 
     def run_forever() -> None:
@@ -146,12 +146,6 @@ def serve(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
 
-    def on_signal(signum: int, _frame: object) -> None:
-        logger.info("received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     threads = [
         threading.Thread(target=run_forever, name="locality", daemon=True),
         threading.Thread(target=server.serve_forever, name="http", daemon=True),

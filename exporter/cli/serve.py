@@ -23,6 +23,19 @@ from exporter.sources.kubernetes.workloads import PodWorkloads
 logger = logging.getLogger("exporter")
 
 
+def stop_on_termination() -> threading.Event:
+    """An event SIGTERM or SIGINT sets (the kubelet stops a pod with SIGTERM)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logger.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
+
+
 def serve(config: Config) -> int:
     host, port = config_mod.split_listen_address(config.serve.listen_address)
     try:
@@ -55,14 +68,7 @@ def serve(config: Config) -> int:
             f"layer-sharing-exporter: cannot listen on {config.serve.listen_address}: {exc.strerror}", file=sys.stderr
         )
         return EXIT_USAGE
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        logger.info("received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_termination()
     threads = [
         threading.Thread(target=refresher.run, args=(stop,), name="refresh", daemon=True),
         threading.Thread(target=server.serve_forever, name="http", daemon=True),

@@ -768,6 +768,17 @@ class GatewayFront:
         self._listener.close()
 
 
+def kubelet_with_api(node: Node, gateway: str, front: GatewayFront, workdir: str) -> Kubelet:
+    """A kubelet stand-in that gives pods the `kubernetes` service's address (the TLS front) and token."""
+    return Kubelet(
+        node.containerd.endpoint,
+        NODE_NAME,
+        node.workdir / workdir,
+        kube_api=KubeApiAccess(gateway, front.port, front.cert.read_bytes()),
+        runtime_pid=lambda: _runtime_pid(node.containerd),
+    )
+
+
 def test_chart_defaults_with_enrichment_against_the_api_stand_in(node: Node, exporter_image: BuiltImage) -> None:
     """The chart's defaults as they are (enrichment on): the pod gets its service account token,
     ca.crt and the `kubernetes` service's address as a kubelet gives them, and attributes the
@@ -779,13 +790,7 @@ def test_chart_defaults_with_enrichment_against_the_api_stand_in(node: Node, exp
     gateway = str(ipaddress.ip_network(node.containerd.subnet)[1])  # the CNI bridge's address
     api = KubeApiStandIn(NODE_NAME).start()
     front = GatewayFront(api.port, gateway, node.workdir)
-    kubelet = Kubelet(
-        node.containerd.endpoint,
-        NODE_NAME,
-        node.workdir / "kubelet-api",
-        kube_api=KubeApiAccess(gateway, front.port, front.cert.read_bytes()),
-        runtime_pid=lambda: _runtime_pid(node.containerd),
-    )
+    kubelet = kubelet_with_api(node, gateway, front, "kubelet-api")
     maker = PodMaker(node.containerd.endpoint, str(node.containerd.pod_logs))
     app = maker.run_pod("default", "web-1", [ContainerSpec("app", "localhost/app:1")])
     pod = None
@@ -842,13 +847,7 @@ def test_the_locality_deployment_prices_a_workload_as_the_report_does(node: Node
     endpoint = f"--registry-endpoint={registry.host}=http://{gateway}:{registry_front.port}"
     release = render({"kubernetesEnrichment": {"enabled": False}, "locality": {"enabled": True, "every": 2,
                                                                             "extraArgs": [endpoint]}})  # fmt: skip
-    kubelet = Kubelet(
-        node.containerd.endpoint,
-        NODE_NAME,
-        node.workdir / "kubelet-locality",
-        kube_api=KubeApiAccess(gateway, api_front.port, api_front.cert.read_bytes()),
-        runtime_pid=lambda: _runtime_pid(node.containerd),
-    )
+    kubelet = kubelet_with_api(node, gateway, api_front, "kubelet-locality")
     exporter = locality = None
     try:
         exporter = run_ready(node, release)
