@@ -1254,3 +1254,12 @@ def test_the_locality_service_reads_only_and_is_never_taken_for_an_exporter(char
 def test_the_locality_service_refuses_kube_rbac_proxy(chart):
     with pytest.raises(HelmRenderError, match="pod proxy, which carries no token"):
         render(chart, {"locality": {"enabled": True}, "kubeRBACProxy": {"enabled": True}})
+
+
+def test_notes_say_how_to_check_the_locality_service(chart):
+    notes = _notes(chart, {"locality": {"enabled": True}})
+    assert "kubectl -n monitoring rollout status deployment/lse-layer-sharing-exporter-locality" in notes
+    assert "scrape its Service on port 9878" in notes
+    assert "locality service" not in _notes(chart, {})
+    with_monitor = _notes(chart, {"locality": {"enabled": True}, "serviceMonitor": {"enabled": True}})
+    assert "scrape its Service" not in with_monitor
