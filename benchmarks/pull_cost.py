@@ -9,7 +9,11 @@ same run and alternately, the whole command (`python -m exporter pull-cost` for
 the 10 references, process start included) and the reference: one
 `ctr -n k8s.io images ls` (which lists the images and sizes each from its
 manifests). Also checks the bounded work: each run reads each manifest and
-config once, and no layer. Writes benchmarks/results/pull_cost.json. Needs root.
+config once, and no layer. And in-process, alternately too: the command's
+runtime read (`RuntimeSource.pull_holdings`, asking only about the references'
+layers) against the whole refresh it made before (`RuntimeSource.snapshot`),
+their runtime calls, and that both give the same holdings. Writes
+benchmarks/results/pull_cost.json. Needs root.
 """
 
 from __future__ import annotations
@@ -28,8 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.busy_node import RESULTS, build_node, image_specs
+from exporter.cli.args import build_parser
+from exporter.cli.runtime import runtime_source
+from exporter.config import resolve as resolve_config
+from exporter.config import with_settings
+from exporter.core.pull_cost import NodeHoldings, RemoteImage, RemoteLayer, holdings_for, holdings_from_facts
 from tests.harness.containerd import Containerd
 from tests.harness.image_env import image_python_env
+from tests.harness.images import BuiltImage
 from tests.harness.pods import PodMaker
 from tests.harness.registry import Registry
 
@@ -43,6 +53,45 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float,
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:4])} ... failed: {result.stderr.strip()}")
     return elapsed, result.stdout
+
+
+def remote_image(ref: str, image: BuiltImage) -> RemoteImage:
+    """An image as the registry resolves it (what the command hands the runtime read)."""
+    layers = tuple(RemoteLayer(b.digest, len(b.data), d) for b, d in zip(image.layers, image.diff_ids, strict=True))
+    return RemoteImage(ref, image.manifest.digest, image.config.digest, len(image.config.data), layers)
+
+
+def runtime_reads(endpoint: str, images: list[RemoteImage], repeat: int) -> dict[str, Any]:
+    """The command's read against the whole refresh it made before, alternately, each by a
+    fresh runtime source (as each run of the command starts cold): seconds, calls, and
+    whether they hold the same for `images`."""
+    config = resolve_config(build_parser().parse_args(["df", "--runtime-endpoint", endpoint]))
+    config = with_settings(config, {"collect_writable_layers": False})  # as the command set it
+    seconds: dict[str, list[float]] = {"targeted": [], "whole_refresh": []}
+    calls: dict[str, dict[str, int]] = {}
+    held: dict[str, NodeHoldings] = {}
+    for _ in range(repeat):
+        for kind in seconds:
+            runtime = runtime_source(config)
+            try:
+                started = time.perf_counter()
+                if kind == "targeted":
+                    held[kind] = runtime.pull_holdings(images).holdings
+                else:
+                    held[kind] = holdings_for(holdings_from_facts(runtime.snapshot()), images)
+                seconds[kind].append(time.perf_counter() - started)
+                calls[kind] = runtime.calls
+            finally:
+                runtime.close()
+    assert held["targeted"] == held["whole_refresh"], "the targeted read holds what a whole refresh holds"
+    return {
+        kind: {
+            "seconds": {"median": statistics.median(seconds[kind]), "all": seconds[kind]},
+            "calls": sum(calls[kind].values()),
+            "calls_by_method": dict(sorted(calls[kind].items())),
+        }
+        for kind in seconds
+    }
 
 
 def main() -> int:
@@ -67,6 +116,7 @@ def main() -> int:
         command += ["--output", "json", *refs]
         ctr = [containerd.binaries.path("ctr"), "-a", str(containerd.socket), "-n", "k8s.io", "images", "ls"]
         env = image_python_env()
+        load_before = os.getloadavg()
         timed(command, env)  # warm the page cache for both, once
         timed(ctr)
         pull_cost_s, ctr_s, gets = [], [], []
@@ -78,6 +128,10 @@ def main() -> int:
             gets.append([r for r in registry.requests if r.startswith("GET ") and r != "GET /v2/"])
             ctr_s.append(timed(ctr)[0])
         listed = len(timed(ctr)[1].splitlines()) - 1
+        reads = runtime_reads(
+            containerd.endpoint, [remote_image(r, i) for r, i in zip(refs, upcoming, strict=True)], args.repeat
+        )
+        load_after = os.getloadavg()
         totals = json.loads(output)["total"]
         # Bounded work: each manifest and config once per run, no layer.
         configs = {image.config.digest for image in upcoming}
@@ -101,6 +155,9 @@ def main() -> int:
             "pull_cost_seconds": {"median": statistics.median(pull_cost_s), "all": pull_cost_s},
             "ctr_images_ls_seconds": {"median": statistics.median(ctr_s), "all": ctr_s},
             "ratio_pull_cost_to_ctr": statistics.median(pull_cost_s) / statistics.median(ctr_s),
+            "runtime_read": reads,
+            # Other work on the machine (2 cores, shared) during the timed runs: 1, 5, 15 minute load averages.
+            "load_average": {"before_runs": load_before, "after_runs": load_after},
             "registry_gets_per_run": len(gets[0]),
             "predicted": totals,
             "served_by_the_registry": {"blob_bytes": served.blob_bytes, "layer_gets": served.layer_gets},
@@ -117,7 +174,10 @@ def main() -> int:
         f"{results['node']['pods']} pods): {results['pull_cost_seconds']['median'] * 1000:.0f} ms median "
         f"(process start included); one `ctr images ls`: {results['ctr_images_ls_seconds']['median'] * 1000:.0f} ms; "
         f"ratio {results['ratio_pull_cost_to_ctr']:.2f}; {results['registry_gets_per_run']} registry GETs per run; "
-        f"predicted {totals['fetch_bytes']} B in {totals['fetch_layers']} layers = served"
+        f"predicted {totals['fetch_bytes']} B in {totals['fetch_layers']} layers = served; runtime read "
+        f"{reads['targeted']['calls']} calls, {reads['targeted']['seconds']['median'] * 1000:.0f} ms "
+        f"(a whole refresh: {reads['whole_refresh']['calls']} calls, "
+        f"{reads['whole_refresh']['seconds']['median'] * 1000:.0f} ms)"
     )
     return 0
 

@@ -44,6 +44,7 @@ class FakeRuntime:
         # containerd image records (their targets) and the content store's blobs.
         self.image_targets: list[str] = []
         self.blobs: dict[str, bytes] = {}
+        self.blob_labels: dict[str, dict[str, str]] = {}  # the content store's labels, by digest
         self.failing_reads = 0  # the next N Content/Read calls fail (INTERNAL)
         self.chunk_delay = 0.0  # seconds before each Content/Read chunk (a slow disk)
         self.content_reads_active = 0  # Content/Read calls not ended (nor cancelled) yet
@@ -113,6 +114,14 @@ class FakeRuntime:
             response_serializer=lambda m: m.SerializeToString(),
         )
         generic.append(grpc.method_handlers_generic_handler("containerd.services.content.v1.Content", stream))
+        snapshot_list = grpc.unary_stream_rpc_method_handler(
+            self._wrap("containerd.services.snapshots.v1.Snapshots", "List", self.snapshot_list),
+            request_deserializer=snapshots_pb.ListSnapshotsRequest.FromString,
+            response_serializer=lambda m: m.SerializeToString(),
+        )
+        generic.append(
+            grpc.method_handlers_generic_handler("containerd.services.snapshots.v1.Snapshots", {"List": snapshot_list})
+        )
         self._server.add_generic_rpc_handlers(tuple(generic))
         self._server.add_insecure_port(f"unix://{socket}")
 
@@ -215,13 +224,29 @@ class FakeRuntime:
             info=snapshots_pb.Info(name=request.key, kind=snapshots_pb.COMMITTED, labels=labels)
         )
 
+    def snapshot_list(self, request: snapshots_pb.ListSnapshotsRequest, context: grpc.ServicerContext) -> Any:
+        """Every committed snapshot (one per chain of the images), named by chain ID, with its parent."""
+        parents: dict[str, str] = {}
+        for diffs in self.images.values():
+            ids = chain_ids(diffs)
+            parents.update(zip(ids, ("", *ids[:-1]), strict=True))
+        labels = {c: {"containerd.io/snapshot/remote": "remote snapshot"} for c in self.remote_snapshots}
+        infos = [
+            snapshots_pb.Info(name=c, parent=p, kind=snapshots_pb.COMMITTED, labels=labels.get(c, {}))
+            for c, p in sorted(parents.items())
+            if c not in self.missing_snapshots
+        ]
+        return iter([snapshots_pb.ListSnapshotsResponse(info=infos)])
+
     def image_records(self, request: Any, context: Any) -> images_pb.ListImagesResponse:
         return images_pb.ListImagesResponse(
             images=[images_pb.Image(name=f"image-{n}", target={"digest": d}) for n, d in enumerate(self.image_targets)]
         )
 
     def content_list(self, request: Any, context: Any) -> Any:
-        infos = [content_pb.Info(digest=d, size=len(b)) for d, b in self.blobs.items()]
+        infos = [
+            content_pb.Info(digest=d, size=len(b), labels=self.blob_labels.get(d, {})) for d, b in self.blobs.items()
+        ]
         return iter([content_pb.ListContentResponse(info=infos)])
 
     def content_read(self, request: content_pb.ReadContentRequest, context: grpc.ServicerContext) -> Any:

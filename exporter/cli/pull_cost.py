@@ -2,10 +2,13 @@
 
 Each reference is resolved through its registry for the node's platform (the
 `catalog` command's client and docker-config auth; loopback registries in plain
-HTTP), reading manifests and configs only. The runtime is asked what it holds
-(read-only, one refresh); exporter.core.pull_cost does the accounting. Exit
-codes: 0 ok, 1 a reference could not be resolved or the runtime did not
-answer (one line naming which), 2 a malformed reference or bad flags.
+HTTP), reading manifests and configs only. The runtime is asked (read-only) what
+it holds of what those images need, and nothing else: CRI's image list and
+containerd's content and snapshot listings, then its snapshots of their chains
+(a containers/storage node's records are read whole); exporter.core.pull_cost
+does the accounting. Exit codes: 0 ok, 1 a reference could not be resolved or the
+runtime did not answer (one line naming which), 2 a malformed reference or bad
+flags.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from exporter import config as config_mod
 from exporter.cli.exit_codes import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from exporter.cli.registry_access import add_registry_flags, registry_client, wanted_platform
 from exporter.cli.runtime import runtime_source
-from exporter.core.facts import NodeFacts
-from exporter.core.pull_cost import RemoteImage, RemoteLayer, holdings_from_facts, pull_costs
+from exporter.core.pull_cost import RemoteImage, RemoteLayer, pull_costs
 from exporter.errors import ConfigError, RuntimeUnavailableError
 from exporter.outputs import pull_cost as pull_cost_out
+from exporter.sources.node import PullView
 from exporter.sources.registry import RegistryError, ResolvedImage, parse_strict_reference
 
 PROG = "layer-sharing-exporter pull-cost"
@@ -65,29 +68,35 @@ def run_pull_cost(args: argparse.Namespace) -> int:
         return _fail(f"invalid configuration: {exc}", EXIT_USAGE)
     # Writable layers are no part of a pull; their sizes cost a shim round trip per container.
     config = config_mod.with_settings(config, {"collect_writable_layers": False})
-    # The registries and the runtime are asked at the same time.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        resolving = pool.submit(client.resolve_many, [ref for _, ref in refs], wanted)
-        runtime = runtime_source(config)
+    runtime = runtime_source(config)
+    try:
+        # The registries and the runtime (its image list and store listings) are asked at
+        # the same time; the layer store then only about what the resolved images need.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            resolving = pool.submit(client.resolve_many, [ref for _, ref in refs], wanted)
+            try:
+                view: PullView | RuntimeUnavailableError = runtime.pull_view()
+            except RuntimeUnavailableError as exc:
+                view = exc
+            resolved = resolving.result()
+        images = []
+        for (text, _), result in zip(refs, resolved, strict=True):
+            if isinstance(result, RegistryError):
+                return _fail(f"{text}: {_one_line(str(result))}", EXIT_UNAVAILABLE)
+            images.append(_remote_image(text, result))
         try:
-            facts: NodeFacts | RuntimeUnavailableError = runtime.snapshot()
+            if isinstance(view, RuntimeUnavailableError):
+                raise view  # said only now: a reference that did not resolve is said first
+            node = runtime.pull_holdings(images, view)
         except RuntimeUnavailableError as exc:
-            facts = exc
-        finally:
-            runtime.close()
-        resolved = resolving.result()
-    images = []
-    for (text, _), result in zip(refs, resolved, strict=True):
-        if isinstance(result, RegistryError):
-            return _fail(f"{text}: {_one_line(str(result))}", EXIT_UNAVAILABLE)
-        images.append(_remote_image(text, result))
-    if isinstance(facts, RuntimeUnavailableError):
-        return _fail(f"the runtime did not answer: {_one_line(str(facts))}", EXIT_UNAVAILABLE)
-    costs, total = pull_costs(images, holdings_from_facts(facts))
+            return _fail(f"the runtime did not answer: {_one_line(str(exc))}", EXIT_UNAVAILABLE)
+    finally:
+        runtime.close()
+    costs, total = pull_costs(images, node.holdings)
     if args.output == "json":
         print(pull_cost_out.to_json(costs, total))
     else:
-        store = f"{facts.layer_store}/{facts.snapshotter}" if facts.layer_store == "containerd" else facts.layer_store
+        store = f"{node.layer_store}/{node.snapshotter}" if node.layer_store == "containerd" else node.layer_store
         print(pull_cost_out.to_table(costs, dataclasses.replace(total, ref="total"), str(wanted), store))
     return EXIT_OK
 

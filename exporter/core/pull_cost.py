@@ -32,9 +32,10 @@ Where no source knows a new chain's bytes, `unpack_bytes` is None.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Container, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 from exporter.core.chain import chain_ids as compute_chain_ids
@@ -545,4 +546,117 @@ def locality_assumed_pull(images: Sequence[RemoteImage], node_images: Mapping[st
         image.config_size + sum(layer.size for layer in image.layers)
         for image in images
         if locality_name(image.ref) not in node_images
+    )
+
+
+# -- a targeted read: the holdings from the runtime's answers about some images only ----
+
+
+@dataclass(frozen=True, slots=True)
+class StoreAnswers:
+    """What a containerd node answered about the layers pulling some images needs: the
+    targeted read `pull-cost` makes, where `holdings_from_facts` takes a whole refresh.
+
+    `layer_usage`: chain ID -> bytes, for the asked snapshots that answered Usage (the
+    images' chains, and stored layers of their diffs on other parents); `remote_layers`:
+    asked snapshots that are lazily pulled; `diff_chains`: diff ID -> chains stored on
+    other parents than the images' (asked only on a diff-sized snapshotter, for diffs
+    none of the images' own present chains holds); `present_blobs`: the asked layer blobs
+    the content store holds; `listed_images`: CRI's image list (IDs, names and sizes);
+    `keeps_layer_blobs` as `holdings_from_facts` finds it.
+    """
+
+    snapshotter: str
+    listed_images: tuple[ImageFacts, ...]
+    layer_usage: Mapping[str, int]
+    remote_layers: frozenset[str] = frozenset()
+    present_blobs: frozenset[str] = frozenset()
+    diff_chains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    keeps_layer_blobs: bool = True
+
+
+def holdings_from_answers(answers: StoreAnswers, images: Sequence[RemoteImage]) -> NodeHoldings:
+    """A containerd node's holdings as pulling `images` sees them, from a targeted read: what
+    `holdings_for(holdings_from_facts(whole refresh), images)` gives, with two differences
+    that follow the runtime more closely. A chain counts when its snapshot exists, whether
+    or not an image CRI lists names it (containerd's unpacker Stats the chain ID), and a
+    layer blob when the content store holds it (its fetcher skips a blob it has), whether or
+    not a listed image's manifest names it. On a node whose garbage collector has run (it
+    runs after every CRI image removal and pull), those are the same. A config counts while
+    CRI lists the image, as in `holdings_from_facts`. A diff's bytes are those of one stored
+    layer of it: the images' own chain where present, else one on another parent (on a
+    diff-sized snapshotter they are the same bytes, whatever the parent).
+    """
+    usage, remote = answers.layer_usage, answers.remote_layers
+    chains: dict[str, int | None] = {}
+    for chain_id in dict.fromkeys(c for image in images for c in image.chain_ids):
+        if chain_id in usage:
+            chains[chain_id] = usage[chain_id]
+        elif chain_id in remote:
+            chains[chain_id] = 0  # lazily pulled: present, with no bytes on the node
+    listed_ids = {image.image_id for image in answers.listed_images}
+    blobs = {layer.digest for image in images for layer in image.layers if layer.digest in answers.present_blobs}
+    blobs |= {image.config_digest for image in images if image.config_digest in listed_ids}
+    diff_sized = answers.snapshotter in DIFF_SIZED_SNAPSHOTTERS
+    diff_bytes: dict[str, int] = {}
+    if diff_sized:
+        stored = [
+            (layer.diff_id, c) for image in images for layer, c in zip(image.layers, image.chain_ids, strict=True)
+        ]
+        stored += [(d, c) for d, cs in answers.diff_chains.items() for c in cs]
+        for diff_id, chain_id in stored:
+            if chain_id in usage and chain_id not in remote:
+                diff_bytes.setdefault(diff_id, usage[chain_id])
+    names = {locality_name(image.ref) for image in images}
+    listed = kubelet_listed(answers.listed_images)
+    return NodeHoldings(
+        model=CONTAINERD,
+        chains=chains,
+        blobs=frozenset(blobs),
+        diff_bytes=diff_bytes,
+        diff_sized=diff_sized,
+        keeps_layer_blobs=answers.keeps_layer_blobs,
+        listed={n: listed[n] for n in names if n in listed},
+    )
+
+
+def stored_layers_of(diff_ids: Iterable[str], snapshots: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """Diff ID -> the stored layers (chain IDs) that are that diff, on whatever parent.
+
+    `snapshots` maps each committed snapshot's name (its chain ID) to its parent's ("" for a
+    bottom layer). A snapshot is diff D on parent P exactly when its name is P's chain ID
+    extended by D, so each parent is hashed with each diff: no image record is needed.
+    """
+    wanted = [(d, d.encode()) for d in dict.fromkeys(diff_ids)]
+    children: dict[str, set[str]] = {}
+    for name, parent in snapshots.items():
+        children.setdefault(parent, set()).add(name)
+    found: dict[str, list[str]] = {}
+    for parent, names in sorted(children.items()):
+        if not parent:
+            for diff_id, _ in wanted:
+                if diff_id in names:
+                    found.setdefault(diff_id, []).append(diff_id)
+            continue
+        prefix = hashlib.sha256(f"{parent} ".encode())
+        for diff_id, encoded in wanted:
+            extended = prefix.copy()
+            extended.update(encoded)
+            chain_id = "sha256:" + extended.hexdigest()
+            if chain_id in names:
+                found.setdefault(diff_id, []).append(chain_id)
+    return {d: tuple(chains) for d, chains in found.items()}
+
+
+def shows_discarded_blobs(
+    layer_blobs: Sequence[str], chain_ids: Sequence[str], present_chains: Container[str], present_blobs: Container[str]
+) -> bool:
+    """The evidence `holdings_from_facts` takes that a store drops layer blobs once unpacked
+    (discard_unpacked_layers): an image whose every chain is unpacked lacks a layer blob
+    its manifest names."""
+    return (
+        bool(layer_blobs)
+        and len(layer_blobs) == len(chain_ids)
+        and all(c in present_chains for c in chain_ids)
+        and any(b not in present_blobs for b in layer_blobs)
     )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
@@ -18,10 +19,24 @@ from exporter._generated import containerd_content_v1_pb2 as content_pb
 from exporter._generated import containerd_images_v1_pb2 as images_pb
 from exporter._generated import containerd_snapshots_v1_pb2 as snapshots_pb
 from exporter.core.facts import DeclaredBase, ImageFacts, LayerBlob, LayerFacts, SnapshotUsage
+from exporter.core.pull_cost import (
+    DIFF_SIZED_SNAPSHOTTERS,
+    RemoteImage,
+    StoreAnswers,
+    shows_discarded_blobs,
+    stored_layers_of,
+)
 from exporter.errors import BlobUnavailableError, ParseError, RuntimeUnavailableError
 from exporter.options import RUNTIME_COMMANDS, option
 from exporter.sources.grpc_client import DOWN_CODES, RpcSession, describe, stream_method, unary_method
-from exporter.sources.oci import Index, Manifest, parse_manifest_or_index
+from exporter.sources.oci import (
+    ImageDetails,
+    Index,
+    Manifest,
+    image_details_from_config,
+    load_json,
+    parse_manifest_or_index,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +52,16 @@ METHODS = frozenset(
         _CONTENT + "Read",
         _SNAPSHOTS + "Usage",
         _SNAPSHOTS + "Stat",
+        _SNAPSHOTS + "List",
     }
 )
 
 # The label remote snapshotters (stargz, SOCI, nydus) put on a lazily pulled layer.
 REMOTE_SNAPSHOT_LABEL = "containerd.io/snapshot/remote"
+# Content labels a pull puts on a manifest blob: its config, and its layers in order
+# (left out when the pull discards unpacked layers: then the layers can be collected).
+CONFIG_REF_LABEL = "containerd.io/gc.ref.content.config"
+LAYER_REF_LABEL_PREFIX = "containerd.io/gc.ref.content.l."
 # containerd's own default, when neither the configuration nor the runtime says.
 DEFAULT_SNAPSHOTTER = "overlayfs"
 # A manifest read that failed is retried after this long, doubling up to the cap.
@@ -61,6 +81,16 @@ class ContainerdOptions:
     content_recheck_seconds: float = option(
         300.0, "re-list containerd's content store this often even when no image is new", positive=True
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreListings:
+    """The content store's blobs (digest -> labels) and, where read, the committed snapshots
+    of `snapshotter` (name -> parent's name, "" for a bottom layer)."""
+
+    snapshotter: str
+    content: Mapping[str, Mapping[str, str]]
+    snapshots: Mapping[str, str] | None = None
 
 
 class ContainerdLayerStore:
@@ -89,6 +119,9 @@ class ContainerdLayerStore:
         self._usage = unary_method(ch, _SNAPSHOTS + "Usage", snapshots_pb.UsageRequest, snapshots_pb.UsageResponse)
         self._stat = unary_method(
             ch, _SNAPSHOTS + "Stat", snapshots_pb.StatSnapshotRequest, snapshots_pb.StatSnapshotResponse
+        )
+        self._snapshot_list = stream_method(
+            ch, _SNAPSHOTS + "List", snapshots_pb.ListSnapshotsRequest, snapshots_pb.ListSnapshotsResponse
         )
         # Caches of immutable facts, pruned to what the node still holds.
         self._usage_cache: dict[str, SnapshotUsage] = {}
@@ -308,6 +341,199 @@ class ContainerdLayerStore:
             return
         self._present = present
         self._present_at = now
+
+    # -- a targeted read, for pull-cost ---------------------------------------
+
+    def pull_listings(self) -> StoreListings:
+        """The listings a pull's accounting needs whatever the images (so they can be read
+        while the registries are asked): the content store's blobs and labels, and on a
+        diff-sized snapshotter its committed snapshots. Raises RuntimeUnavailableError (a
+        listing that fails too: without it the figures would be wrong, not incomplete)."""
+        snapshots = self._committed_snapshots() if self.snapshotter in DIFF_SIZED_SNAPSHOTTERS else None
+        return StoreListings(self.snapshotter, self._content_labels(), snapshots)
+
+    def pull_answers(
+        self, images: Sequence[RemoteImage], listed: Sequence[ImageFacts], listings: StoreListings | None = None
+    ) -> StoreAnswers:
+        """What this store holds of what pulling `images` needs, asking about those only:
+        Usage (and Stat where it says 0 or fails) of their chains, and of the stored layers
+        of their diffs on other parents (found from the snapshot listing, on a diff-sized
+        snapshotter, for the diffs none of their own chains holds). `listed` is CRI's image
+        list; `listings` pull_listings's answer, if read already. Raises RuntimeUnavailableError.
+        """
+        if listings is None or listings.snapshotter != self.snapshotter:
+            listings = self.pull_listings()
+        content = listings.content
+        usage, remote = self._usage_of(dict.fromkeys(c for image in images for c in image.chain_ids))
+        present = frozenset(layer.digest for image in images for layer in image.layers if layer.digest in content)
+        diff_chains: dict[str, tuple[str, ...]] = {}
+        if listings.snapshots is not None:
+            pairs = [
+                (layer.diff_id, c) for image in images for layer, c in zip(image.layers, image.chain_ids, strict=True)
+            ]
+            held = {d for d, c in pairs if c in usage and c not in remote}
+            if unheld := {d for d, _ in pairs} - held:
+                diff_chains = stored_layers_of(unheld, listings.snapshots)
+                more = {c for chains in diff_chains.values() for c in chains} - usage.keys() - remote
+                more_usage, more_remote = self._usage_of(more)
+                usage.update(more_usage)
+                remote |= more_remote
+        keeps_layer_blobs = not self._discards_layer_blobs({i.image_id for i in listed}, content, dict(usage))
+        return StoreAnswers(
+            snapshotter=self.snapshotter,
+            listed_images=tuple(listed),
+            layer_usage=usage,
+            remote_layers=frozenset(remote),
+            present_blobs=present,
+            diff_chains=diff_chains,
+            keeps_layer_blobs=keeps_layer_blobs,
+        )
+
+    def _usage_of(self, chain_ids: Iterable[str]) -> tuple[dict[str, int], set[str]]:
+        """Bytes of the snapshots among `chain_ids` that exist, and which are lazily pulled
+        (asked by Stat where Usage says 0 or fails, as a refresh does). A chain without a
+        snapshot is simply not there; any other failure is said."""
+        usage: dict[str, int] = {}
+        # Chains to Stat: those that read as 0 bytes (None) or failed otherwise than NOT_FOUND (the error).
+        to_stat: dict[str, grpc.RpcError | None] = {}
+
+        def remember(chain_id: str, result: snapshots_pb.UsageResponse | grpc.RpcError) -> None:
+            if isinstance(result, grpc.RpcError):
+                if result.code() != grpc.StatusCode.NOT_FOUND:  # not there: Stat would say so too
+                    to_stat[chain_id] = result
+                return
+            usage[chain_id] = result.size
+            if not result.size:
+                to_stat[chain_id] = None
+
+        requests = ((c, snapshots_pb.UsageRequest(snapshotter=self.snapshotter, key=c)) for c in chain_ids)
+        self.session.call_many(self._usage, requests, remember, native=True)
+        remote: set[str] = set()
+
+        def remember_stat(chain_id: str, result: snapshots_pb.StatSnapshotResponse | grpc.RpcError) -> None:
+            if not isinstance(result, grpc.RpcError) and REMOTE_SNAPSHOT_LABEL in result.info.labels:
+                remote.add(chain_id)
+            elif (error := to_stat[chain_id]) is not None:
+                self._report_missing(chain_id, error)
+
+        stats = ((c, snapshots_pb.StatSnapshotRequest(snapshotter=self.snapshotter, key=c)) for c in to_stat)
+        self.session.call_many(self._stat, stats, remember_stat, native=True)
+        return usage, remote
+
+    def _committed_snapshots(self) -> dict[str, str]:
+        """Every committed snapshot's name (a chain ID) and its parent's, in one listing."""
+        request = snapshots_pb.ListSnapshotsRequest(snapshotter=self.snapshotter)
+        try:
+            return {
+                info.name: info.parent
+                for response in self.session.stream(self._snapshot_list, request)
+                for info in response.info
+                if info.kind == snapshots_pb.COMMITTED
+            }
+        except grpc.RpcError as exc:
+            raise RuntimeUnavailableError(f"listing {self.snapshotter} snapshots failed: {describe(exc)}") from None
+
+    def _content_labels(self) -> dict[str, Mapping[str, str]]:
+        """Every blob the content store holds, with its labels, in one listing."""
+        try:
+            return {
+                info.digest: info.labels
+                for response in self.session.stream(self._content_list, content_pb.ListContentRequest())
+                for info in response.info
+            }
+        except grpc.RpcError as exc:
+            raise RuntimeUnavailableError(f"listing the content store failed: {describe(exc)}") from None
+
+    def _discards_layer_blobs(
+        self, image_ids: set[str], content: Mapping[str, Mapping[str, str]], usage: dict[str, int]
+    ) -> bool:
+        """Whether some listed image shows the store drops unpacked layer blobs (core.pull_cost.
+        shows_discarded_blobs), asking as little as the content labels allow.
+
+        A manifest's labels name its config and, unless its pull discarded them, its layer
+        blobs: an image whose layer blobs are all there is no evidence, at no cost. Only
+        the others have their manifest (where its labels do not name the layers) and
+        config read and their chains asked, a few at a time, until one is evidence.
+        """
+        manifests: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+        for digest in sorted(content):
+            labels = content[digest]
+            config = labels.get(CONFIG_REF_LABEL, "")
+            if config in image_ids:
+                manifests[config] = (digest, _labelled_layers(labels))
+        suspects = [
+            (config, manifest, layers)
+            for config, (manifest, layers) in sorted(manifests.items())
+            if layers is None or any(b not in content for b in layers)
+        ]
+        for start in range(0, len(suspects), WINDOW_OF_SUSPECTS):
+            batch = suspects[start : start + WINDOW_OF_SUSPECTS]
+            blobs = self._read_blobs([manifest for _, manifest, layers in batch if layers is None])
+            layer_lists: dict[str, tuple[str, ...]] = {}
+            for config, manifest, layers in batch:
+                if layers is None:
+                    parsed = _parse(blobs.get(manifest), parse_manifest_or_index)
+                    layers = tuple(b.digest for b in parsed.layers) if isinstance(parsed, Manifest) else ()
+                if any(b not in content for b in layers):
+                    layer_lists[config] = layers
+            configs = self._read_blobs(layer_lists)
+            chains = {
+                config: details.chain_ids
+                for config in layer_lists
+                if (details := _parse(configs.get(config), _config_details))
+            }
+            more_usage, _ = self._usage_of({c for ids in chains.values() for c in ids} - usage.keys())
+            usage.update(more_usage)
+            if any(shows_discarded_blobs(layer_lists[i], ids, usage, content) for i, ids in chains.items()):
+                return True
+        return False
+
+    def _read_blobs(self, digests: Iterable[str]) -> dict[str, bytes]:
+        """Small blobs (manifests, configs) by digest; one that cannot be read is left out."""
+        found: dict[str, bytes] = {}
+
+        def remember(digest: str, result: list[content_pb.ReadContentResponse] | grpc.RpcError) -> None:
+            if isinstance(result, grpc.RpcError):
+                if result.code() != grpc.StatusCode.NOT_FOUND:
+                    self.session.item_error("content", "reading %s failed: %s", digest, describe(result))
+            else:
+                found[digest] = b"".join(response.data for response in result)
+
+        requests = ((d, content_pb.ReadContentRequest(digest=d)) for d in dict.fromkeys(digests))
+        self.session.stream_many(self._content_read, requests, remember)
+        return found
+
+
+# Images whose manifests and configs are read together while looking for evidence of discarded blobs.
+WINDOW_OF_SUSPECTS = 8
+
+_T = TypeVar("_T")
+
+
+def _labelled_layers(labels: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The layer blobs a manifest's labels name, in order (None: the labels name none)."""
+    indexed = []
+    for key, value in labels.items():
+        if key.startswith(LAYER_REF_LABEL_PREFIX) and key[len(LAYER_REF_LABEL_PREFIX) :].isdigit():
+            indexed.append((int(key[len(LAYER_REF_LABEL_PREFIX) :]), value))
+    return tuple(value for _, value in sorted(indexed)) or None
+
+
+def _config_details(raw: bytes) -> ImageDetails:
+    config = load_json(raw, "image config")
+    if not isinstance(config, dict):
+        raise ParseError("image config is not a JSON object")
+    return image_details_from_config(config)
+
+
+def _parse(raw: bytes | None, parser: Callable[[bytes], _T]) -> _T | None:
+    """A blob parsed, or None when it was not read or does not parse (no evidence either way)."""
+    if raw is None:
+        return None
+    try:
+        return parser(raw)
+    except ParseError:
+        return None
 
 
 def _blob_error(digest: str, exc: grpc.RpcError) -> BlobUnavailableError:

@@ -167,6 +167,29 @@ class CriClient:
             snapshotter=self._runtime_snapshotter(filesystems),
         )
 
+    def read_images(self) -> CriView:
+        """Only the runtime, its snapshotter and the images it lists (IDs, names, sizes; no
+        ImageStatus, pods or containers): what pull-cost needs of CRI, in four calls
+        whatever the node holds. Raises RuntimeUnavailableError."""
+        version = self.session.required(self._version, cri_pb.VersionRequest(version="v1"))
+        listed = self.session.required(self._list_images, cri_pb.ListImagesRequest()).images
+        filesystems = self._filesystems()
+        self._sandbox_image_ids({})  # Status(verbose) once: the configured snapshotter
+        images = (
+            ImageFacts(i.id, tuple(i.repo_tags), tuple(i.repo_digests), compressed_size=i.size, pinned=i.pinned)
+            for i in listed
+        )
+        return CriView(
+            runtime_name=version.runtime_name,
+            runtime_version=version.runtime_version,
+            images=tuple(sorted(images, key=_image_order)),
+            pods=(),
+            containers=(),
+            filesystems=filesystems,
+            sandbox_image_ids=frozenset(),
+            snapshotter=self._runtime_snapshotter(filesystems),
+        )
+
     def _runtime_snapshotter(self, filesystems: Sequence[FilesystemFacts]) -> str:
         """The CRI plugin's snapshotter; once known it is kept until the runtime
         restarts, so one failed ImageFsInfo does not switch where layers are read."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from exporter.core.facts import ImageFacts, LayerFacts, NodeFacts
+from exporter.core.pull_cost import NodeHoldings, RemoteImage, holdings_for, holdings_from_answers, holdings_from_facts
 from exporter.errors import BlobUnavailableError
 from exporter.options import RUNTIME_COMMANDS, option, section
 from exporter.sources import containerd, cri
@@ -111,6 +112,23 @@ class RuntimeOptions:
     cri: cri.CriOptions = section(cri.CriOptions)
     containerd: containerd.ContainerdOptions = section(containerd.ContainerdOptions)
     containers_storage: ContainersStorageOptions = section(ContainersStorageOptions)
+
+
+@dataclass(frozen=True, slots=True)
+class PullView:
+    """What pull_view read: CRI's image list, and containerd's listings (None on another store)."""
+
+    cri: cri.CriView
+    listings: containerd.StoreListings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PullHoldings:
+    """A node's holdings for some pulls, and the layer store (and snapshotter) they were read from."""
+
+    holdings: NodeHoldings
+    layer_store: str
+    snapshotter: str
 
 
 class RuntimeSource:
@@ -215,6 +233,30 @@ class RuntimeSource:
             layer_store=store.name,
             declared_bases=layers.declared_bases,
         )
+
+    def pull_view(self) -> PullView:
+        """What a pull's accounting needs of the node whatever the images (so it can be read
+        while the registries are asked): CRI's runtime, snapshotter and image list (no image
+        details), and containerd's content and snapshot listings. Raises RuntimeUnavailableError."""
+        view = self.cri.read_images()
+        store = self._layer_store(view.runtime_name)
+        if not isinstance(store, containerd.ContainerdLayerStore):
+            return PullView(view)
+        store.use_snapshotter(self._snapshotter(view.snapshotter))
+        return PullView(view, store.pull_listings())
+
+    def pull_holdings(self, images: Sequence[RemoteImage], view: PullView | None = None) -> PullHoldings:
+        """What the node holds of what pulling `images` needs (`view`: pull_view's answer, if
+        read already). containerd is asked about those images' chains only, beyond its
+        listings (a few calls per layer, whatever else the node holds); containers/storage's
+        records are files, read whole by a refresh. Raises RuntimeUnavailableError."""
+        view = view or self.pull_view()
+        store = self._layer_store(view.cri.runtime_name)
+        if not isinstance(store, containerd.ContainerdLayerStore):
+            facts = self.snapshot()
+            return PullHoldings(holdings_for(holdings_from_facts(facts), images), facts.layer_store, facts.snapshotter)
+        answers = store.pull_answers(images, view.cri.images, view.listings)
+        return PullHoldings(holdings_from_answers(answers, images), store.name, store.snapshotter)
 
     def _snapshotter(self, runtime_snapshotter: str) -> str:
         """The configured snapshotter, else the runtime's; a mismatch is said once

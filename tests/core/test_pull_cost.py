@@ -3,6 +3,8 @@ rules as measured (tests/integration/test_pull_cost.py proves them on real pulls
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from exporter.core.chain import chain_ids
@@ -15,7 +17,9 @@ from exporter.core.pull_cost import (
     PullCost,
     RemoteImage,
     RemoteLayer,
+    StoreAnswers,
     holdings_for,
+    holdings_from_answers,
     holdings_from_facts,
     image_locality_score,
     kubelet_listed,
@@ -24,6 +28,8 @@ from exporter.core.pull_cost import (
     pull_costs,
     repull_report,
     rollout,
+    shows_discarded_blobs,
+    stored_layers_of,
     total,
     workload_locality,
 )
@@ -333,3 +339,69 @@ def test_workload_cold_start_percentiles_are_nearest_rank_node_figures():
     assert sorted(n.total.fetch_bytes for n in locality.rollout.nodes) == [0, 0, 37, 1037]
     assert locality.rollout.fetch_percentile(0.5) == 0 and locality.rollout.fetch_percentile(0.9) == 1037
     assert rollout([app], {}).fetch_percentile(0.5) == 0
+
+
+# -- a targeted read --------------------------------------------------------------
+
+
+def test_answers_about_some_images_give_the_whole_refreshs_holdings_for_them():
+    """The node: a (BASE, LIB, APP) and c (BASE, LONE), every chain unpacked, APP's blob
+    discarded, c's top remote. Asked: a new version of a (BASE, LIB, APP2), moved (BASE,
+    APP: APP's diff only on another parent, which the answers name) and c itself."""
+    a = ImageFacts(d("config-a"), ("x/a:1",), diff_ids=(BASE.diff_id, LIB.diff_id, APP.diff_id), compressed_size=9)
+    c = ImageFacts(d("config-c"), ("x/c:1",), diff_ids=(BASE.diff_id, LONE.diff_id), compressed_size=5)
+    sizes = dict(zip(chains(BASE, LIB, APP), (1000, 200, 33), strict=True))
+    facts = _facts(
+        images=(a, c),
+        layer_usage={**{k: SnapshotUsage(v) for k, v in sizes.items()}, chains(BASE, LONE)[1]: SnapshotUsage(0)},
+        remote_layers=frozenset({chains(BASE, LONE)[1]}),
+        layer_blobs={a.image_id: tuple(LayerBlob(x.digest, x.size) for x in (BASE, LIB, APP))},
+        present_blobs={BASE.digest: 1000, LIB.digest: 200},
+    )
+    present = RemoteImage("x/c:1", "", c.image_id, 7, (BASE, LONE))
+    asked = [image("x/a:1", BASE, LIB, APP2), image("moved", BASE, APP), present]
+    answers = StoreAnswers(
+        snapshotter="overlayfs",
+        listed_images=(a, c),
+        layer_usage={
+            **{ch: sizes[ch] for ch in chains(BASE, LIB)},
+            chains(BASE)[0]: 1000,
+            chains(BASE, LONE)[1]: 0,
+            chains(BASE, LIB, APP)[2]: 33,
+        },
+        remote_layers=frozenset({chains(BASE, LONE)[1]}),
+        present_blobs=frozenset({BASE.digest, LIB.digest}),
+        diff_chains={APP.diff_id: (chains(BASE, LIB, APP)[2],)},
+        keeps_layer_blobs=False,
+    )
+    targeted = holdings_from_answers(answers, asked)
+    assert targeted == holdings_for(holdings_from_facts(facts), asked)
+    assert targeted.diff_bytes[APP.diff_id] == 33 and LONE.diff_id not in targeted.diff_bytes  # remote: no bytes
+    assert targeted.chains[chains(BASE, LONE)[1]] == 0 and c.image_id in targeted.blobs
+    assert targeted.listed == {"x/a:1": 9, "x/c:1": 5}
+    native = holdings_from_answers(dataclasses.replace(answers, snapshotter="native"), asked)
+    assert not native.diff_sized and native.diff_bytes == {}
+
+
+def test_stored_layers_of_a_diff_are_found_on_any_parent():
+    snapshots = {
+        **{c: p for c, p in zip(chains(BASE, LIB, APP), ("", *chains(BASE, LIB)), strict=True)},
+        chains(LONE, APP)[1]: chains(LONE)[0],
+        chains(LONE)[0]: "",
+        chains(BASE, APP2)[1]: chains(BASE)[0],
+    }
+    found = stored_layers_of([APP.diff_id, LONE.diff_id, LIB.diff_id, d("diff-none")], snapshots)
+    assert found == {
+        APP.diff_id: tuple(sorted((chains(BASE, LIB, APP)[2], chains(LONE, APP)[1]), key=lambda c: snapshots[c])),
+        LONE.diff_id: (LONE.diff_id,),  # a bottom layer's chain ID is its diff ID
+        LIB.diff_id: (chains(BASE, LIB)[1],),
+    }
+
+
+def test_evidence_of_discarded_blobs_needs_every_chain_unpacked_and_a_blob_missing():
+    ids = chains(BASE, APP)
+    blobs = (BASE.digest, APP.digest)
+    assert shows_discarded_blobs(blobs, ids, set(ids), {BASE.digest})
+    assert not shows_discarded_blobs(blobs, ids, set(ids), set(blobs))  # all kept
+    assert not shows_discarded_blobs(blobs, ids, {ids[0]}, {BASE.digest})  # not unpacked: never fetched
+    assert not shows_discarded_blobs(blobs[:1], ids, set(ids), set())  # the manifest does not match the config

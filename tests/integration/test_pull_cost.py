@@ -29,7 +29,7 @@ from exporter.cli.args import build_parser
 from exporter.cli.runtime import runtime_source
 from exporter.config import resolve as resolve_config
 from exporter.core.facts import NodeFacts
-from exporter.core.pull_cost import repull_report
+from exporter.core.pull_cost import RemoteImage, RemoteLayer, holdings_for, holdings_from_facts, repull_report
 from tests.harness.containerd import Containerd
 from tests.harness.containers_storage import Podman, write_single_ref_tar
 from tests.harness.images import BuiltImage, ImageSpec, busybox_layer, data_layer, empty_layer
@@ -235,6 +235,54 @@ def _expectations(scenario: str, node: Node, images: list[dict[str, object]], di
         # h once; i; then e, and h's blob again only where svc:1's pull discarded it.
         assert [i["fetch_layers"] for i in images] == [1, 1, 2 if discard else 1]
         assert [i["unpack_layers"] for i in images] == [1, 1, 2]
+
+
+def _remote(ref: str, image: BuiltImage) -> RemoteImage:
+    layers = tuple(RemoteLayer(b.digest, len(b.data), d) for b, d in zip(image.layers, image.diff_ids, strict=True))
+    return RemoteImage(ref, image.manifest.digest, image.config.digest, len(image.config.data), layers)
+
+
+def test_the_targeted_read_holds_what_a_whole_refresh_holds(node: Node):
+    """`pull-cost` asks containerd only about the requested images' chains, blobs and diffs;
+    what it finds equals a whole refresh restricted to those images: present chains and
+    their bytes, a shared base, a diff stored on other parents (its bytes), layer blobs
+    kept or discarded, configs of listed images, and the names ImageLocality sees."""
+    maker = PodMaker(node.containerd.endpoint, str(node.containerd.pod_logs))
+    try:
+        for name in ("app:1", "moved:1", "lone:1", "svc:1"):
+            maker.pull_image(node.refs[name])
+            _discarded(node, name)
+    finally:
+        maker.close()
+    f, b = node.images["lone:1"].layers[0], node.images["app:1"].layers[2]
+    # b's diff on a third parent: stored twice already (on app:1's and moved:1's parents).
+    third = ImageSpec(["x/third"], [data_layer("pc-f", SIZE + 4000), data_layer("pc-b", SIZE + 1000)]).build()
+    assert (third.layers[0].digest, third.layers[1].digest) == (f.digest, b.digest)
+    # Present: lone:1 whole, app:2's base; h's and b's diffs only on other parents than these images'.
+    refs = [*(node.refs[n] for n in ("app:2", "other:1", "lone:1")), _push(node.registry, "third:1", third)]
+    images = [_remote(ref, node.images.get(ref.rsplit("/", 1)[1], third)) for ref in refs]
+    config = resolve_config(build_parser().parse_args(["df", "--runtime-endpoint", node.containerd.endpoint]))
+    runtime = runtime_source(config)
+    try:
+        targeted = runtime.pull_holdings(images)
+        calls = runtime.calls
+        whole = holdings_for(holdings_from_facts(runtime.snapshot()), images)
+    finally:
+        runtime.close()
+    assert targeted.holdings == whole
+    assert (targeted.layer_store, targeted.snapshotter) == ("containerd", "overlayfs")
+    # Not vacuous: each kind of fact is there to compare.
+    discard = node.containerd.discard_unpacked_layers
+    h = node.images["svc:1"].layers[2]
+    assert whole.keeps_layer_blobs is not discard
+    assert (h.digest in whole.blobs, b.digest in whole.blobs) == (not discard, not discard)
+    assert {node.images["app:1"].diff_ids[2], node.images["svc:1"].diff_ids[2]} <= whole.diff_bytes.keys()
+    assert set(_chain_ids(node.images["app:2"].diff_ids)[:2]) <= whole.chains.keys()
+    assert node.images["lone:1"].image_id in whole.blobs and node.images["app:2"].image_id not in whole.blobs
+    assert whole.listed.keys() == {node.refs["lone:1"]}
+    # Asked about those images only: no image's details, no pod, no container.
+    assert not {m.rsplit("/", 1)[1] for m in calls} & {"ImageStatus", "ListPodSandbox", "ListContainers"}
+    assert calls["/containerd.services.snapshots.v1.Snapshots/List"] == 1  # the diffs on other parents
 
 
 # -- containers/storage --------------------------------------------------------

@@ -9,7 +9,9 @@ from collections.abc import Generator
 import pytest
 
 from exporter.core.accounting import account
+from exporter.core.chain import chain_ids
 from exporter.core.facts import ImageFacts
+from exporter.core.pull_cost import RemoteImage, RemoteLayer, holdings_for, holdings_from_facts
 from exporter.errors import BlobUnavailableError, RuntimeUnavailableError
 from exporter.sources.containerd import MANIFEST_RETRY_SECONDS, ContainerdLayerStore, ContainerdOptions
 from exporter.sources.grpc_client import RpcSession, read_only_channel
@@ -206,3 +208,114 @@ def test_a_reader_that_stops_early_leaves_no_call_behind(fake):
     assert fake.content_reads_active == 0
     assert fake.calls["content/Read"] == 1
     runtime.close()
+
+
+# -- the targeted read pull-cost makes ----------------------------------------------
+
+
+def _remote(ref: str, config: str, diffs: list[str]) -> RemoteImage:
+    return RemoteImage(ref, "", config, 2, tuple(RemoteLayer(digest("blob-" + x), 10, x) for x in diffs))
+
+
+def _asked(fake, *names: str) -> list[RemoteImage]:
+    """Images as the registry would give them: the fake's own by image ID, or new ones by their diffs."""
+    return [
+        _remote(f"x/{n}:1", digest(n), fake.images[digest(n)])
+        if digest(n) in fake.images
+        else _remote(f"x/{n}:1", digest(n), [digest(x) for x in n.split("-")])
+        for n in names
+    ]
+
+
+def _targeted_and_whole(fake, images):
+    """The targeted read's holdings, the whole refresh's restricted to `images`, and the targeted read's calls."""
+    runtime = source_for(fake, layer_store="containerd")
+    try:
+        before = dict(fake.calls)
+        targeted = runtime.pull_holdings(images)
+        calls = {k: v - before.get(k, 0) for k, v in fake.calls.items() if v - before.get(k, 0)}
+        whole = holdings_for(holdings_from_facts(runtime.snapshot()), images)
+    finally:
+        runtime.close()
+    return targeted.holdings, whole, calls
+
+
+def test_pull_holdings_ask_about_the_requested_layers_only(fake):
+    """i1 (a, b) and i2 (a, c) are on the node. Asked: i1 again, and a new image (a, d): one
+    Usage per distinct chain, no ImageStatus, one content listing and one snapshot listing
+    (is d's diff stored on another parent?), whatever else the node holds."""
+    fake.tags = {digest("i1"): ["x/i1:1"]}
+    images = _asked(fake, "i1", "a-d")
+    targeted, whole, calls = _targeted_and_whole(fake, images)
+    assert targeted == whole
+    assert set(targeted.chains) == set(chain_ids([digest("a"), digest("b")])) and targeted.listed == {"x/i1:1": 1}
+    assert digest("i1") in targeted.blobs and targeted.keeps_layer_blobs
+    assert calls == {
+        "runtime.v1.RuntimeService/Version": 1,
+        "runtime.v1.RuntimeService/Status": 1,
+        "runtime.v1.ImageService/ListImages": 1,
+        "runtime.v1.ImageService/ImageFsInfo": 1,
+        "containerd.services.snapshots.v1.Snapshots/Usage": 3,  # a, a+b, a+d
+        "containerd.services.snapshots.v1.Snapshots/List": 1,
+        "content/List": 1,
+    }
+
+
+def test_a_diff_stored_on_another_parent_is_found_by_one_snapshot_listing(fake):
+    fake.images[digest("i3")] = [digest("x"), digest("d")]
+    fake.remote_snapshots.add(chain_ids([digest("x"), digest("d")])[1])  # lazily pulled: no bytes to tell
+    targeted, whole, calls = _targeted_and_whole(fake, _asked(fake, "b-c-d"))
+    assert targeted == whole and not targeted.chains
+    assert targeted.diff_bytes == {digest("b"): 100, digest("c"): 100}  # on parent a; d's only copy is remote
+    assert calls["containerd.services.snapshots.v1.Snapshots/List"] == 1
+
+
+def test_a_remote_chain_is_present_with_no_bytes(fake):
+    remote = chain_ids(fake.images[digest("i1")])[1]
+    fake.remote_snapshots.add(remote)
+    targeted, whole, calls = _targeted_and_whole(fake, _asked(fake, "i1"))
+    assert targeted == whole and targeted.chains[remote] == 0
+    assert calls["containerd.services.snapshots.v1.Snapshots/Stat"] == 1  # only the chain that read as 0 bytes
+
+
+def _pulled(fake, image_id: str, *, labelled_layers: bool, kept: bool) -> None:
+    """The content store after a CRI pull of `image_id`: its manifest (labelled as the pull
+    labels it) and config, and its layer blobs unless discarded."""
+    diffs = fake.images[image_id]
+    layers = [f"layer {image_id} {x}".encode() for x in diffs]
+    config = json.dumps({"rootfs": {"type": "layers", "diff_ids": diffs}}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": image_id, "size": 2},
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": _sha(b), "size": len(b)}
+                for b in layers
+            ],
+        }
+    ).encode()
+    fake.blobs[_sha(manifest)], fake.blobs[image_id] = manifest, config
+    fake.image_targets.append(_sha(manifest))
+    labels = {"containerd.io/gc.ref.content.config": image_id}
+    if labelled_layers:
+        labels |= {f"containerd.io/gc.ref.content.l.{n}": _sha(b) for n, b in enumerate(layers)}
+    fake.blob_labels[_sha(manifest)] = labels
+    if kept:
+        fake.blobs |= {_sha(b): b for b in layers}
+
+
+@pytest.mark.parametrize(
+    ("labelled", "kept", "reads"),
+    [(True, True, 0), (False, False, 4), (True, False, 2)],
+    ids=["kept", "discarded", "never-fetched"],
+)
+def test_discarded_layer_blobs_are_told_as_a_whole_refresh_tells_them(fake, labelled, kept, reads):
+    """Kept (the manifest's labels name its layers, all there): nothing is read. Discarded
+    (the pull left the layers out of the labels): the manifests and configs are read.
+    Labelled but missing (never fetched, or dropped since): the configs are read."""
+    for image_id in fake.images:
+        _pulled(fake, image_id, labelled_layers=labelled, kept=kept)
+    targeted, whole, calls = _targeted_and_whole(fake, _asked(fake, "a-d"))
+    assert targeted == whole and targeted.keeps_layer_blobs is kept
+    assert calls.get("content/Read", 0) == reads

@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from exporter.core.accounting import account
+from exporter.core.pull_cost import RemoteImage, RemoteLayer, holdings_for, holdings_from_facts
 from exporter.errors import RuntimeUnavailableError
 from exporter.sources.node import RuntimeOptions, RuntimeSource
 from tests.fake_grpc import source_for
@@ -163,4 +164,45 @@ def test_explicit_containerd_store_on_containerd(fake):
     runtime = source_for(fake, layer_store="containerd")
     assert runtime.layer_store is not None and runtime.layer_store.name == "containerd"
     assert runtime.snapshot().layer_store == "containerd"
+    runtime.close()
+
+
+def _asked(fake) -> list[RemoteImage]:
+    """The fake's images as a registry would give them (pull-cost's question)."""
+    return [
+        RemoteImage(f"x/{n}:1", "", image_id, 2, tuple(RemoteLayer(digest(d), 10, d) for d in diffs))
+        for n, (image_id, diffs) in enumerate(fake.images.items())
+    ]
+
+
+def test_pull_holdings_read_the_snapshotter_the_runtime_unpacks_with(fake):
+    fake.snapshotter = "native"
+    fake.status_config = {"containerd": {"snapshotter": "native"}}
+    runtime = source_for(fake)
+    read = runtime.pull_holdings(_asked(fake))
+    runtime.close()
+    assert (read.layer_store, read.snapshotter) == ("containerd", "native")
+    assert len(read.holdings.chains) == 3 and not read.holdings.diff_sized  # native copies its parent
+    assert "containerd.services.snapshots.v1.Snapshots/List" not in fake.calls  # no diff's bytes to look for
+
+
+def test_pull_holdings_on_containers_storage_read_its_files_whole(fake, tmp_path):
+    fake.runtime_name = "cri-o"
+    (tmp_path / "overlay-layers").mkdir()
+    (tmp_path / "overlay-images").mkdir()
+    (tmp_path / "overlay-layers" / "layers.json").write_text("[]")
+    (tmp_path / "overlay-images" / "images.json").write_text("[]")
+    runtime = source_for(fake, storage_root=str(tmp_path))
+    images = _asked(fake)
+    read = runtime.pull_holdings(images)
+    assert read.holdings == holdings_for(holdings_from_facts(runtime.snapshot()), images)
+    runtime.close()
+    assert (read.layer_store, read.holdings.model) == ("containers-storage", "containers-storage")
+    assert not [m for m in fake.calls if m.startswith("containerd.")]
+
+
+def test_pull_holdings_from_a_runtime_that_does_not_answer(tmp_path):
+    runtime = RuntimeSource(RuntimeOptions(endpoint=str(tmp_path / "none.sock"), rpc_timeout=0.5))
+    with pytest.raises(RuntimeUnavailableError, match="UNAVAILABLE|DEADLINE"):
+        runtime.pull_holdings([])
     runtime.close()
