@@ -678,8 +678,9 @@ def cluster_dashboard() -> dashboard.Dashboard:
     return _pull_cost_row(board, lay)
 
 
-# The locality service's recording rules (the chart's locality.enabled) drop `job`: the
-# service is not an exporter. Filtered by cluster and the recorded `namespace`.
+# The locality service's recording rules (the chart's locality.enabled) keep its own `job`,
+# which the Job variable (the exporters' jobs) does not list: filtered by cluster and the
+# recorded `namespace` only.
 LOCALITY = f'{CLUSTER_LABEL}=~"$cluster", namespace=~"$namespace"'
 
 
@@ -691,11 +692,11 @@ def _pull_cost_row(board: dashboard.Dashboard, lay: Layout) -> dashboard.Dashboa
         lay,
         bars_panel(
             "Warm nodes per workload (least warm first)",
-            "Share of the nodes answering that would fetch and unpack no layer to start a pod of the workload "
-            "(recording rule workload:layer_sharing_locality_warm_nodes:ratio, from the chart's locality "
-            "service; No data when locality.enabled is off). The scheduler's ImageLocality sees whole images "
-            "by name only: see docs/pull-cost.md.",
-            f"bottomk(20, workload:layer_sharing_locality_warm_nodes:ratio{{{LOCALITY}}})",
+            "Share of the nodes a pod of the workload may be scheduled on (answering) that would fetch and "
+            "unpack no layer to start one (recording rule workload:layer_sharing_locality_workload_warm_nodes:ratio, "
+            "from the chart's locality service; No data when locality.enabled is off). The scheduler's "
+            "ImageLocality sees whole images by name only: see docs/pull-cost.md.",
+            f"bottomk(20, workload:layer_sharing_locality_workload_warm_nodes:ratio{{{LOCALITY}}})",
             "{{namespace}}/{{workload}}",
             unit="percentunit",
         ),
@@ -708,9 +709,9 @@ def _pull_cost_row(board: dashboard.Dashboard, lay: Layout) -> dashboard.Dashboa
         bars_panel(
             "Cold-start bytes per workload (p90 over nodes)",
             "Bytes a node would fetch from the registry to start a pod of the workload (config and layer "
-            "blobs it lacks), the nearest-rank p90 over the nodes answering (recording rule "
-            "workload:layer_sharing_locality_cold_start_bytes:p90; p50 beside it in the rules).",
-            f"topk(20, workload:layer_sharing_locality_cold_start_bytes:p90{{{LOCALITY}}})",
+            "blobs it lacks), the nearest-rank p90 over the nodes it may be scheduled on (recording rule "
+            "workload:layer_sharing_locality_workload_cold_start_bytes:max, quantile 0.9; 0.5 beside it).",
+            f'topk(20, workload:layer_sharing_locality_workload_cold_start_bytes:max{{{LOCALITY}, quantile="0.9"}})',
             "{{namespace}}/{{workload}}",
         ),
         12,

@@ -1241,7 +1241,10 @@ def test_the_locality_service_reads_only_and_is_never_taken_for_an_exporter(char
     assert {"name": "DOCKER_CONFIG", "value": "/etc/layer-sharing-exporter-registry"} in container["env"]
     # Read-only: pods and nodes listed cluster-wide; the exporters' pod proxy in their namespace only.
     (cluster_role,) = of_kind(docs, "ClusterRole", component="locality")
-    assert cluster_role["rules"] == [{"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["list"]}]
+    assert cluster_role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["list"]},
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
+    ]
     (role,) = of_kind(docs, "Role", component="locality")
     assert role["metadata"]["namespace"] == "monitoring"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods/proxy"], "verbs": ["get"]}]
@@ -1263,3 +1266,30 @@ def test_notes_say_how_to_check_the_locality_service(chart):
     assert "locality service" not in _notes(chart, {})
     with_monitor = _notes(chart, {"locality": {"enabled": True}, "serviceMonitor": {"enabled": True}})
     assert "scrape its Service" not in with_monitor
+
+
+def test_the_locality_service_is_scraped_by_the_kind_of_monitor_the_exporters_are(chart):
+    values = {
+        "locality": {"enabled": True},
+        "podMonitor": {"enabled": True, "namespace": "obs", "labels": {"release": "kps"}, "sampleLimit": 500,
+                       "metricRelabelings": [{"action": "drop", "regex": "x"}]},
+    }  # fmt: skip
+    docs = render(chart, values)
+    assert of_kind(docs, "ServiceMonitor", component="locality") == []
+    (monitor,) = of_kind(docs, "PodMonitor", component="locality")
+    assert monitor["metadata"]["namespace"] == "obs" and monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["sampleLimit"] == 500
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["metricRelabelings"] == [{"action": "drop", "regex": "x"}]
+    (deployment,) = of_kind(docs, "Deployment", component="locality")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two runs asking every node at once
+
+
+def test_the_locality_service_refuses_basic_auth_on_the_exporters(chart):
+    web = {"basic_auth_users": {"prometheus": "$2y$10$abcdefghijklmnopqrstuv"}}
+    with pytest.raises(HelmRenderError, match="carries no credentials"):
+        render(chart, {"locality": {"enabled": True}, "webConfig": {"config": web}})

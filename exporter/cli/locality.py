@@ -15,12 +15,23 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from exporter.cli.exit_codes import EXIT_OK, EXIT_USAGE
-from exporter.core.placement import ClusterNode, may_schedule
-from exporter.core.pull_cost import RemoteImage, WorkloadLocality, workload_locality
+from exporter.core.placement import ClusterNode, RunningWorkload
+from exporter.core.pull_cost import (
+    NodeHoldings,
+    NodeRollout,
+    RemoteImage,
+    RolloutReport,
+    WorkloadLocality,
+    workload_locality,
+)
 from exporter.outputs.locality_metrics import LocalityRun, LocalityStore
+
+if TYPE_CHECKING:
+    from exporter.sources.registry import ImageReference, Platform, RegistryClient
 
 logger = logging.getLogger("layer_sharing_exporter.locality")
 
@@ -30,31 +41,28 @@ DEFAULT_TOP_N = 100
 EXIT_NO_DATA, EXIT_UNREACHABLE = 3, 4
 
 
-@dataclass(frozen=True)
 class LocalityFailedError(Exception):
     """A run that yields no figure: why, and report's exit code for it."""
 
-    message: str
-    exit_code: int
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
 
-    def __str__(self) -> str:
-        return self.message
 
-
-def measure(args: argparse.Namespace) -> LocalityRun:
-    """One run over the cluster as `args` say to reach it. Raises LocalityFailedError
-    (nothing measured) and ValueError (bad flags)."""
-    from exporter.cli.pull_cost import _one_line, _remote_image
-    from exporter.cli.registry_access import registry_client, wanted_platform
+def measure(args: argparse.Namespace, client: RegistryClient | None = None) -> LocalityRun:
+    """One run over the cluster as `args` say to reach it (`client`: a long-lived registry
+    client, for its digest cache). Raises LocalityFailedError (nothing measured) and
+    ValueError (bad flags)."""
+    from exporter.cli.pull_cost import _one_line
+    from exporter.cli.registry_access import registry_client
     from exporter.sources import registry
     from exporter.sources.kubernetes import pod_proxy
 
     started = time.monotonic()
-    wanted = wanted_platform(args)
-    client = registry_client(args)  # a new one each run: its digest cache lasts one run, as tags move
+    client = client or registry_client(args)
     kubeconfig = args.kubeconfig or ""
     problems: list[str] = []
-    parsed: dict[str, registry.ImageReference] = {}
     try:
         workloads = pod_proxy.running_workloads(kubeconfig, args.context)
         pods = pod_proxy.exporter_pods(
@@ -69,36 +77,45 @@ def measure(args: argparse.Namespace) -> LocalityRun:
     except Exception as exc:  # e.g. no RBAC for nodes: still an answer, with every node counted
         nodes = None
         problems.append(f"nodes not readable, every node answering counted for every workload: {_one_line(str(exc))}")
+    parsed: dict[str, registry.ImageReference] = {}
     for name, workload in workloads.items():
         for text in workload.images:
             try:
                 parsed.setdefault(text, registry.parse_strict_reference(text))
             except ValueError as exc:
                 problems.append(f"workload {name}: {exc}")
-    texts = list(parsed)
-    resolved: dict[str, RemoteImage] = {}
-    for text, result in zip(texts, client.resolve_many([parsed[t] for t in texts], wanted), strict=True):
-        if isinstance(result, registry.RegistryError):
-            problems.append(f"{text}: {_one_line(str(result))}")
-        else:
-            resolved[text] = _remote_image(text, result)
-    complete = {n: w for n, w in workloads.items() if all(r in resolved for r in w.images)}
-    problems += [f"workload {n}: not every image resolved, left out" for n in workloads if n not in complete]
-    images = [resolved[t] for t in dict.fromkeys(r for w in complete.values() for r in w.images)]
-    holdings, unreachable = pod_proxy.fetch_holdings(
-        kubeconfig, pods, args.port, args.timeout, images, context=args.context
-    )
+    # Each node is priced with the images of its own platform (an arm64 node pulls arm64 layers).
+    node_platforms = _node_platforms(args, nodes, [p.node for p in pods])
+    by_platform: dict[registry.Platform, list[str]] = {}
+    for node, platform in node_platforms.items():
+        by_platform.setdefault(platform, []).append(node)
+    resolved: dict[registry.Platform, dict[str, RemoteImage]] = {}
+    for platform in by_platform:
+        resolved[platform], failures = _resolve(client, parsed, platform)
+        problems += failures
+    if not any(resolved.values()):
+        raise LocalityFailedError(
+            "no running workload's image resolved: " + "; ".join(problems[:3]) if problems else "no running workload",
+            EXIT_NO_DATA,
+        )
+    holdings: dict[str, NodeHoldings] = {}
+    unreachable: list[tuple[str, str]] = []
+    for platform, platform_nodes in by_platform.items():
+        wanted = [p for p in pods if p.node in platform_nodes]
+        answers, failed = pod_proxy.fetch_holdings(
+            kubeconfig, wanted, args.port, args.timeout, list(resolved[platform].values()), context=args.context
+        )
+        holdings.update(answers)
+        unreachable += failed
     if not holdings:
         raise LocalityFailedError("no exporter answered" + "".join(f"; {n}: {e}" for n, e in unreachable), EXIT_NO_DATA)
-    localities: list[WorkloadLocality] = []
-    for name, workload in complete.items():
-        # Priced only where its pods may go; a node the API does not list (yet) is given the benefit.
-        eligible = {
-            node: held
-            for node, held in holdings.items()
-            if nodes is None or node not in nodes or may_schedule(nodes[node], workload.placement)
-        }
-        localities += workload_locality({name: [resolved[r] for r in workload.images]}, eligible)
+    localities = []
+    for name, workload in workloads.items():
+        priced = _price(name, workload, holdings, nodes, node_platforms, resolved)
+        if priced is None:
+            problems.append(f"workload {name}: not every image resolved, left out")
+        else:
+            localities.append(priced)
     return LocalityRun(
         workloads=tuple(localities),
         nodes_answering=len(holdings),
@@ -109,12 +126,79 @@ def measure(args: argparse.Namespace) -> LocalityRun:
     )
 
 
+def _node_platforms(
+    args: argparse.Namespace, nodes: Mapping[str, ClusterNode] | None, names: Sequence[str]
+) -> dict[str, Platform]:
+    """Each node's platform: --platform for all when given, else its kubernetes.io/os and
+    kubernetes.io/arch labels, else this machine's."""
+    from exporter.cli.registry_access import wanted_platform
+    from exporter.sources.registry import Platform
+
+    default = wanted_platform(args)
+    out = {}
+    for name in names:
+        labels = (nodes or {}).get(name, ClusterNode(name)).labels
+        os_name, arch = labels.get("kubernetes.io/os"), labels.get("kubernetes.io/arch")
+        out[name] = Platform(os_name, arch) if os_name and arch and not args.platform else default
+    return out
+
+
+def _resolve(
+    client: RegistryClient, parsed: Mapping[str, ImageReference], platform: Platform
+) -> tuple[dict[str, RemoteImage], list[str]]:
+    """Each reference for `platform` (the client reads each document once), and what failed."""
+    from exporter.cli.pull_cost import _one_line, _remote_image
+    from exporter.sources.registry import RegistryError
+
+    texts = list(parsed)
+    resolved, problems = {}, []
+    for text, result in zip(texts, client.resolve_many([parsed[t] for t in texts], platform), strict=True):
+        if isinstance(result, RegistryError):
+            problems.append(f"{text} ({platform}): {_one_line(str(result))}")
+        else:
+            resolved[text] = _remote_image(text, result)
+    return resolved, problems
+
+
+def _price(
+    name: str,
+    workload: RunningWorkload,
+    holdings: Mapping[str, NodeHoldings],
+    nodes: Mapping[str, ClusterNode] | None,
+    node_platforms: Mapping[str, Platform],
+    resolved: Mapping[Platform, Mapping[str, RemoteImage]],
+) -> WorkloadLocality | None:
+    """The workload's cold start on each node its pods may go to, with that node's platform's
+    images; None when its images resolve for no such node. A node the API does not list
+    (yet) is given the benefit of the doubt; a platform its images lack is not a node for it."""
+    rollouts: list[NodeRollout] = []
+    refs: tuple[str, ...] = ()
+    for platform in dict.fromkeys(node_platforms.values()):
+        images = resolved[platform]
+        if not all(r in images for r in workload.images):
+            continue
+        eligible = {
+            node: held
+            for node, held in holdings.items()
+            if node_platforms.get(node) == platform
+            and (nodes is None or node not in nodes or workload.may_run_on(nodes[node]))
+        }
+        (one,) = workload_locality({name: [images[r] for r in workload.images]}, eligible)
+        rollouts += one.rollout.nodes
+        refs = one.refs
+    if not refs:
+        return None
+    return WorkloadLocality(name, refs, RolloutReport(tuple(sorted(rollouts, key=lambda n: n.node))))
+
+
 def serve(args: argparse.Namespace) -> int:
     """Measure every `--every` seconds and serve the last run's figures on /metrics until SIGTERM."""
+    from exporter.cli.registry_access import registry_client, wanted_platform
     from exporter.cli.serve import stop_on_termination
     from exporter.errors import ConfigError
     from exporter.outputs import webconfig
     from exporter.outputs.server import MetricsServer
+    from exporter.sources.registry import RegistryError
 
     if args.every <= 0:
         print("layer-sharing-exporter report: --every must be positive", file=sys.stderr)
@@ -128,10 +212,18 @@ def serve(args: argparse.Namespace) -> int:
     stop = stop_on_termination()
     last_start = [time.monotonic()]
 
+    try:
+        wanted_platform(args)  # bad flags end the service now, not each run
+        client = registry_client(args)  # one for the service's life: documents by digest are read once
+    except (ValueError, RegistryError) as exc:
+        print(f"layer-sharing-exporter report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
     def run_forever() -> None:
         while not stop.is_set():
             last_start[0] = time.monotonic()
-            store.publish(_run_once(args))
+            client.new_run()
+            store.publish(_run_once(args, client))
             stop.wait(args.every)
 
     def alive() -> bool:
@@ -158,17 +250,22 @@ def serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_once(args: argparse.Namespace) -> LocalityRun:
+def _run_once(args: argparse.Namespace, client: RegistryClient) -> LocalityRun:
     """One run; a failure is the run's error (exported), never the end of the service."""
+    started = time.monotonic()
     try:
-        run = measure(args)
+        run = measure(args, client)
     except (LocalityFailedError, ValueError) as exc:
-        run = LocalityRun(error=str(exc), finished_at=time.time())
+        run = _failed(str(exc), started)
     except Exception as exc:  # a bug must not end the service: say it, try again next period
         logger.exception("locality run failed")
-        run = LocalityRun(error=f"internal error: {exc}", finished_at=time.time())
+        run = _failed(f"internal error: {exc}", started)
     for problem in (*run.problems, *(f"node {n} unreachable: {e}" for n, e in run.unreachable)):
         logger.warning("%s", problem)
     if run.error:
         logger.error("locality run failed: %s", run.error)
     return run
+
+
+def _failed(error: str, started: float) -> LocalityRun:
+    return LocalityRun(error=error, finished_at=time.time(), duration_seconds=time.monotonic() - started)

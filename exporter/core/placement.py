@@ -64,16 +64,20 @@ class PodPlacement:
     (terms ORed, each term's requirements ANDed; no terms: any node)."""
 
     tolerations: tuple[Toleration, ...] = ()
-    node_selector: Mapping[str, str] = field(default_factory=dict)
+    node_selector: tuple[tuple[str, str], ...] = ()  # (label, value) pairs, sorted: hashable
     required_terms: tuple[tuple[NodeRequirement, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class RunningWorkload:
-    """A workload with running pods: its images (init containers first) and where its pods may go."""
+    """A workload with running pods: its images (init containers first) and where its pods may
+    go (its pods' distinct placements: a rollout under way may have two templates)."""
 
     images: tuple[str, ...]
-    placement: PodPlacement = PodPlacement()
+    placements: tuple[PodPlacement, ...] = (PodPlacement(),)
+
+    def may_run_on(self, node: ClusterNode) -> bool:
+        return any(may_schedule(node, placement) for placement in self.placements)
 
 
 def tolerates(tolerations: tuple[Toleration, ...], taint: Taint) -> bool:
@@ -115,7 +119,7 @@ def may_schedule(node: ClusterNode, placement: PodPlacement) -> bool:
         return False
     if any(t.effect in _FILTERING_EFFECTS and not tolerates(placement.tolerations, t) for t in node.taints):
         return False
-    if any(node.labels.get(k) != v for k, v in placement.node_selector.items()):
+    if any(node.labels.get(k) != v for k, v in placement.node_selector):
         return False
     # An empty term matches no node, as the API defines it.
     return not placement.required_terms or any(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -120,31 +120,32 @@ class LocalityCollector(Collector):
         )
         warm = _family(
             "layer_sharing_locality_workload_warm_nodes",
-            "Nodes that would fetch and unpack no layer to start a pod of the workload.",
+            "Nodes it may run on that would fetch and unpack no layer to start a pod of it.",
         )
         cold = GaugeMetricFamily(
             "layer_sharing_locality_workload_cold_start_bytes",
             "Bytes a node would fetch from the registry to start a pod of the workload "
-            "(config and layer blobs, compressed): nearest-rank quantile over the nodes answering.",
+            "(config and layer blobs, compressed): nearest-rank quantile over the nodes it may run on.",
             labels=[*_WORKLOAD_LABELS, "quantile"],
         )
         fleet = _family(
             "layer_sharing_locality_workload_rollout_bytes",
-            "Bytes leaving the registry if every node answering started a pod of the workload.",
+            "Bytes leaving the registry if every node it may run on started a pod of it.",
         )
         assumed = _family(
             "layer_sharing_locality_workload_image_locality_assumed_bytes",
-            "What the scheduler's ImageLocality assumes every node answering would pull: whole "
-            "compressed images it does not list by name.",
+            "What the scheduler's ImageLocality assumes every node it may run on would pull: whole "
+            "compressed images the node does not list by name.",
         )
         for workload in shown:
             labels = list(split_workload(workload.workload))
             report = workload.rollout
             nodes.add_metric(labels, len(report.nodes))
+            if not report.nodes:
+                continue  # no node answering may run it: its nodes say 0, the rest is unknown, not 0
             warm.add_metric(labels, report.warm_nodes)
             for quantile in QUANTILES:
-                if report.nodes:  # no node may run it: no figure, rather than 0
-                    cold.add_metric([*labels, str(quantile)], report.fetch_percentile(quantile))
+                cold.add_metric([*labels, str(quantile)], report.fetch_percentile(quantile))
             fleet.add_metric(labels, report.registry_bytes)
             assumed.add_metric(labels, report.assumed_registry_bytes)
         yield from (nodes, warm, cold, fleet, assumed)
@@ -158,36 +159,38 @@ def _family(name: str, documentation: str) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, labels=list(_WORKLOAD_LABELS))
 
 
-@dataclass
 class LocalityStore:
     """The latest run, rendered per scrape (a few series per workload), for the metrics server.
 
     It stands where the node exporter's MetricsStore stands: `status` for /readyz,
-    `holdings` None (this service holds no layers: GET /pull-cost answers 503)."""
+    `holdings` None (this service holds no layers: GET /pull-cost answers 503). A run and
+    the health it makes are one pair, replaced in one assignment: a scrape never sees one
+    without the other."""
 
-    top_n: int = 100
-    _run: LocalityRun = field(default_factory=lambda: LocalityRun(error="no run yet"))
-    _health: LocalityHealth = field(default_factory=LocalityHealth)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
     holdings: None = None
+
+    def __init__(self, top_n: int = 100) -> None:
+        self.top_n = top_n
+        self._published: tuple[LocalityRun, LocalityHealth] = (LocalityRun(error="no run yet"), LocalityHealth())
+        self._lock = threading.Lock()  # one publisher at a time
 
     def publish(self, run: LocalityRun) -> None:
         with self._lock:
-            h = self._health
+            h = self._published[1]
             if run.error:
-                self._health = LocalityHealth(h.runs_ok, h.runs_failed + 1, h.last_success)
+                health = LocalityHealth(h.runs_ok, h.runs_failed + 1, h.last_success)
             else:
-                self._health = LocalityHealth(h.runs_ok + 1, h.runs_failed, run.finished_at)
-            self._run = run
+                health = LocalityHealth(h.runs_ok + 1, h.runs_failed, run.finished_at)
+            self._published = (run, health)
 
     @property
     def status(self) -> RefreshStatus:
-        health, run = self._health, self._run
+        run, health = self._published
         generation = health.runs_ok + health.runs_failed
         return RefreshStatus(generation=generation, up=not run.error, last_error=run.error)
 
     def render(self, accept: str) -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(LocalityCollector(self._run, self._health, self.top_n))
+        registry.register(LocalityCollector(*self._published, self.top_n))
         return encoder(registry), content_type

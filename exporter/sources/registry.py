@@ -234,6 +234,9 @@ class RegistryClient:
         self._tags: dict[tuple[str, str, str], str] = {}  # (registry, repository, tag) -> digest
         self._manifests: dict[str, dict[str, object]] = {}  # manifest or index by digest
         self._configs: dict[str, tuple[ImageDetails, int]] = {}  # config digest -> details, bytes
+        # A long-lived client's last run (new_run): what it read, kept for one more run.
+        self._previous_manifests: dict[str, dict[str, object]] = {}
+        self._previous_configs: dict[str, tuple[ImageDetails, int]] = {}
         # Threads resolving references at once still read each document once: one lock per document.
         self._locks: dict[tuple[str, ...], threading.Lock] = {}
         self._locks_lock = threading.Lock()
@@ -246,6 +249,37 @@ class RegistryClient:
         if registry in self.endpoints:
             return self.endpoints[registry].rstrip("/")
         return f"{'http' if _LOOPBACK.match(registry) else 'https'}://{registry}"
+
+    def new_run(self) -> None:
+        """A new run of a long-lived client (the locality service): tags are asked again (they
+        move), by HEAD first, and a document by digest is read again only if the last run did
+        not use it (what a digest names never changes). Memory holds at most two runs' documents;
+        registries that count pulls (Docker Hub) count GETs of manifests, not HEADs."""
+        self._tags.clear()
+        self._previous_manifests, self._manifests = self._manifests, {}
+        self._previous_configs, self._configs = self._configs, {}
+
+    def _head_digest(self, ref: ImageReference, tag: str) -> str:
+        """The digest a tag names now, from a HEAD's Docker-Content-Digest ("" if not said)."""
+        url = f"{self._base(ref.registry)}/v2/{ref.repository}/manifests/{tag}"
+        scope = f"repository:{ref.repository}:pull"
+        for attempt in range(2):
+            request = urllib.request.Request(url, headers={"Accept": MANIFEST_ACCEPT}, method="HEAD")
+            authorization = self._authorization(ref.registry, scope)
+            if authorization:
+                request.add_header("Authorization", authorization)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    digest = str(response.headers.get("Docker-Content-Digest", ""))
+                    return digest if DIGEST_RE.match(digest) else ""
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                if exc.code == 401 and attempt == 0 and self._authenticate(ref.registry, scope, exc):
+                    continue
+                return ""  # the GET that follows says what is wrong
+            except (urllib.error.URLError, OSError):
+                return ""
+        return ""
 
     def _get(self, ref: ImageReference, path: str, accept: str, limit: int) -> tuple[bytes, str]:
         url = f"{self._base(ref.registry)}/v2/{ref.repository}/{path}"
@@ -392,7 +426,14 @@ class RegistryClient:
     def _read_manifest(self, ref: ImageReference, reference: str) -> tuple[str, dict[str, object]]:
         by_digest = bool(DIGEST_RE.match(reference))
         digest = reference if by_digest else self._tags.get((ref.registry, ref.repository, reference), "")
+        if not digest and self._previous_manifests:
+            digest = self._head_digest(ref, reference)  # a tag the last run saw: maybe still the same
         if digest in self._manifests:
+            return digest, self._manifests[digest]
+        if digest in self._previous_manifests:
+            self._manifests[digest] = self._previous_manifests[digest]
+            if not by_digest:
+                self._tags[(ref.registry, ref.repository, reference)] = digest
             return digest, self._manifests[digest]
         body, media_type = self._get(ref, f"manifests/{reference}", MANIFEST_ACCEPT, MAX_MANIFEST_BYTES)
         what = f"{ref.name}@{reference}" if by_digest else f"{ref.name}:{reference}"
@@ -412,8 +453,9 @@ class RegistryClient:
             return self._read_config(ref, config_digest)
 
     def _read_config(self, ref: ImageReference, config_digest: str) -> tuple[ImageDetails, int]:
-        cached = self._configs.get(config_digest)
+        cached = self._configs.get(config_digest) or self._previous_configs.get(config_digest)
         if cached is not None:
+            self._configs[config_digest] = cached
             return cached
         blob, _ = self._get(ref, f"blobs/{config_digest}", "*/*", MAX_CONFIG_BYTES)
         _check_digest(blob, config_digest, f"config {config_digest}")

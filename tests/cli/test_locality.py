@@ -19,8 +19,9 @@ import pytest
 from exporter.cli.args import build_kubectl_parser
 from exporter.cli.locality import LocalityFailedError, measure
 from exporter.outputs.locality_metrics import LocalityStore
-from tests.cli.test_report import Cluster, api, registry  # noqa: F401 - the fixtures Cluster needs
-from tests.harness.kube_api import node, pod
+from tests.cli.test_report import BASE, Cluster, api, registry  # noqa: F401 - the fixtures Cluster needs
+from tests.harness.images import ImageSpec, data_layer
+from tests.harness.kube_api import node, owned, pod
 from tests.integration.conftest import ServedExporter, free_port
 
 WEB = {"namespace": "default", "workload_kind": "Deployment", "workload": "web"}
@@ -55,11 +56,17 @@ def test_a_run_prices_each_workload_on_each_node_and_lists_what_is_unknown(clust
 
 
 def test_only_nodes_its_pods_may_be_scheduled_on_count_for_a_workload(cluster: Cluster):
-    """node-b cordoned: web is priced on node-a alone; a DaemonSet tolerating the cordon on both."""
+    """node-b cordoned: web is priced on node-a alone; a DaemonSet tolerating the cordon on both,
+    though its controller pins each of its pods to its own node."""
     cluster.api.nodes = [node("node-a"), node("node-b", unschedulable=True)]
     agent = pod("kube-system", "agent-x", "node-a", ("DaemonSet", "agent"))
     agent["spec"]["containers"] = [{"name": "a", "image": cluster.ref2}]
     agent["spec"]["tolerations"] = [{"operator": "Exists"}]  # as DaemonSets tolerate the cordon
+    # As the DaemonSet controller makes its pods: a required affinity to its node by name.
+    pinned = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-a"]}]}
+    agent["spec"]["affinity"] = {
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [pinned]}}
+    }
     cluster.api.add_pod(agent)
     run = measure(_args(cluster))
     by_name = {w.workload: w.rollout for w in run.workloads}
@@ -73,8 +80,56 @@ def test_only_nodes_its_pods_may_be_scheduled_on_count_for_a_workload(cluster: C
     body = store.render("text/plain")[0].decode()
     web = 'namespace="default",workload="web",workload_kind="Deployment"'
     assert f"layer_sharing_locality_workload_nodes{{{web}}} 0.0" in body
-    assert "cold_start_bytes{" + web not in body
-    assert f"layer_sharing_locality_workload_rollout_bytes{{{web}}} 0.0" in body
+    assert [line for line in body.splitlines() if web in line] == [
+        f"layer_sharing_locality_workload_nodes{{{web}}} 0.0"
+    ]
+
+
+def test_a_cron_jobs_runs_are_one_workload_and_static_pods_none(cluster: Cluster):
+    cluster.api.add_owner(owned("Job", "batch", "nightly-2911", ("CronJob", "nightly")))
+    for job in ("nightly-2911", "one-off"):
+        run_pod = pod("batch", f"{job}-x", "node-b", ("Job", job))
+        run_pod["spec"]["containers"] = [{"name": "j", "image": cluster.ref1}]
+        cluster.api.add_pod(run_pod)
+    mirror = pod("kube-system", "etcd-node-a", "node-a", ("Node", "node-a"))
+    mirror["spec"]["containers"] = [{"name": "etcd", "image": cluster.ref2}]
+    cluster.api.add_pod(mirror)
+    names = {w.workload for w in measure(_args(cluster)).workloads}
+    assert names == {"default/Deployment/web", "batch/CronJob/nightly", "batch/Job/one-off"}
+
+
+def test_the_pod_list_is_read_a_page_at_a_time(cluster: Cluster):
+    for i in range(1200):
+        extra = pod("load", f"p-{i}", "node-a", ("StatefulSet", "load"))
+        extra["spec"]["containers"] = [{"name": "c", "image": cluster.ref1}]
+        cluster.api.add_pod(extra)
+    names = {w.workload for w in measure(_args(cluster)).workloads}
+    assert names == {"default/Deployment/web", "load/StatefulSet/load"}
+    assert cluster.api.pod_pages == 3  # 1,201 running pods and 2 exporters, 500 a page
+
+
+def test_each_node_is_priced_with_its_own_platforms_image(cluster: Cluster):
+    """An arm64 node prices the arm64 image of a multi-platform index, an amd64 node the amd64 one."""
+    amd64 = ImageSpec(["x"], [BASE, data_layer("rep-amd64", 800)]).build()
+    arm64 = ImageSpec(["x"], [BASE, data_layer("rep-arm64", 900)], architecture="arm64").build()
+    ref, _ = cluster.registry.push_index("team/multi", "1", {"amd64": amd64, "arm64": arm64})
+    cluster.api.nodes = [node("node-a", {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}),
+                         node("node-b", {"kubernetes.io/os": "linux", "kubernetes.io/arch": "arm64"})]  # fmt: skip
+    multi = pod("default", "multi-0", "node-a", ("StatefulSet", "multi"))
+    multi["spec"]["containers"] = [{"name": "m", "image": ref}]
+    cluster.api.add_pod(multi)
+    (workload,) = [w for w in measure(_args(cluster)).workloads if w.workload == "default/StatefulSet/multi"]
+    fetched = {n.node: n.total.fetch_bytes for n in workload.rollout.nodes}
+    # node-a holds the base (under app:1): the amd64 config and top layer; node-b holds nothing.
+    assert fetched["node-a"] == len(amd64.config.data) + len(amd64.layers[1].data)
+    assert fetched["node-b"] == len(arm64.config.data) + sum(len(b.data) for b in arm64.layers)
+
+
+def test_a_run_whose_images_all_fail_to_resolve_says_so(cluster: Cluster):
+    cluster.registry.fail_with["team/app"] = 503
+    with pytest.raises(LocalityFailedError, match="no running workload's image resolved") as failed:
+        measure(_args(cluster))
+    assert "503" in failed.value.message and failed.value.exit_code == 3
 
 
 def test_nodes_not_readable_count_every_node_and_say_so(cluster: Cluster):

@@ -48,8 +48,8 @@ def test_no_schedule_and_no_execute_taints_filter_prefer_no_schedule_does_not():
 
 def test_node_selector_and_required_node_affinity():
     node = ClusterNode("n1", labels={"zone": "a", "cores": "16"})
-    assert may_schedule(node, PodPlacement(node_selector={"zone": "a"}))
-    assert not may_schedule(node, PodPlacement(node_selector={"zone": "b"}))
+    assert may_schedule(node, PodPlacement(node_selector=(("zone", "a"),)))
+    assert not may_schedule(node, PodPlacement(node_selector=(("zone", "b"),)))
     zone_b = (NodeRequirement("zone", "In", ("b",)),)
     big = (NodeRequirement("cores", "Gt", ("8",)), NodeRequirement("gpu", "DoesNotExist"))
     assert may_schedule(node, PodPlacement(required_terms=(zone_b, big)))  # terms are ORed

@@ -109,6 +109,7 @@ class KubeApiStandIn(LoopbackServer):
         self.proxied: dict[tuple[str, str, int], str] = {}  # (namespace, pod, port) -> URL of the real exporter
         self.exporter_pods: list[dict[str, Any]] = []  # listed by label selector (the report's discovery)
         self.nodes: list[dict[str, Any]] = []  # GET /api/v1/nodes (the locality view's scheduling filters)
+        self.pod_pages = 0  # pages of the cluster-wide running-pod list served
         super().__init__(_handler(self))
 
     @property
@@ -199,6 +200,8 @@ def _handler(api: KubeApiStandIn) -> type[BaseHTTPRequestHandler]:
                 )
             elif url.path == "/api/v1/nodes":
                 self._json(200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": api.nodes})
+            elif url.path == "/api/v1/pods" and query.get("fieldSelector") == "status.phase=Running":
+                self._running_pods_page(query)
             elif url.path == "/api/v1/pods":
                 if query.get("fieldSelector") != f"spec.nodeName={api.node}":
                     self._json(400, status(400, "BadRequest", "this stand-in only serves one node's pods"))
@@ -228,6 +231,21 @@ def _handler(api: KubeApiStandIn) -> type[BaseHTTPRequestHandler]:
                 self._proxy(parts[3], parts[5], "/" + "/".join(parts[7:]) + (f"?{url.query}" if url.query else ""))
             else:
                 self._json(404, status(404, "NotFound", f"{url.path} not found"))
+
+        def _running_pods_page(self, query: dict[str, str]) -> None:
+            """Every running pod, `limit` at a time; `continue` is the offset, opaque to clients
+            as the API server's token is."""
+            running = [
+                p for p in (*api.exporter_pods, *api.pods.values()) if (p.get("status") or {}).get("phase") == "Running"
+            ]
+            start = int(query.get("continue") or 0)
+            limit = int(query.get("limit") or 0) or len(running)
+            api.pod_pages += 1
+            metadata: dict[str, Any] = {"resourceVersion": str(api.resource_version)}
+            if start + limit < len(running):
+                metadata["continue"] = str(start + limit)
+            self._json(200, {"kind": "PodList", "apiVersion": "v1", "metadata": metadata,
+                             "items": running[start : start + limit]})  # fmt: skip
 
         def _owner(self, kind: str, namespace: str, name: str) -> None:
             obj = api.owners.get((kind, namespace, name))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.core.pull_cost import CONTAINERD, NodeHoldings, RemoteImage, RemoteLayer, workload_locality
@@ -76,12 +78,13 @@ def test_no_per_layer_or_per_node_series_and_the_top_n_cut_is_counted():
 def test_a_failed_run_exports_its_health_and_no_figure_rather_than_zeros():
     store = LocalityStore()
     assert store.status.generation == 0  # not ready before the first run
-    store.publish(_run())
-    store.publish(LocalityRun(error="no exporter answered"))
+    store.publish(dataclasses.replace(_run(), finished_at=1234.5))
+    store.publish(LocalityRun(error="no exporter answered", finished_at=2000.0, duration_seconds=0.25))
     samples = _samples(store)
     assert samples[("layer_sharing_locality_up", ())] == 0
     assert samples[("layer_sharing_locality_runs_total", (("result", "failed"),))] == 1
-    assert samples[("layer_sharing_locality_last_success_timestamp_seconds", ())] == 0.0  # the ok run's finished_at
+    assert samples[("layer_sharing_locality_last_success_timestamp_seconds", ())] == 1234.5  # the ok run's
+    assert samples[("layer_sharing_locality_run_duration_seconds", ())] == 0.25
     assert not any(name.startswith("layer_sharing_locality_workload_") for name, _ in samples)
     assert store.status.generation == 2 and not store.status.up and store.status.last_error == "no exporter answered"
 

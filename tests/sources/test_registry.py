@@ -162,3 +162,38 @@ def test_resolve_refuses_a_manifest_that_disagrees_with_its_config(registry: Reg
     registry.tags[("team/mismatch", "2")] = wrong_size.digest
     with pytest.raises(RegistryError, match="the manifest says"):
         RegistryClient().resolve(parse_reference(f"{registry.host}/team/mismatch:2"), AMD64)
+
+
+def test_a_long_lived_client_asks_tags_again_by_head_and_reads_a_digest_once(registry: Registry):
+    """new_run (the locality service, each run): a tag is asked again by HEAD (registries that
+    count pulls, Docker Hub, count manifest GETs), a document by digest read again only when
+    the tag moved to one the last run did not see; what no run uses is dropped."""
+    first, moved = _image("long"), _image("long-2")
+    ref = parse_reference(registry.push("team/long", "1", first))
+    client = RegistryClient()
+    assert client.resolve(ref, AMD64).manifest_digest == first.manifest.digest
+    client.new_run()
+    registry.requests.clear()
+    assert client.resolve(ref, AMD64).manifest_digest == first.manifest.digest
+    assert registry.requests == ["HEAD /v2/team/long/manifests/1"]
+    registry.push("team/long", "1", moved)  # the tag moves
+    client.new_run()
+    registry.requests.clear()
+    assert client.resolve(ref, AMD64).manifest_digest == moved.manifest.digest
+    assert registry.requests == [
+        "HEAD /v2/team/long/manifests/1",
+        "GET /v2/team/long/manifests/1",
+        f"GET /v2/team/long/blobs/{moved.config.digest}",
+    ]
+    client.new_run()
+    client.new_run()  # two runs without `first`: gone from memory
+    registry.requests.clear()
+    by_digest = parse_reference(f"{registry.host}/team/long@{first.manifest.digest}")
+    assert client.resolve(by_digest, AMD64).manifest_digest == first.manifest.digest
+    assert registry.requests[0] == f"GET /v2/team/long/manifests/{first.manifest.digest}"
+
+
+def test_a_one_shot_client_never_sends_head(registry: Registry):
+    ref = parse_reference(registry.push("team/once", "1", _image("once")))
+    RegistryClient().resolve(ref, AMD64)
+    assert not [r for r in registry.requests if r.startswith("HEAD ")]

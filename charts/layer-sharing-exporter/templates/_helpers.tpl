@@ -155,6 +155,9 @@ see (a Secret under `helm template`), and a value that contradicts the web confi
 {{- if and .Values.kubeRBACProxy.enabled (eq (include "lse.tls" .) "true") }}
 {{- fail "kubeRBACProxy.enabled with a web config serving TLS: with the proxy, it terminates TLS and the exporter listens on 127.0.0.1 in plain HTTP. Turn webConfig.tls off (drop tls_server_config from the web config)." }}
 {{- end }}
+{{- if and .Values.locality.enabled (.Values.webConfig.config | default dict).basic_auth_users }}
+{{- fail "locality.enabled with basic_auth_users in webConfig.config: the locality service asks each exporter through the API server's pod proxy, which carries no credentials for them. Turn one of them off (TLS alone works)." }}
+{{- end }}
 {{- if and .Values.locality.enabled .Values.kubeRBACProxy.enabled }}
 {{- fail "locality.enabled with kubeRBACProxy.enabled: the locality service asks each exporter through the API server's pod proxy, which carries no token for kube-rbac-proxy. Turn one of them off." }}
 {{- end }}

@@ -117,6 +117,20 @@ class Api:
     def list_nodes(self) -> dict[str, Any]:
         return self._get_json("/api/v1/nodes")
 
+    def running_pods(self, page_size: int = 500) -> Iterator[dict[str, Any]]:
+        """Every running pod in the cluster, a page at a time (limit/continue), so a big
+        cluster's list is never held whole."""
+        token = ""
+        while True:
+            query: list[tuple[str, Any]] = [("fieldSelector", "status.phase=Running"), ("limit", page_size)]
+            if token:
+                query.append(("continue", token))
+            page = self._get_json("/api/v1/pods", query=query, timeout=60)
+            yield from page.get("items") or []
+            token = str((page.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return
+
     def list_labelled_pods(self, namespace: str, selector: str) -> dict[str, Any]:
         query = [("labelSelector", selector)]
         if namespace:

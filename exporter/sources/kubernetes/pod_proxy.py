@@ -16,6 +16,7 @@ from exporter import pull_cost_wire
 from exporter.core.placement import ClusterNode, NodeRequirement, PodPlacement, RunningWorkload, Taint, Toleration
 from exporter.core.pull_cost import NodeHoldings, RemoteImage, merge_holdings
 from exporter.sources.kubernetes.api import Api, KubeError
+from exporter.sources.kubernetes.workloads import controller_of
 
 SCHEMES = ("auto", "http", "https")
 
@@ -145,33 +146,52 @@ def fetch_holdings(
 
 def running_workloads(kubeconfig: str, context: str = "") -> dict[str, RunningWorkload]:
     """Every running pod's workload (namespace/kind/name): its images, init containers first,
-    and where its pods may be scheduled (from one of its pods: a workload's pods share a template).
+    and where its pods may be scheduled (each distinct placement of its pods).
 
-    A ReplicaSet's pods are their Deployment's (the ReplicaSet's name less the pod's
-    pod-template-hash); a pod without a controller is its own workload. Pods of one
-    workload with different images (a rollout under way) make it a set of all of them.
+    Read a page at a time. A ReplicaSet's pods are their Deployment's (the ReplicaSet's
+    name less the pod's pod-template-hash), a Job's its CronJob's (asked once per Job), so
+    that names last across rollouts and runs; a pod without a controller is its own
+    workload. Static (mirror) pods, owned by their Node, are left out: the kubelet runs
+    them from files, from images the node was built with. Pods of one workload with
+    different images (a rollout under way) make it a set of all of them.
     """
     api = Api(kubeconfig, context)
+    images: dict[str, dict[str, None]] = {}
+    placements: dict[str, dict[PodPlacement, None]] = {}
+    cron_jobs: dict[tuple[str, str], str] = {}  # (namespace, job) -> its workload's name
     try:
-        listing = api.list_labelled_pods("", "")  # no selector: every pod
+        for item in api.running_pods():
+            metadata, spec = item.get("metadata") or {}, item.get("spec") or {}
+            found = [
+                str(c.get("image"))
+                for c in (*(spec.get("initContainers") or []), *(spec.get("containers") or []))
+                if isinstance(c, dict) and c.get("image")
+            ]
+            owner = controller_of(metadata)
+            if not found or (owner is not None and owner[0] == "Node"):
+                continue
+            name = workload_of(metadata)
+            if owner is not None and owner[0] == "Job":
+                name = _job_workload(api, cron_jobs, str(metadata.get("namespace", "")), owner[1], name)
+            images.setdefault(name, {}).update(dict.fromkeys(found))
+            placement = pod_placement(spec, daemon=owner is not None and owner[0] == "DaemonSet")
+            placements.setdefault(name, {})[placement] = None
     finally:
         api.close()
-    images: dict[str, dict[str, None]] = {}
-    placements: dict[str, PodPlacement] = {}
-    for item in listing.get("items") or []:
-        if (item.get("status") or {}).get("phase") != "Running":
-            continue
-        metadata, spec = item.get("metadata") or {}, item.get("spec") or {}
-        found = [
-            str(c.get("image"))
-            for c in (*(spec.get("initContainers") or []), *(spec.get("containers") or []))
-            if isinstance(c, dict) and c.get("image")
-        ]
-        if found:
-            name = workload_of(metadata)
-            images.setdefault(name, {}).update(dict.fromkeys(found))
-            placements.setdefault(name, pod_placement(spec))
-    return {name: RunningWorkload(tuple(images[name]), placements[name]) for name in sorted(images)}
+    return {name: RunningWorkload(tuple(images[name]), tuple(placements[name])) for name in sorted(images)}
+
+
+def _job_workload(api: Api, cache: dict[tuple[str, str], str], namespace: str, job: str, default: str) -> str:
+    """A Job's pods are its CronJob's (each run is a new Job); a Job of none, or one that
+    cannot be read, is its own."""
+    key = (namespace, job)
+    if key not in cache:
+        try:
+            parent = controller_of(api.owner("Job", namespace, job).get("metadata") or {})
+        except KubeError:
+            parent = None
+        cache[key] = f"{namespace}/{parent[0]}/{parent[1]}" if parent else default
+    return cache[key]
 
 
 def cluster_nodes(kubeconfig: str, context: str = "") -> dict[str, ClusterNode]:
@@ -195,8 +215,10 @@ def cluster_nodes(kubeconfig: str, context: str = "") -> dict[str, ClusterNode]:
     return nodes
 
 
-def pod_placement(spec: Mapping[str, Any]) -> PodPlacement:
-    """A pod spec's tolerations, nodeSelector and required node affinity."""
+def pod_placement(spec: Mapping[str, Any], daemon: bool = False) -> PodPlacement:
+    """A pod spec's tolerations, nodeSelector and required node affinity. `daemon`: a
+    DaemonSet's pod, whose controller pins it to its node with a `metadata.name` field
+    requirement; without it the pod is its template's, which every matching node runs."""
     tolerations = tuple(
         Toleration(
             str(t.get("key", "")), str(t.get("operator") or "Equal"), str(t.get("value", "")), str(t.get("effect", ""))
@@ -204,7 +226,7 @@ def pod_placement(spec: Mapping[str, Any]) -> PodPlacement:
         for t in spec.get("tolerations") or []
         if isinstance(t, dict)
     )
-    selector = {str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()}
+    selector = tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items()))
     required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
         "requiredDuringSchedulingIgnoredDuringExecution"
     ) or {}
@@ -223,6 +245,10 @@ def pod_placement(spec: Mapping[str, Any]) -> PodPlacement:
         for term in required.get("nodeSelectorTerms") or []
         if isinstance(term, dict)
     )
+    if daemon:
+        pinned = [tuple(r for r in term if not (r.on_field and r.key == "metadata.name")) for term in terms]
+        # A term the pinning alone made matches any node: the template had no affinity then.
+        terms = () if any(not term for term in pinned) else tuple(pinned)
     return PodPlacement(tolerations, selector, terms)
 
 

@@ -141,21 +141,14 @@ def test_running_workloads_and_their_images(api: KubeApiStandIn, tmp_path: Path)
     required = {"nodeSelectorTerms": [term]}
     solo["spec"]["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
     api.add_pod(solo)
+    solo_placement = PodPlacement(
+        (Toleration("gpu", "Exists", "", "NoSchedule"),),
+        (("disk", "ssd"),),
+        ((NodeRequirement("zone", "In", ("a", "b")), NodeRequirement("metadata.name", "NotIn", ("n9",), True)),),
+    )
     assert running_workloads(kubeconfig) == {
         "default/Deployment/web": RunningWorkload(("busybox:1", "web:1", "web:2")),
-        "other/Pod/solo": RunningWorkload(
-            ("x:1",),
-            PodPlacement(
-                (Toleration("gpu", "Exists", "", "NoSchedule"),),
-                {"disk": "ssd"},
-                (
-                    (
-                        NodeRequirement("zone", "In", ("a", "b")),
-                        NodeRequirement("metadata.name", "NotIn", ("n9",), True),
-                    ),
-                ),
-            ),
-        ),
+        "other/Pod/solo": RunningWorkload(("x:1",), (solo_placement,)),
     }
 
 
