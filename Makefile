@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup setup-test demo test unit lint image bench bench-report bench-crio bench-scrape bench-wasted protos dashboards rules docs lock clean
+.PHONY: setup setup-test demo test unit lint image bench bench-report bench-crio bench-scrape bench-wasted bench-pull-cost bench-series protos dashboards rules docs lock clean
 
 setup:
 	@scripts/setup.sh
@@ -42,6 +42,13 @@ bench-scrape: setup-test  ## the /metrics endpoint: kept-alive scrapes, hostile 
 
 bench-wasted: setup-test  ## the wasted-bytes analysis on real Debian layers (needs mmdebstrap, zstd)
 	$(PY) -m benchmarks.wasted
+
+bench-pull-cost: setup-test  ## pull-cost for 10 references on the busy node vs one `ctr images ls`; the report over 100 nodes
+	$(PY) -m benchmarks.pull_cost
+	$(PY) -m benchmarks.report_pull_cost
+
+bench-series: setup-test  ## series per node at the defaults and in the fleet profile, on the busy node
+	$(PY) -m benchmarks.series_budget
 
 protos: setup
 	$(PY) scripts/gen_protos.py

@@ -370,6 +370,12 @@ PERFORMANCE_FIGURES = [
     ("series_budget.json", "fleet.series", "| {:,} ("),
     ("report.json", "series", "{:,}"),
     ("report_fleet.json", "series", "{:,}"),
+    ("pull_cost.json", "pull_cost_seconds.median", "{:,.0f} ms", 1000),
+    ("pull_cost.json", "ctr_images_ls_seconds.median", "{:,.0f} ms", 1000),
+    ("pull_cost.json", "ratio_pull_cost_to_ctr", "({:.2f}×"),
+    ("pull_cost.json", "runtime_read.targeted.calls", "{:,} calls"),
+    ("pull_cost.json", "runtime_read.whole_refresh.calls", "{:,} calls"),
+    ("report_pull_cost.json", "report_seconds.median", "{:.2f} s", 1),
 ]
 
 
@@ -382,3 +388,11 @@ def test_performance_doc_shows_the_recorded_benchmark_figures(figure):
         value = value[part]
     text = printed.format(value * scale[0] if scale else value)
     assert text in (ROOT / "docs" / "performance.md").read_text(), text
+
+
+def test_every_make_target_is_in_the_development_table():
+    """One Makefile entry per job a person runs, each one documented."""
+    phony = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith(".PHONY:"))
+    table = (ROOT / "docs" / "development.md").read_text()
+    missing = [t for t in phony.split(":", 1)[1].split() if f"`make {t}`" not in table]
+    assert missing == []
