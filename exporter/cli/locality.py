@@ -193,6 +193,7 @@ def _price(
 
 def serve(args: argparse.Namespace) -> int:
     """Measure every `--every` seconds and serve the last run's figures on /metrics until SIGTERM."""
+    from exporter.cli.main import configure_logging
     from exporter.cli.registry_access import registry_client, wanted_platform
     from exporter.cli.serve import stop_on_termination
     from exporter.errors import ConfigError
@@ -200,6 +201,7 @@ def serve(args: argparse.Namespace) -> int:
     from exporter.outputs.server import MetricsServer
     from exporter.sources.registry import RegistryError
 
+    configure_logging("info")
     if args.every <= 0:
         print("layer-sharing-exporter report: --every must be positive", file=sys.stderr)
         return EXIT_USAGE

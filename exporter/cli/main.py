@@ -39,11 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"layer-sharing-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level)
     if args.command == "serve":
         from exporter.cli.serve import serve
 
@@ -51,6 +47,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from exporter.cli.df import df
 
     return df(config, args)
+
+
+def configure_logging(level: str) -> None:
+    """Timestamped lines on stderr, as the long-running commands (serve, the locality service) log."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
 
 
 def kubectl_main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ tests/integration/test_report_pull_cost.py.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import subprocess
 import sys
@@ -179,7 +180,9 @@ def test_served_figures_follow_the_cluster_and_a_failing_api_is_said_not_zeroed(
         assert served.get("/healthz")[0] == 200
         status, text = served.get("/readyz")
         assert status == 200 and "forbidden" in text
-        assert "locality run failed" in served.log()
+        # Timestamped log lines, as serve's: the reason with the API's own words.
+        assert re.search(r"^\d{4}-\d\d-\d\d .* ERROR .*locality run failed: .*forbidden", served.log(), re.M)
+        assert "INFO" in served.log() and "serving the locality view" in served.log()
 
         cluster.api.forbidden = False
         served.wait_for(lambda: served.value("layer_sharing_locality_up") == 1, what="recovered")
