@@ -29,13 +29,18 @@ HEADER = (
     "# layer_sharing_image_fs_capacity_bytes/_available_bytes and layer_sharing_image_gc_* (the exporter's\n"
     "# capacity_dir or host_root); drop them without it. LayerSharingExporterDown is on here:\n"
     "# drop it where kube-prometheus-stack's TargetDown already fires. The layer-sharing-locality.rules\n"
-    "# group reads the locality service's metrics (the chart's locality.enabled): data only with it.\n"
+    "# group reads the locality service's metrics (the chart's locality.enabled): data only with it;\n"
+    "# its alert, LayerSharingLocalityFailing, is in the chart's PrometheusRule only.\n"
 )
 # Every rule, including those that need the image filesystem's capacity, and
 # LayerSharingExporterDown (off in the chart, where kube-prometheus-stack's TargetDown
 # covers it; a Prometheus loading this file may have no such alert).
 RULES_VALUES = {
-    "prometheusRule": {"enabled": True, "alerts": {"LayerSharingExporterDown": {"enabled": True}}},
+    "prometheusRule": {
+        "enabled": True,
+        # Off here: it fires when no locality service is scraped, which is the default outside the chart.
+        "alerts": {"LayerSharingExporterDown": {"enabled": True}, "LayerSharingLocalityFailing": {"enabled": False}},
+    },
     "imageFilesystem": {"mountHostPath": True},
     "locality": {"enabled": True},
 }

@@ -46,6 +46,8 @@ class FakeRuntime:
         self.blobs: dict[str, bytes] = {}
         self.blob_labels: dict[str, dict[str, str]] = {}  # the content store's labels, by digest
         self.failing_reads = 0  # the next N Content/Read calls fail (INTERNAL)
+        self.failing_usage: set[str] = set()  # snapshots whose Usage fails (INTERNAL)
+        self.failing_stat: set[str] = set()  # snapshots whose Stat fails (INTERNAL)
         self.chunk_delay = 0.0  # seconds before each Content/Read chunk (a slow disk)
         self.content_reads_active = 0  # Content/Read calls not ended (nor cancelled) yet
         self._read_lock = threading.Lock()
@@ -211,6 +213,8 @@ class FakeRuntime:
 
     def usage(self, request: snapshots_pb.UsageRequest, context: grpc.ServicerContext) -> snapshots_pb.UsageResponse:
         self._snapshot_exists(request.snapshotter, request.key, context)
+        if request.key in self.failing_usage:
+            context.abort(grpc.StatusCode.INTERNAL, "failed to compute usage: input/output error")
         if request.key in self.remote_snapshots:
             return snapshots_pb.UsageResponse(size=0, inodes=0)
         return snapshots_pb.UsageResponse(size=100, inodes=1)
@@ -219,6 +223,8 @@ class FakeRuntime:
         self, request: snapshots_pb.StatSnapshotRequest, context: grpc.ServicerContext
     ) -> snapshots_pb.StatSnapshotResponse:
         self._snapshot_exists(request.snapshotter, request.key, context)
+        if request.key in self.failing_stat:
+            context.abort(grpc.StatusCode.INTERNAL, "failed to stat: input/output error")
         labels = {"containerd.io/snapshot/remote": "remote snapshot"} if request.key in self.remote_snapshots else {}
         return snapshots_pb.StatSnapshotResponse(
             info=snapshots_pb.Info(name=request.key, kind=snapshots_pb.COMMITTED, labels=labels)

@@ -90,9 +90,13 @@ def measure(args: argparse.Namespace, client: RegistryClient | None = None) -> L
     for node, platform in node_platforms.items():
         by_platform.setdefault(platform, []).append(node)
     resolved: dict[registry.Platform, dict[str, RemoteImage]] = {}
+    not_built: dict[registry.Platform, set[str]] = {}  # references with no image for the platform
     for platform in by_platform:
-        resolved[platform], failures = _resolve(client, parsed, platform)
+        resolved[platform], not_built[platform], failures = _resolve(client, parsed, platform)
         problems += failures
+        if not_built[platform] and len(by_platform) > 1:
+            problems.append(f"{len(not_built[platform])} references have no {platform} image: their workloads "
+                            f"are not priced on {platform} nodes")  # fmt: skip
     if not any(resolved.values()):
         raise LocalityFailedError(
             "no running workload's image resolved: " + "; ".join(problems[:3]) if problems else "no running workload",
@@ -111,7 +115,7 @@ def measure(args: argparse.Namespace, client: RegistryClient | None = None) -> L
         raise LocalityFailedError("no exporter answered" + "".join(f"; {n}: {e}" for n, e in unreachable), EXIT_NO_DATA)
     localities = []
     for name, workload in workloads.items():
-        priced = _price(name, workload, holdings, nodes, node_platforms, resolved)
+        priced = _price(name, workload, holdings, nodes, node_platforms, resolved, not_built)
         if priced is None:
             problems.append(f"workload {name}: not every image resolved, left out")
         else:
@@ -145,19 +149,22 @@ def _node_platforms(
 
 def _resolve(
     client: RegistryClient, parsed: Mapping[str, ImageReference], platform: Platform
-) -> tuple[dict[str, RemoteImage], list[str]]:
-    """Each reference for `platform` (the client reads each document once), and what failed."""
+) -> tuple[dict[str, RemoteImage], set[str], list[str]]:
+    """Each reference for `platform` (the client reads each document once): those resolved,
+    those with no image for the platform, and what else failed."""
     from exporter.cli.pull_cost import _one_line, _remote_image
-    from exporter.sources.registry import RegistryError
+    from exporter.sources.registry import PlatformMissingError, RegistryError
 
     texts = list(parsed)
-    resolved, problems = {}, []
+    resolved, not_built, problems = {}, set(), []
     for text, result in zip(texts, client.resolve_many([parsed[t] for t in texts], platform), strict=True):
-        if isinstance(result, RegistryError):
+        if isinstance(result, PlatformMissingError):
+            not_built.add(text)
+        elif isinstance(result, RegistryError):
             problems.append(f"{text} ({platform}): {_one_line(str(result))}")
         else:
             resolved[text] = _remote_image(text, result)
-    return resolved, problems
+    return resolved, not_built, problems
 
 
 def _price(
@@ -167,15 +174,20 @@ def _price(
     nodes: Mapping[str, ClusterNode] | None,
     node_platforms: Mapping[str, Platform],
     resolved: Mapping[Platform, Mapping[str, RemoteImage]],
+    not_built: Mapping[Platform, set[str]],
 ) -> WorkloadLocality | None:
     """The workload's cold start on each node its pods may go to, with that node's platform's
-    images; None when its images resolve for no such node. A node the API does not list
-    (yet) is given the benefit of the doubt; a platform its images lack is not a node for it."""
+    images. A platform its images are not built for is not a node of its; any other failure
+    to resolve leaves the workload out (None), rather than pricing it on fewer nodes. A node
+    the API does not list (yet) is given the benefit of the doubt."""
     rollouts: list[NodeRollout] = []
     refs: tuple[str, ...] = ()
     for platform in dict.fromkeys(node_platforms.values()):
         images = resolved[platform]
-        if not all(r in images for r in workload.images):
+        unresolved = [r for r in workload.images if r not in images]
+        if any(r not in not_built[platform] for r in unresolved):
+            return None
+        if unresolved:
             continue
         eligible = {
             node: held

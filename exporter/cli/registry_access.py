@@ -54,4 +54,4 @@ def registry_client(args: argparse.Namespace) -> RegistryClient:
     Raises ValueError (a malformed flag) and RegistryError (an unreadable docker config).
     """
     endpoints = dict(registry_endpoint(e) for e in args.registry_endpoint)
-    return RegistryClient(load_credentials(docker_config_path()), args.timeout, endpoints)
+    return RegistryClient(None, args.timeout, endpoints, lambda: load_credentials(docker_config_path()))

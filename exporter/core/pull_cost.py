@@ -570,6 +570,7 @@ class StoreAnswers:
     listed_images: tuple[ImageFacts, ...]
     layer_usage: Mapping[str, int]
     remote_layers: frozenset[str] = frozenset()
+    unsized_layers: frozenset[str] = frozenset()  # asked snapshots that exist, bytes not readable
     present_blobs: frozenset[str] = frozenset()
     diff_chains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     keeps_layer_blobs: bool = True
@@ -581,8 +582,9 @@ def holdings_from_answers(answers: StoreAnswers, images: Sequence[RemoteImage]) 
     that follow the runtime more closely. A chain counts when its snapshot exists, whether
     or not an image CRI lists names it (containerd's unpacker Stats the chain ID), and a
     layer blob when the content store holds it (its fetcher skips a blob it has), whether or
-    not a listed image's manifest names it. On a node whose garbage collector has run (it
-    runs after every CRI image removal and pull), those are the same. A config counts while
+    not a listed image's manifest names it. Where the two differ (a snapshot a container keeps
+    after its image was removed, content under a lease), this one is what the runtime does; the
+    exporter's GET /pull-cost answers from its refresh. A config counts while
     CRI lists the image, as in `holdings_from_facts`. A diff's bytes are those of one stored
     layer of it: the images' own chain where present, else one on another parent (on a
     diff-sized snapshotter they are the same bytes, whatever the parent).
@@ -594,6 +596,8 @@ def holdings_from_answers(answers: StoreAnswers, images: Sequence[RemoteImage]) 
             chains[chain_id] = usage[chain_id]
         elif chain_id in remote:
             chains[chain_id] = 0  # lazily pulled: present, with no bytes on the node
+        elif chain_id in answers.unsized_layers:
+            chains[chain_id] = None  # present: not fetched again; its bytes unknown, never 0
     listed_ids = {image.image_id for image in answers.listed_images}
     blobs = {layer.digest for image in images for layer in image.layers if layer.digest in answers.present_blobs}
     blobs |= {image.config_digest for image in images if image.config_digest in listed_ids}

@@ -364,7 +364,7 @@ class ContainerdLayerStore:
         if listings is None or listings.snapshotter != self.snapshotter:
             listings = self.pull_listings()
         content = listings.content
-        usage, remote = self._usage_of(dict.fromkeys(c for image in images for c in image.chain_ids))
+        usage, remote, unsized = self._usage_of(dict.fromkeys(c for image in images for c in image.chain_ids))
         present = frozenset(layer.digest for image in images for layer in image.layers if layer.digest in content)
         diff_chains: dict[str, tuple[str, ...]] = {}
         if listings.snapshots is not None:
@@ -375,7 +375,8 @@ class ContainerdLayerStore:
             if unheld := {d for d, _ in pairs} - held:
                 diff_chains = stored_layers_of(unheld, listings.snapshots)
                 more = {c for chains in diff_chains.values() for c in chains} - usage.keys() - remote
-                more_usage, more_remote = self._usage_of(more)
+                more_usage, more_remote, more_unsized = self._usage_of(more - unsized)
+                unsized |= more_unsized
                 usage.update(more_usage)
                 remote |= more_remote
         keeps_layer_blobs = not self._discards_layer_blobs({i.image_id for i in listed}, content, dict(usage))
@@ -384,15 +385,18 @@ class ContainerdLayerStore:
             listed_images=tuple(listed),
             layer_usage=usage,
             remote_layers=frozenset(remote),
+            unsized_layers=frozenset(unsized),
             present_blobs=present,
             diff_chains=diff_chains,
             keeps_layer_blobs=keeps_layer_blobs,
         )
 
-    def _usage_of(self, chain_ids: Iterable[str]) -> tuple[dict[str, int], set[str]]:
-        """Bytes of the snapshots among `chain_ids` that exist, and which are lazily pulled
-        (asked by Stat where Usage says 0 or fails, as a refresh does). A chain without a
-        snapshot is simply not there; any other failure is said."""
+    def _usage_of(self, chain_ids: Iterable[str]) -> tuple[dict[str, int], set[str], set[str]]:
+        """Bytes of the snapshots among `chain_ids` that exist; which are lazily pulled; and
+        which exist with bytes not known (Usage failed, Stat found them). Stat is asked where
+        Usage says 0 or fails otherwise than NOT_FOUND, as a refresh does. A chain without a
+        snapshot is simply not there. Raises RuntimeUnavailableError when neither call can
+        say whether a snapshot exists: a guess either way would be a wrong figure."""
         usage: dict[str, int] = {}
         # Chains to Stat: those that read as 0 bytes (None) or failed otherwise than NOT_FOUND (the error).
         to_stat: dict[str, grpc.RpcError | None] = {}
@@ -409,16 +413,29 @@ class ContainerdLayerStore:
         requests = ((c, snapshots_pb.UsageRequest(snapshotter=self.snapshotter, key=c)) for c in chain_ids)
         self.session.call_many(self._usage, requests, remember, native=True)
         remote: set[str] = set()
+        unsized: set[str] = set()
+        undecided: list[str] = []
 
         def remember_stat(chain_id: str, result: snapshots_pb.StatSnapshotResponse | grpc.RpcError) -> None:
-            if not isinstance(result, grpc.RpcError) and REMOTE_SNAPSHOT_LABEL in result.info.labels:
-                remote.add(chain_id)
-            elif (error := to_stat[chain_id]) is not None:
-                self._report_missing(chain_id, error)
+            usage_error = to_stat[chain_id]
+            if not isinstance(result, grpc.RpcError):
+                if REMOTE_SNAPSHOT_LABEL in result.info.labels:
+                    remote.add(chain_id)
+                elif usage_error is not None:  # there, but its bytes could not be read
+                    unsized.add(chain_id)
+                    self.session.item_error("snapshot_usage", "layer %s: its bytes could not be read: %s",
+                                            chain_id, describe(usage_error))  # fmt: skip
+            elif usage_error is not None:
+                if result.code() == grpc.StatusCode.NOT_FOUND:
+                    self._report_missing(chain_id, usage_error)
+                else:
+                    undecided.append(f"{chain_id}: {describe(usage_error)}; {describe(result)}")
 
         stats = ((c, snapshots_pb.StatSnapshotRequest(snapshotter=self.snapshotter, key=c)) for c in to_stat)
         self.session.call_many(self._stat, stats, remember_stat, native=True)
-        return usage, remote
+        if undecided:
+            raise RuntimeUnavailableError(f"whether layer {undecided[0]} has a snapshot is not known")
+        return usage, remote, unsized
 
     def _committed_snapshots(self) -> dict[str, str]:
         """Every committed snapshot's name (a chain ID) and its parent's, in one listing."""
@@ -482,7 +499,7 @@ class ContainerdLayerStore:
                 for config in layer_lists
                 if (details := _parse(configs.get(config), _config_details))
             }
-            more_usage, _ = self._usage_of({c for ids in chains.values() for c in ids} - usage.keys())
+            more_usage, _, _ = self._usage_of({c for ids in chains.values() for c in ids} - usage.keys())
             usage.update(more_usage)
             if any(shows_discarded_blobs(layer_lists[i], ids, usage, content) for i, ids in chains.items()):
                 return True

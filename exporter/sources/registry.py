@@ -17,6 +17,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -24,9 +25,10 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 
 from exporter.core.references import normalize_repository, split_reference
@@ -51,12 +53,17 @@ MANIFEST_ACCEPT = ", ".join(
 # An image config is small; a larger blob is not one.
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
 # Registries spoken to in plain HTTP, as containerd does by default.
+logger = logging.getLogger(__name__)
 _LOOPBACK = re.compile(r"^(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?$")
 _MACHINE_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm"}
 
 
 class RegistryError(Exception):
     """A registry could not be read (unreachable, refused, not found, or a bad document)."""
+
+
+class PlatformMissingError(RegistryError):
+    """An index offers no image for the platform asked (not a fault: the image is not built for it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,15 +224,19 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
 
 
 class RegistryClient:
-    """Reads manifests and configs from registries (GET only)."""
+    """Reads manifests and configs from registries (GET, and HEAD for the tags of a long-lived
+    client's last run)."""
 
     def __init__(
         self,
         credentials: Mapping[str, tuple[str, str]] | None = None,
         timeout: float = 30.0,
         endpoints: Mapping[str, str] | None = None,
+        load_credentials: Callable[[], Mapping[str, tuple[str, str]]] | None = None,
     ) -> None:
-        self.credentials = dict(credentials or {})
+        # A long-lived client reads the credentials again each run (a rotated Secret's file).
+        self._load_credentials = load_credentials
+        self.credentials = dict(credentials if credentials is not None else (load_credentials or dict)())
         self.timeout = timeout
         # Registry name -> base URL (mirrors, or a registry whose API lives elsewhere).
         self.endpoints = dict(endpoints or {})
@@ -235,6 +246,7 @@ class RegistryClient:
         self._manifests: dict[str, dict[str, object]] = {}  # manifest or index by digest
         self._configs: dict[str, tuple[ImageDetails, int]] = {}  # config digest -> details, bytes
         # A long-lived client's last run (new_run): what it read, kept for one more run.
+        self._previous_tags: set[tuple[str, str, str]] = set()
         self._previous_manifests: dict[str, dict[str, object]] = {}
         self._previous_configs: dict[str, tuple[ImageDetails, int]] = {}
         # Threads resolving references at once still read each document once: one lock per document.
@@ -255,46 +267,54 @@ class RegistryClient:
         move), by HEAD first, and a document by digest is read again only if the last run did
         not use it (what a digest names never changes). Memory holds at most two runs' documents;
         registries that count pulls (Docker Hub) count GETs of manifests, not HEADs."""
+        self._previous_tags = set(self._tags)
         self._tags.clear()
         self._previous_manifests, self._manifests = self._manifests, {}
         self._previous_configs, self._configs = self._configs, {}
+        self._locks.clear()  # runs are sequential: no worker holds one now
+        if self._load_credentials is not None:
+            try:
+                credentials = dict(self._load_credentials())
+            except RegistryError as exc:  # a half-written file: keep the last ones, say why
+                logger.warning("registry credentials not reloaded: %s", exc)
+                return
+            changed = {
+                r for r in credentials.keys() | self.credentials.keys() if credentials.get(r) != self.credentials.get(r)
+            }
+            self.credentials = credentials
+            # Tokens and basic headers made from credentials that changed are made again.
+            self._tokens = {key: token for key, token in self._tokens.items() if key[0] not in changed}
 
     def _head_digest(self, ref: ImageReference, tag: str) -> str:
-        """The digest a tag names now, from a HEAD's Docker-Content-Digest ("" if not said)."""
-        url = f"{self._base(ref.registry)}/v2/{ref.repository}/manifests/{tag}"
-        scope = f"repository:{ref.repository}:pull"
-        for attempt in range(2):
-            request = urllib.request.Request(url, headers={"Accept": MANIFEST_ACCEPT}, method="HEAD")
-            authorization = self._authorization(ref.registry, scope)
-            if authorization:
-                request.add_header("Authorization", authorization)
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    digest = str(response.headers.get("Docker-Content-Digest", ""))
-                    return digest if DIGEST_RE.match(digest) else ""
-            except urllib.error.HTTPError as exc:
-                exc.close()
-                if exc.code == 401 and attempt == 0 and self._authenticate(ref.registry, scope, exc):
-                    continue
-                return ""  # the GET that follows says what is wrong
-            except (urllib.error.URLError, OSError):
-                return ""
-        return ""
+        """The digest a tag names now, from a HEAD's Docker-Content-Digest ("" if not said:
+        the GET that follows says what is wrong, if anything)."""
+        try:
+            _, headers = self._request(ref, f"manifests/{tag}", MANIFEST_ACCEPT, 0, "HEAD")
+        except RegistryError:
+            return ""
+        digest = str(headers.get("Docker-Content-Digest", ""))
+        return digest if DIGEST_RE.match(digest) else ""
 
     def _get(self, ref: ImageReference, path: str, accept: str, limit: int) -> tuple[bytes, str]:
+        body, headers = self._request(ref, path, accept, limit, "GET")
+        return body, str(headers.get("Content-Type", ""))
+
+    def _request(self, ref: ImageReference, path: str, accept: str, limit: int, method: str) -> tuple[bytes, Message]:
+        """One GET or HEAD of a registry API path, answering a 401's challenge once: the body
+        (at most `limit` bytes) and the headers."""
         url = f"{self._base(ref.registry)}/v2/{ref.repository}/{path}"
         scope = f"repository:{ref.repository}:pull"
         for attempt in range(2):
-            request = urllib.request.Request(url, headers={"Accept": accept}, method="GET")
+            request = urllib.request.Request(url, headers={"Accept": accept}, method=method)
             authorization = self._authorization(ref.registry, scope)
             if authorization:
                 request.add_header("Authorization", authorization)
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    body = response.read(limit + 1)
+                    body = response.read(limit + 1) if method == "GET" else b""
                     if len(body) > limit:
                         raise RegistryError(f"{url}: more than {limit} bytes")
-                    return body, response.headers.get("Content-Type", "")
+                    return body, response.headers
             except urllib.error.HTTPError as exc:
                 exc.close()  # its connection; the status and headers stay readable
                 if exc.code == 401 and attempt == 0 and self._authenticate(ref.registry, scope, exc):
@@ -426,9 +446,12 @@ class RegistryClient:
     def _read_manifest(self, ref: ImageReference, reference: str) -> tuple[str, dict[str, object]]:
         by_digest = bool(DIGEST_RE.match(reference))
         digest = reference if by_digest else self._tags.get((ref.registry, ref.repository, reference), "")
-        if not digest and self._previous_manifests:
+        tag_key = (ref.registry, ref.repository, reference)
+        if not digest and tag_key in self._previous_tags:
             digest = self._head_digest(ref, reference)  # a tag the last run saw: maybe still the same
         if digest in self._manifests:
+            if not by_digest:
+                self._tags[tag_key] = digest
             return digest, self._manifests[digest]
         if digest in self._previous_manifests:
             self._manifests[digest] = self._previous_manifests[digest]
@@ -554,4 +577,4 @@ def _platform_manifest(index: Mapping[str, object], wanted: Platform, what: str)
             and DIGEST_RE.match(digest)
         ):
             return digest
-    raise RegistryError(f"{what} has no image for {wanted} (it has: {', '.join(offered) or 'none'})")
+    raise PlatformMissingError(f"{what} has no image for {wanted} (it has: {', '.join(offered) or 'none'})")

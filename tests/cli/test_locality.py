@@ -200,3 +200,16 @@ def test_serving_refusals(cluster: Cluster, capsys):
     assert "--view locality only" in capsys.readouterr().err
     assert main([*base, "--view", "locality", "--listen-port", "0", "--every", "0"]) == 2
     assert "--every must be positive" in capsys.readouterr().err
+
+
+def test_an_image_not_built_for_a_platform_is_not_priced_on_its_nodes(cluster: Cluster):
+    ref, _ = cluster.registry.push_index("team/amd-only", "1", {"amd64": ImageSpec(["y"], [BASE]).build()})
+    cluster.api.nodes = [node("node-a", {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}),
+                         node("node-b", {"kubernetes.io/os": "linux", "kubernetes.io/arch": "arm64"})]  # fmt: skip
+    amd = pod("default", "amd-0", "node-a", ("StatefulSet", "amd"))
+    amd["spec"]["containers"] = [{"name": "a", "image": ref}]
+    cluster.api.add_pod(amd)
+    run = measure(_args(cluster))
+    by_name = {w.workload: w.rollout for w in run.workloads}
+    assert [n.node for n in by_name["default/StatefulSet/amd"].nodes] == ["node-a"]
+    assert any("no linux/arm64 image" in p for p in run.problems)

@@ -278,6 +278,32 @@ def test_a_remote_chain_is_present_with_no_bytes(fake):
     assert calls["containerd.services.snapshots.v1.Snapshots/Stat"] == 1  # only the chain that read as 0 bytes
 
 
+def test_a_chain_whose_bytes_cannot_be_read_is_present_with_bytes_unknown(fake):
+    """Usage fails, Stat finds the snapshot: the layer is there (not fetched again), its bytes
+    unknown (None), never taken as missing; said once."""
+    bottom = chain_ids(fake.images[digest("i1")])[0]
+    fake.failing_usage.add(bottom)
+    runtime = source_for(fake, layer_store="containerd")
+    try:
+        holdings = runtime.pull_holdings(_asked(fake, "i1")).holdings
+    finally:
+        runtime.close()
+    assert holdings.chains[bottom] is None and len(holdings.chains) == 2
+    assert runtime.errors["snapshot_usage"] == 1
+
+
+def test_a_snapshot_neither_usage_nor_stat_can_tell_fails_the_read(fake):
+    bottom = chain_ids(fake.images[digest("i1")])[0]
+    fake.failing_usage.add(bottom)
+    fake.failing_stat.add(bottom)
+    runtime = source_for(fake, layer_store="containerd")
+    try:
+        with pytest.raises(RuntimeUnavailableError, match=f"whether layer {bottom}"):
+            runtime.pull_holdings(_asked(fake, "i1"))
+    finally:
+        runtime.close()
+
+
 def _pulled(fake, image_id: str, *, labelled_layers: bool, kept: bool) -> None:
     """The content store after a CRI pull of `image_id`: its manifest (labelled as the pull
     labels it) and config, and its layer blobs unless discarded."""

@@ -12,6 +12,7 @@ import pytest
 
 from exporter.sources.registry import (
     Platform,
+    PlatformMissingError,
     RegistryClient,
     RegistryError,
     docker_config_path,
@@ -197,3 +198,29 @@ def test_a_one_shot_client_never_sends_head(registry: Registry):
     ref = parse_reference(registry.push("team/once", "1", _image("once")))
     RegistryClient().resolve(ref, AMD64)
     assert not [r for r in registry.requests if r.startswith("HEAD ")]
+
+
+@pytest.mark.parametrize("bearer", [False, True], ids=["basic", "bearer"])
+def test_a_long_lived_client_reads_rotated_credentials_each_run(tmp_path: Path, bearer: bool):
+    """A Secret's docker config rotated under the locality service (ECR's 12-hour tokens): the
+    next run uses the new credentials, not a header or token made from the old ones."""
+    registry = Registry(auth=("robot", "first"), bearer=bearer).start()
+    try:
+        image = _image("rotated")
+        ref = parse_reference(registry.push("team/rotated", "1", image))
+        path = _docker_config(tmp_path, registry.host, "robot", "first")
+        client = RegistryClient(load_credentials=lambda: load_credentials(path))
+        assert client.resolve(ref, AMD64).manifest_digest == image.manifest.digest
+        registry.auth = ("robot", "second")  # rotated at the registry and in the file
+        registry.tokens.clear()
+        _docker_config(tmp_path, registry.host, "robot", "second")
+        client.new_run()
+        assert client.resolve(ref, AMD64).manifest_digest == image.manifest.digest
+    finally:
+        registry.stop()
+
+
+def test_a_platform_an_index_lacks_is_its_own_error(registry: Registry):
+    ref, _ = registry.push_index("team/amd-only", "1", {"amd64": _image("amd-only")})
+    with pytest.raises(PlatformMissingError, match="no image for linux/arm64"):
+        RegistryClient().resolve(parse_reference(ref), Platform("linux", "arm64"))

@@ -8,6 +8,7 @@ probes: the chart gives them scheme HTTPS exactly when the exporter serves TLS.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, TypeVar
@@ -17,6 +18,8 @@ from exporter.core.placement import ClusterNode, NodeRequirement, PodPlacement, 
 from exporter.core.pull_cost import NodeHoldings, RemoteImage, merge_holdings
 from exporter.sources.kubernetes.api import Api, KubeError
 from exporter.sources.kubernetes.workloads import controller_of
+
+logger = logging.getLogger(__name__)
 
 SCHEMES = ("auto", "http", "https")
 
@@ -158,7 +161,7 @@ def running_workloads(kubeconfig: str, context: str = "") -> dict[str, RunningWo
     api = Api(kubeconfig, context)
     images: dict[str, dict[str, None]] = {}
     placements: dict[str, dict[PodPlacement, None]] = {}
-    cron_jobs: dict[tuple[str, str], str] = {}  # (namespace, job) -> its workload's name
+    jobs = _JobOwners(api)
     try:
         for item in api.running_pods():
             metadata, spec = item.get("metadata") or {}, item.get("spec") or {}
@@ -172,7 +175,7 @@ def running_workloads(kubeconfig: str, context: str = "") -> dict[str, RunningWo
                 continue
             name = workload_of(metadata)
             if owner is not None and owner[0] == "Job":
-                name = _job_workload(api, cron_jobs, str(metadata.get("namespace", "")), owner[1], name)
+                name = jobs.workload(str(metadata.get("namespace", "")), owner[1], name)
             images.setdefault(name, {}).update(dict.fromkeys(found))
             placement = pod_placement(spec, daemon=owner is not None and owner[0] == "DaemonSet")
             placements.setdefault(name, {})[placement] = None
@@ -181,17 +184,27 @@ def running_workloads(kubeconfig: str, context: str = "") -> dict[str, RunningWo
     return {name: RunningWorkload(tuple(images[name]), tuple(placements[name])) for name in sorted(images)}
 
 
-def _job_workload(api: Api, cache: dict[tuple[str, str], str], namespace: str, job: str, default: str) -> str:
-    """A Job's pods are its CronJob's (each run is a new Job); a Job of none, or one that
-    cannot be read, is its own."""
-    key = (namespace, job)
-    if key not in cache:
-        try:
-            parent = controller_of(api.owner("Job", namespace, job).get("metadata") or {})
-        except KubeError:
-            parent = None
-        cache[key] = f"{namespace}/{parent[0]}/{parent[1]}" if parent else default
-    return cache[key]
+class _JobOwners:
+    """A run's Job -> workload: a CronJob's Jobs are that CronJob (each run is a new Job);
+    a Job of none, or whose owner cannot be read, is its own (said once a run)."""
+
+    def __init__(self, api: Api) -> None:
+        self._api = api
+        self._names: dict[tuple[str, str], str] = {}
+        self._said = False
+
+    def workload(self, namespace: str, job: str, default: str) -> str:
+        key = (namespace, job)
+        if key not in self._names:
+            try:
+                parent = controller_of(self._api.owner("Job", namespace, job).get("metadata") or {})
+            except KubeError as exc:
+                parent = None
+                if not self._said:
+                    self._said = True
+                    logger.warning("a Job's owner could not be read, its pods named by the Job: %s", exc)
+            self._names[key] = f"{namespace}/{parent[0]}/{parent[1]}" if parent else default
+        return self._names[key]
 
 
 def cluster_nodes(kubeconfig: str, context: str = "") -> dict[str, ClusterNode]:
