@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from exporter.cli.exit_codes import EXIT_OK, EXIT_USAGE
+from exporter.cli.exit_codes import EXIT_NO_DATA, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE
 from exporter.core.placement import ClusterNode, RunningWorkload
 from exporter.core.pull_cost import (
     NodeHoldings,
@@ -31,14 +31,13 @@ from exporter.core.pull_cost import (
 from exporter.outputs.locality_metrics import LocalityRun, LocalityStore
 
 if TYPE_CHECKING:
+    from exporter.sources.kubernetes.pod_proxy import ExporterPod
     from exporter.sources.registry import ImageReference, Platform, RegistryClient
 
 logger = logging.getLogger("layer_sharing_exporter.locality")
 
 # Workloads exported when --top is not given: a few series each.
 DEFAULT_TOP_N = 100
-# report's exit codes for a run that yields nothing (exporter.cli.report).
-EXIT_NO_DATA, EXIT_UNREACHABLE = 3, 4
 
 
 class LocalityFailedError(Exception):
@@ -65,13 +64,9 @@ def measure(args: argparse.Namespace, client: RegistryClient | None = None) -> L
     problems: list[str] = []
     try:
         workloads = pod_proxy.running_workloads(kubeconfig, args.context)
-        pods = pod_proxy.exporter_pods(
-            kubeconfig, args.exporter_namespace, args.selector, args.scheme, context=args.context
-        )
     except Exception as exc:  # the API server as a whole failed: say why, in one line
         raise LocalityFailedError(_one_line(str(exc)), EXIT_UNREACHABLE) from exc
-    if not pods:
-        raise LocalityFailedError(f"no running exporter pods match {args.selector!r}", EXIT_NO_DATA)
+    pods = exporter_pods(args)
     try:
         nodes: dict[str, ClusterNode] | None = pod_proxy.cluster_nodes(kubeconfig, args.context)
     except Exception as exc:  # e.g. no RBAC for nodes: still an answer, with every node counted
@@ -111,8 +106,7 @@ def measure(args: argparse.Namespace, client: RegistryClient | None = None) -> L
         )
         holdings.update(answers)
         unreachable += failed
-    if not holdings:
-        raise LocalityFailedError("no exporter answered" + "".join(f"; {n}: {e}" for n, e in unreachable), EXIT_NO_DATA)
+    require_answers(holdings, unreachable)
     localities = []
     for name, workload in workloads.items():
         priced = _price(name, workload, holdings, nodes, node_platforms, resolved, not_built)
@@ -128,6 +122,29 @@ def measure(args: argparse.Namespace, client: RegistryClient | None = None) -> L
         finished_at=time.time(),
         duration_seconds=time.monotonic() - started,
     )
+
+
+def exporter_pods(args: argparse.Namespace) -> list[ExporterPod]:
+    """The running exporter pods `args` select (both pull-cost views ask them). Raises
+    LocalityFailedError: the API failing as a whole, or no exporter running."""
+    from exporter.cli.pull_cost import _one_line
+    from exporter.sources.kubernetes import pod_proxy
+
+    try:
+        pods = pod_proxy.exporter_pods(
+            args.kubeconfig or "", args.exporter_namespace, args.selector, args.scheme, context=args.context
+        )
+    except Exception as exc:  # the API server as a whole failed: say why, in one line
+        raise LocalityFailedError(_one_line(str(exc)), EXIT_UNREACHABLE) from exc
+    if not pods:
+        raise LocalityFailedError(f"no running exporter pods match {args.selector!r}", EXIT_NO_DATA)
+    return pods
+
+
+def require_answers(holdings: Mapping[str, NodeHoldings], unreachable: Sequence[tuple[str, str]]) -> None:
+    """Raises LocalityFailedError when no exporter answered, naming each one's error."""
+    if not holdings:
+        raise LocalityFailedError("no exporter answered" + "".join(f"; {n}: {e}" for n, e in unreachable), EXIT_NO_DATA)
 
 
 def _node_platforms(

@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 from exporter.cli import prometheus_flags
+from exporter.cli.exit_codes import EXIT_NO_DATA, EXIT_OK, EXIT_PARTIAL, EXIT_UNREACHABLE, EXIT_USAGE
 from exporter.core.cluster import ClusterReport, MeasuredPodLabels, build_report, build_report_from_aggregates
 from exporter.outputs.report import formats, html, terminal, views
 from exporter.sources import prometheus_api
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_DATA, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 PULL_COST_VIEWS = ("pull-cost", "locality")
 
 
@@ -138,6 +138,7 @@ def _run_pull_cost_view(args: argparse.Namespace, fmt: str, html_file: str) -> i
     """`--view pull-cost REF...` (and `--view locality`, exporter.cli.locality): references
     resolved once, here; each node answers what it holds for their layers (GET /pull-cost
     through the pod proxy); the accounting is exporter.core.pull_cost's, the node command's own."""
+    from exporter.cli import locality
     from exporter.cli.pull_cost import _one_line, _remote_image
     from exporter.cli.registry_access import registry_client, wanted_platform
     from exporter.core.pull_cost import rollout
@@ -162,26 +163,20 @@ def _run_pull_cost_view(args: argparse.Namespace, fmt: str, html_file: str) -> i
         client = registry_client(args)
     except (ValueError, registry.RegistryError) as exc:
         return _fail(str(exc), EXIT_USAGE)
-    kubeconfig = args.kubeconfig or ""
     try:
-        pods = pod_proxy.exporter_pods(
-            kubeconfig, args.exporter_namespace, args.selector, args.scheme, context=args.context
+        pods = locality.exporter_pods(args)
+        # Each distinct reference once, manifests and configs concurrently (the client caches them).
+        images = []
+        for text, result in zip(args.refs, client.resolve_many(parsed, wanted), strict=True):
+            if isinstance(result, registry.RegistryError):
+                return _fail(f"{text}: {_one_line(str(result))}", EXIT_PARTIAL)
+            images.append(_remote_image(text, result))
+        holdings, unreachable = pod_proxy.fetch_holdings(
+            args.kubeconfig or "", pods, args.port, args.timeout, images, context=args.context
         )
-    except Exception as exc:  # the API server as a whole failed: say why, in one line
-        return _fail(_one_line(str(exc)), EXIT_UNREACHABLE)
-    if not pods:
-        return _fail(f"no running exporter pods match {args.selector!r}", EXIT_NO_DATA)
-    # Each distinct reference once, manifests and configs concurrently (the client caches them).
-    images = []
-    for text, result in zip(args.refs, client.resolve_many(parsed, wanted), strict=True):
-        if isinstance(result, registry.RegistryError):
-            return _fail(f"{text}: {_one_line(str(result))}", EXIT_PARTIAL)
-        images.append(_remote_image(text, result))
-    holdings, unreachable = pod_proxy.fetch_holdings(
-        kubeconfig, pods, args.port, args.timeout, images, context=args.context
-    )
-    if not holdings:
-        return _fail("no exporter answered" + "".join(f"; {n}: {e}" for n, e in unreachable), EXIT_NO_DATA)
+        locality.require_answers(holdings, unreachable)
+    except locality.LocalityFailedError as exc:
+        return _fail(exc.message, exc.exit_code)
     report = rollout(images, holdings)
     if fmt == "json":
         print(out.rollout_json(args.refs, report, unreachable))

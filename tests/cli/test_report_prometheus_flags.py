@@ -10,9 +10,9 @@ import socket
 import pytest
 
 from exporter.cli.args import build_parser
+from exporter.cli.exit_codes import EXIT_UNREACHABLE, EXIT_USAGE
 from exporter.cli.main import main
 from exporter.cli.prometheus_flags import client_options, measured_pod_labels
-from exporter.cli.report import EXIT_UNREACHABLE, EXIT_USAGE
 from exporter.core.cluster import MeasuredPodLabels
 
 
