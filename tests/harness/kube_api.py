@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from tests.harness.loopback import LoopbackServer
+from tests.harness.loopback import LoopbackServer, send_json
 
 
 def pod(namespace: str, name: str, node: str, owner: tuple[str, str] | None = None, rv: int = 1) -> dict[str, Any]:
@@ -322,12 +322,7 @@ def _handler(api: KubeApiStandIn) -> type[BaseHTTPRequestHandler]:
             self.wfile.flush()
 
         def _json(self, code: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, code, json.dumps(body).encode())
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass

@@ -13,7 +13,7 @@ from typing import Any
 from exporter.core.pull_cost import NodeHoldings
 from exporter.outputs.pull_cost import answer
 from exporter.pull_cost_wire import PATH
-from tests.harness.loopback import LoopbackServer
+from tests.harness.loopback import LoopbackServer, send_json
 
 
 class PullCostNodes(LoopbackServer):
@@ -40,12 +40,7 @@ def _handler(nodes: PullCostNodes) -> type[BaseHTTPRequestHandler]:
                 status, body = 404, '{"error": "not found"}'
             else:
                 status, body = answer(nodes.holdings[node], url.query)
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, status, body.encode())
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass
