@@ -224,7 +224,7 @@ def serve(args: argparse.Namespace) -> int:
     """Measure every `--every` seconds and serve the last run's figures on /metrics until SIGTERM."""
     from exporter.cli.main import configure_logging
     from exporter.cli.registry_access import registry_client, wanted_platform
-    from exporter.cli.serve import stop_on_termination
+    from exporter.cli.serve import stop_on_termination, wait_for_termination
     from exporter.errors import ConfigError
     from exporter.outputs import webconfig
     from exporter.outputs.server import MetricsServer
@@ -276,7 +276,7 @@ def serve(args: argparse.Namespace) -> int:
     for thread in threads:
         thread.start()
     logger.info("serving the locality view on port %d, measured every %gs", server.port, args.every)
-    stop.wait()
+    wait_for_termination(stop)
     server.shutdown()
     return EXIT_OK
 

@@ -36,6 +36,15 @@ def stop_on_termination() -> threading.Event:
     return stop
 
 
+def wait_for_termination(stop: threading.Event) -> None:
+    """Block the main thread until `stop` is set. In slices: a signal the kernel hands to
+    another thread does not wake a main thread blocked on a lock, and Python runs its handler
+    only in the main thread, so an unbounded wait could miss SIGTERM for good (seen once in CI:
+    the pod would then be killed at its grace period)."""
+    while not stop.wait(0.5):
+        pass
+
+
 def serve(config: Config) -> int:
     host, port = config_mod.split_listen_address(config.serve.listen_address)
     try:
@@ -86,7 +95,7 @@ def serve(config: Config) -> int:
         config.runtime.endpoint,
         config.serve.refresh_interval_seconds,
     )
-    stop.wait()
+    wait_for_termination(stop)
     if analyzer is not None:
         analyzer.stop()
     server.shutdown()
